@@ -1,0 +1,7 @@
+//! Integration tests: the simulator in-process on an ephemeral port, driven by the real
+//! `kubectl` and by plain HTTP.
+
+mod binary;
+mod http;
+mod kubectl;
+mod util;

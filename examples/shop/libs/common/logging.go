@@ -1,0 +1,1 @@
+package common // shared logging

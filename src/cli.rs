@@ -1,0 +1,217 @@
+//! Command-line and action-input parsing into one [`Request`]. The CLI and the action share
+//! every semantic; only where the values come from differs.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// What to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Command {
+    Plan,
+}
+
+/// How to print the result on stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Values that only exist when running as a GitHub Action.
+#[derive(Debug, Clone, Default)]
+pub struct ActionEnv {
+    pub event_name: String,
+    pub event_path: Option<PathBuf>,
+    pub sha: Option<String>,
+    pub repository: Option<String>,
+    pub api_url: String,
+    pub token: Option<String>,
+    pub output: Option<PathBuf>,
+    pub summary: Option<PathBuf>,
+}
+
+/// One run, from the CLI or from action inputs.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub command: Command,
+    /// Folder inside the repository to run in.
+    pub workdir: PathBuf,
+    /// Config path, relative to `workdir` unless absolute.
+    pub config: PathBuf,
+    pub base: Option<String>,
+    pub head: Option<String>,
+    /// Compare from the merge base of `base` and `head`.
+    pub merge_base: bool,
+    /// Forced set of services (`all` expands to every one).
+    pub services: Option<Vec<String>>,
+    pub format: Format,
+    pub dry_run: bool,
+    pub action: Option<ActionEnv>,
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "monoship",
+    version,
+    about = "Ship only what changed in a monorepo."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// Which services changed between two revisions, and why.
+    Plan(Shared),
+    /// Print the JSON Schema of the config file.
+    Schema,
+}
+
+#[derive(Debug, clap::Args)]
+struct Shared {
+    /// Config file.
+    #[arg(long, default_value = ".github/monoship.yml")]
+    config: PathBuf,
+    /// Base revision. Default: the merge base of HEAD with the remote default branch.
+    #[arg(long)]
+    base: Option<String>,
+    /// Head revision.
+    #[arg(long, default_value = "HEAD")]
+    head: String,
+    /// Compare from the merge base of --base and --head (what the branch changed).
+    #[arg(long)]
+    merge_base: bool,
+    /// Skip detection: exactly these services (comma-separated; `all` for every one).
+    #[arg(long, value_delimiter = ',')]
+    services: Option<Vec<String>>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+    /// Do everything up to the first side effect and print what would be run.
+    #[arg(long)]
+    dry_run: bool,
+    /// Run in this folder instead of the current one.
+    #[arg(short = 'C', long, default_value = ".")]
+    dir: PathBuf,
+}
+
+/// What the process was asked to do.
+pub enum Invocation {
+    Run(Box<Request>),
+    PrintSchema,
+}
+
+/// Bad arguments or inputs.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Reads the command line, or the action inputs when running as an action without a
+/// subcommand (`GITHUB_ACTIONS=true`).
+///
+/// # Errors
+/// Clap's own error (printed by the caller with its exit code) or a [`UsageError`].
+pub fn parse(
+    args: Vec<std::ffi::OsString>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Invocation, Box<dyn std::error::Error>> {
+    let in_action = env("GITHUB_ACTIONS").as_deref() == Some("true");
+    if in_action && args.len() <= 1 {
+        return Ok(Invocation::Run(Box::new(from_action_env(env)?)));
+    }
+    let cli = Cli::try_parse_from(args)?;
+    match cli.command {
+        None => Err(Box::new(UsageError(
+            "no command given; try `monoship plan --help`".into(),
+        ))),
+        Some(Sub::Schema) => Ok(Invocation::PrintSchema),
+        Some(Sub::Plan(s)) => Ok(Invocation::Run(Box::new(Request {
+            command: Command::Plan,
+            workdir: s.dir,
+            config: s.config,
+            base: s.base,
+            head: Some(s.head),
+            merge_base: s.merge_base,
+            services: s.services,
+            format: s.format,
+            dry_run: s.dry_run,
+            action: if in_action {
+                Some(action_env(env))
+            } else {
+                None
+            },
+        }))),
+    }
+}
+
+fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
+    let nonempty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
+    ActionEnv {
+        event_name: nonempty("GITHUB_EVENT_NAME").unwrap_or_default(),
+        event_path: nonempty("GITHUB_EVENT_PATH").map(PathBuf::from),
+        sha: nonempty("GITHUB_SHA"),
+        repository: nonempty("GITHUB_REPOSITORY"),
+        api_url: nonempty("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()),
+        token: nonempty("INPUT_TOKEN").or_else(|| nonempty("GITHUB_TOKEN")),
+        output: nonempty("GITHUB_OUTPUT").map(PathBuf::from),
+        summary: nonempty("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+    }
+}
+
+/// Reads `INPUT_*` variables (names uppercased, hyphens kept: `INPUT_DRY-RUN`).
+fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, UsageError> {
+    let input = |name: &str| {
+        env(&format!("INPUT_{}", name.to_uppercase().replace(' ', "_")))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+    };
+    let flag = |name: &str| -> Result<bool, UsageError> {
+        match input(name).as_deref() {
+            None => Ok(false),
+            Some("true") | Some("True") | Some("TRUE") => Ok(true),
+            Some("false") | Some("False") | Some("FALSE") => Ok(false),
+            Some(other) => Err(UsageError(format!(
+                "input `{name}` must be `true` or `false`, not `{other}`"
+            ))),
+        }
+    };
+    // SPEC §2: the action runs `ship` unless told otherwise.
+    let command = match input("command").as_deref().unwrap_or("ship") {
+        "plan" => Command::Plan,
+        other @ ("build" | "ship") => {
+            return Err(UsageError(format!(
+                "input `command: {other}` is not available in this version of monoship yet; set `command: plan`"
+            )))
+        }
+        other => return Err(UsageError(format!("input `command` must be plan, build or ship, not `{other}`"))),
+    };
+    let workspace = env("GITHUB_WORKSPACE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let workdir = match input("working-directory") {
+        Some(dir) => workspace.join(dir),
+        None => workspace,
+    };
+    Ok(Request {
+        command,
+        workdir,
+        config: input("config")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".github/monoship.yml")),
+        base: input("base"),
+        head: input("head"),
+        merge_base: flag("merge-base")?,
+        services: input("services").map(|s| {
+            s.split([',', '\n'])
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        }),
+        format: Format::Text,
+        dry_run: flag("dry-run")?,
+        action: Some(action_env(env)),
+    })
+}

@@ -1,0 +1,677 @@
+//! The config file (`.github/monoship.yml` by default): services, groups and where they ship.
+//!
+//! Loading is strict: unknown keys, unknown dependencies, dependency cycles, bad globs and
+//! bad names are errors naming the file, the line and the key, so a typo can never silently
+//! turn a rebuild off. The JSON Schema in `schema/monoship.schema.json` is generated from
+//! these types (`monoship schema`) and kept in sync by a test.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use crate::glob;
+
+/// A whole config file.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "monoship config")]
+pub struct Config {
+    /// Services: each is something that can change, and optionally be built and deployed.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Groups: named path sets with no image (shared code, protos). A service that
+    /// `depends_on` a group changes when the group does.
+    #[serde(default)]
+    pub groups: BTreeMap<String, GroupConfig>,
+}
+
+/// One service.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Path of the Dockerfile from the repository root. Without it the service is planned (and
+    /// deployable from manifests) but never built. Every file its `COPY`/`ADD` instructions read
+    /// from the context is an input of the service.
+    pub dockerfile: Option<String>,
+    /// Build context, from the repository root. Default: the Dockerfile's folder.
+    pub context: Option<String>,
+    /// Extra input globs (see the glob dialect in the README). A leading `!` excludes, and
+    /// exclusions win over inclusions. Exclusions apply to `paths` only, not to Docker inputs.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Services or groups this service depends on: when one of them changes, so does this one.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Build arguments (`--build-arg`); they also override `ARG` defaults when reading the
+    /// Dockerfile's inputs.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// Build stage to stop at (`--target`).
+    pub target: Option<String>,
+    /// Platforms to build for, e.g. `linux/amd64`. Default: the builder's own platform.
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// Image repository name (lowercased). Default: the service name.
+    pub repository: Option<String>,
+    /// Where `ship` puts the new image.
+    #[serde(default)]
+    pub deploy: Vec<DeployTarget>,
+}
+
+/// One place a service is deployed: either a workload patched to the new image, or manifests
+/// applied server-side with the image substituted by digest.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeployTarget {
+    /// `kind/name` of a Deployment, StatefulSet or DaemonSet, e.g. `deployment/cart`.
+    pub workload: Option<String>,
+    /// Namespace of the workload. Default: the kubeconfig context's namespace, else `default`.
+    pub namespace: Option<String>,
+    /// Container to update. Default: every container running this service's repository.
+    pub container: Option<String>,
+    /// Manifest files or globs from the repository root, applied server-side.
+    #[serde(default)]
+    pub manifests: Vec<String>,
+}
+
+/// A group of shared paths.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupConfig {
+    /// Globs of the group's files; a leading `!` excludes.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// Other groups or services whose changes also change this group.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+}
+
+/// The JSON Schema of the config, as checked into `schema/monoship.schema.json`.
+pub fn json_schema() -> String {
+    let schema = schemars::schema_for!(Config);
+    let mut text = serde_json::to_string_pretty(&schema).expect("a schema serializes");
+    text.push('\n');
+    text
+}
+
+/// A config that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file `{}`; pass --config (action input `config`) if it lives elsewhere", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read, and one or more problems were found.
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        file: String,
+        problems: Vec<Problem>,
+    },
+}
+
+impl ConfigError {
+    /// Every problem with its location, for annotations.
+    pub fn problems(&self) -> &[Problem] {
+        match self {
+            ConfigError::Invalid { problems, .. } => problems,
+            ConfigError::Read { .. } => &[],
+        }
+    }
+
+    /// The config file this error is about.
+    pub fn file(&self) -> String {
+        match self {
+            ConfigError::Invalid { file, .. } => file.clone(),
+            ConfigError::Read { path, .. } => path.display().to_string(),
+        }
+    }
+}
+
+/// One thing wrong in a config: where, which key, what, and what to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line, when it could be found.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `services.cart.depends_on`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+fn render_problems(file: &str, problems: &[Problem]) -> String {
+    let mut out = String::new();
+    for (i, p) in problems.iter().enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        match p.line {
+            Some(line) => out.push_str(&format!("{file}:{line}: {p}")),
+            None => out.push_str(&format!("{file}: {p}")),
+        }
+    }
+    out
+}
+
+/// Reads and validates a config file. Dockerfiles are checked later, at the head revision.
+///
+/// # Errors
+/// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] with every
+/// problem found otherwise.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string())
+}
+
+/// Parses and validates config text; `file` names it in errors.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] listing every problem found.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let invalid = |problems| ConfigError::Invalid {
+        file: file.to_string(),
+        problems,
+    };
+    let config: Config = if text.trim().is_empty() {
+        return Err(invalid(vec![Problem {
+            line: None,
+            key: String::new(),
+            message: "the config is empty; declare at least one service under `services:`".into(),
+        }]));
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e)]))?
+    };
+    let problems = validate(&config, text);
+    if problems.is_empty() {
+        Ok(config)
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+fn yaml_problem(e: &serde_yaml_ng::Error) -> Problem {
+    // serde_yaml_ng renders "key.path: message at line L column C"; keep the key separate.
+    let raw = e.to_string();
+    let message = match raw.rfind(" at line ") {
+        Some(i) => raw[..i].to_string(),
+        None => raw,
+    };
+    let (key, message) = match message.split_once(": ") {
+        Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
+        _ => (String::new(), message),
+    };
+    let hint = if message.contains("unknown field") {
+        " (check the spelling; the JSON Schema in schema/monoship.schema.json lists every key)"
+    } else {
+        ""
+    };
+    Problem {
+        line: e.location().map(|l| l.line()),
+        key,
+        message: format!("{message}{hint}"),
+    }
+}
+
+const WORKLOAD_KINDS: [&str; 3] = ["deployment", "statefulset", "daemonset"];
+
+fn validate(config: &Config, text: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |path: &[&str], value: Option<&str>, message: String| {
+        problems.push(Problem {
+            line: locate(text, path, value),
+            key: path.join("."),
+            message,
+        });
+    };
+    if config.services.is_empty() {
+        problem(
+            &["services"],
+            None,
+            "no services are declared; add at least one under `services:`".into(),
+        );
+    }
+    for name in config.groups.keys() {
+        if config.services.contains_key(name) {
+            problem(
+                &["groups", name],
+                None,
+                format!("`{name}` is both a service and a group; rename one of them"),
+            );
+        }
+    }
+    let known: BTreeSet<&str> = config
+        .services
+        .keys()
+        .chain(config.groups.keys())
+        .map(String::as_str)
+        .collect();
+    let all_nodes = config
+        .services
+        .iter()
+        .map(|(n, s)| ("services", n, &s.paths, &s.depends_on))
+        .chain(
+            config
+                .groups
+                .iter()
+                .map(|(n, g)| ("groups", n, &g.paths, &g.depends_on)),
+        );
+    for (section, name, paths, depends_on) in all_nodes {
+        if !valid_name(name) {
+            problem(
+                &[section, name],
+                None,
+                format!("`{name}` is not a usable name: use letters, digits, `-` and `_`, starting with a letter or `_` (it becomes a step output name)"),
+            );
+        }
+        for entry in paths {
+            let (_, pattern) = glob::split_negation(entry);
+            if pattern.is_empty() {
+                problem(
+                    &[section, name, "paths"],
+                    Some(entry),
+                    format!("`{entry}` is an empty pattern"),
+                );
+            } else if let Err(e) = glob::compile(pattern) {
+                problem(
+                    &[section, name, "paths"],
+                    Some(entry),
+                    format!("bad glob `{entry}`: {}", e.kind()),
+                );
+            }
+        }
+        for dep in depends_on {
+            if dep == name {
+                problem(
+                    &[section, name, "depends_on"],
+                    Some(dep),
+                    format!("`{name}` depends on itself"),
+                );
+            } else if !known.contains(dep.as_str()) {
+                problem(
+                    &[section, name, "depends_on"],
+                    Some(dep),
+                    format!(
+                        "unknown service or group `{dep}`; known: {}",
+                        known.iter().copied().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    for (name, service) in &config.services {
+        if service.dockerfile.is_none() && service.context.is_some() {
+            problem(
+                &["services", name, "context"],
+                None,
+                "a `context` without a `dockerfile` does nothing; add the Dockerfile's path".into(),
+            );
+        }
+        if let Some(path) = &service.dockerfile {
+            if let Some(why) = bad_repo_path(path) {
+                problem(
+                    &["services", name, "dockerfile"],
+                    None,
+                    format!("`{path}` {why}"),
+                );
+            }
+        }
+        if let Some(path) = &service.context {
+            if let Some(why) = bad_repo_path(path) {
+                problem(
+                    &["services", name, "context"],
+                    None,
+                    format!("`{path}` {why}"),
+                );
+            }
+        }
+        for target in &service.deploy {
+            match (&target.workload, target.manifests.is_empty()) {
+                (Some(_), false) | (None, true) => problem(
+                    &["services", name, "deploy"],
+                    None,
+                    "each deploy entry needs exactly one of `workload` or `manifests`".into(),
+                ),
+                (Some(workload), true) => {
+                    let ok = workload.split_once('/').is_some_and(|(kind, n)| {
+                        WORKLOAD_KINDS.contains(&kind.to_ascii_lowercase().as_str())
+                            && !n.is_empty()
+                    });
+                    if !ok {
+                        problem(
+                            &["services", name, "deploy", "workload"],
+                            Some(workload),
+                            format!("`{workload}` is not `kind/name` with kind one of deployment, statefulset, daemonset"),
+                        );
+                    }
+                }
+                (None, false) => {
+                    for m in &target.manifests {
+                        if let Err(e) = glob::compile(m) {
+                            problem(
+                                &["services", name, "deploy", "manifests"],
+                                Some(m),
+                                format!("bad glob `{m}`: {}", e.kind()),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if let Some(cycle) = find_cycle(config) {
+        let first = cycle[0].clone();
+        let section = if config.services.contains_key(&first) {
+            "services"
+        } else {
+            "groups"
+        };
+        problem(
+            &[section, &first, "depends_on"],
+            None,
+            format!(
+                "dependency cycle: {}; remove one of these edges",
+                cycle.join(" -> ")
+            ),
+        );
+    }
+    problems
+}
+
+/// Names become step output names and image repository names.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// A repository path must stay inside the repository.
+fn bad_repo_path(path: &str) -> Option<&'static str> {
+    if path.starts_with('/') {
+        Some("is absolute; give it relative to the repository root")
+    } else if path.split('/').any(|s| s == "..") {
+        Some("leaves the repository (`..`); give it relative to the repository root")
+    } else {
+        None
+    }
+}
+
+/// Finds one dependency cycle, returned as the path that closes it (`a -> b -> a`).
+fn find_cycle(config: &Config) -> Option<Vec<String>> {
+    let edges: BTreeMap<&str, &Vec<String>> = config
+        .services
+        .iter()
+        .map(|(n, s)| (n.as_str(), &s.depends_on))
+        .chain(
+            config
+                .groups
+                .iter()
+                .map(|(n, g)| (n.as_str(), &g.depends_on)),
+        )
+        .collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Fresh,
+        Open,
+        Done,
+    }
+    let mut marks: BTreeMap<&str, Mark> = edges.keys().map(|k| (*k, Mark::Fresh)).collect();
+    fn visit<'a>(
+        node: &'a str,
+        edges: &BTreeMap<&'a str, &'a Vec<String>>,
+        marks: &mut BTreeMap<&'a str, Mark>,
+        stack: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        marks.insert(node, Mark::Open);
+        stack.push(node);
+        for dep in edges.get(node).into_iter().flat_map(|d| d.iter()) {
+            match marks.get(dep.as_str()) {
+                Some(Mark::Open) => {
+                    let start = stack.iter().position(|n| *n == dep).unwrap_or(0);
+                    let mut cycle: Vec<String> =
+                        stack[start..].iter().map(|s| s.to_string()).collect();
+                    cycle.push(dep.clone());
+                    return Some(cycle);
+                }
+                Some(Mark::Fresh) => {
+                    if let Some(c) = visit(dep.as_str(), edges, marks, stack) {
+                        return Some(c);
+                    }
+                }
+                _ => {}
+            }
+        }
+        stack.pop();
+        marks.insert(node, Mark::Done);
+        None
+    }
+    let nodes: Vec<&str> = edges.keys().copied().collect();
+    for node in nodes {
+        if marks[node] == Mark::Fresh {
+            if let Some(cycle) = visit(node, &edges, &mut marks, &mut Vec::new()) {
+                return Some(cycle);
+            }
+        }
+    }
+    None
+}
+
+/// A repository path as configured, cleaned: no leading `./` or `/`, no trailing `/`, and
+/// `.` for the repository root becomes `""`.
+pub fn repo_path(path: &str) -> String {
+    let p = glob::normalize(path.trim()).trim_end_matches('/');
+    if p == "." {
+        String::new()
+    } else {
+        p.to_string()
+    }
+}
+
+/// Finds the 1-based line of a key path in block-style YAML, and of a list item or value
+/// under it when `value` is given. Falls back to the deepest key found.
+pub fn locate(text: &str, path: &[&str], value: Option<&str>) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found: Option<usize> = None;
+    let mut from = 0usize;
+    let mut min_indent: Option<usize> = None;
+    for key in path {
+        let mut hit = None;
+        for (i, line) in lines.iter().enumerate().skip(from) {
+            let trimmed = line.trim_start();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            let indent = line.len() - trimmed.len();
+            if let Some(parent) = min_indent {
+                if indent <= parent && i > from {
+                    break; // left the parent's block
+                }
+            }
+            let bare = trimmed.trim_start_matches("- ");
+            let key_part = bare
+                .split(':')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\'']);
+            if key_part == *key && bare.contains(':') {
+                hit = Some((i, indent));
+                break;
+            }
+        }
+        match hit {
+            Some((i, indent)) => {
+                found = Some(i);
+                from = i + 1;
+                min_indent = Some(indent);
+            }
+            None => break,
+        }
+    }
+    let line = found?;
+    if let Some(value) = value {
+        for (i, l) in lines.iter().enumerate().skip(line) {
+            if i > line {
+                let trimmed = l.trim_start();
+                let indent = l.len() - trimmed.len();
+                if !trimmed.is_empty()
+                    && !trimmed.starts_with('#')
+                    && indent <= min_indent.unwrap_or(0)
+                    && !trimmed.starts_with("- ")
+                {
+                    break;
+                }
+            }
+            if l.contains(value) {
+                return Some(i + 1);
+            }
+        }
+    }
+    Some(line + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match parse(text, "m.yml") {
+            Ok(_) => vec![],
+            Err(e) => e.to_string().lines().map(str::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn minimal_config_from_the_spec_loads() {
+        let text = r#"
+services:
+  cart:
+    dockerfile: src/cart/src/Dockerfile
+    context: .
+    paths: ["deploy/cart/**", "!**/*.md"]
+    depends_on: [proto]
+    deploy:
+      - workload: deployment/cart
+        namespace: shop
+        container: cart
+      - manifests: ["deploy/cart/*.yaml"]
+groups:
+  proto:
+    paths: ["pb/**"]
+"#;
+        let c = parse(text, "m.yml").unwrap();
+        assert_eq!(c.services["cart"].depends_on, vec!["proto"]);
+        assert_eq!(c.services["cart"].deploy.len(), 2);
+        assert_eq!(c.groups["proto"].paths, vec!["pb/**"]);
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let text = "services:\n  cart:\n    dockerfil: a/Dockerfile\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("m.yml:3: services.cart: unknown field `dockerfil`"),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn semantic_problems_are_all_reported_with_lines() {
+        let text = "\
+services:
+  cart:
+    depends_on: [protoo]
+    paths:
+      - \"src/**\"
+      - \"src/[x\"
+  web:
+    depends_on: [web]
+groups:
+  proto:
+    paths: [\"pb/**\"]
+";
+        let p = problems(text);
+        assert!(
+            p.iter().any(|l| l.starts_with(
+                "m.yml:3: services.cart.depends_on: unknown service or group `protoo`"
+            )),
+            "{p:?}"
+        );
+        assert!(
+            p.iter()
+                .any(|l| l.starts_with("m.yml:6: services.cart.paths: bad glob `src/[x`")),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|l| l.starts_with("m.yml:8: services.web.depends_on: `web` depends on itself")), "{p:?}");
+    }
+
+    #[test]
+    fn cycles_are_named() {
+        let text = "services:\n  a:\n    depends_on: [g]\ngroups:\n  g:\n    depends_on: [a]\n";
+        let p = problems(text);
+        assert!(
+            p.iter()
+                .any(|l| l.contains("dependency cycle: a -> g -> a")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn names_and_paths_are_checked() {
+        let p = problems("services:\n  \"bad name\":\n    dockerfile: /abs/Dockerfile\n");
+        assert!(p.iter().any(|l| l.contains("not a usable name")), "{p:?}");
+        assert!(p.iter().any(|l| l.contains("is absolute")), "{p:?}");
+        let p = problems("services:\n  a:\n    deploy:\n      - workload: cronjob/x\n");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("m.yml:4: services.a.deploy.workload")),
+            "{p:?}"
+        );
+        let p = problems("services:\n  a:\n    deploy:\n      - namespace: x\n");
+        assert!(
+            p.iter()
+                .any(|l| l.contains("exactly one of `workload` or `manifests`")),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn empty_and_serviceless_configs_are_errors() {
+        assert!(problems("")[0].contains("empty"));
+        assert!(problems("groups: {}\n")[0].contains("no services"));
+    }
+
+    #[test]
+    fn checked_in_schema_matches_the_types() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schema/monoship.schema.json");
+        let generated = json_schema();
+        if std::env::var_os("MONOSHIP_UPDATE_SCHEMA").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "schema/monoship.schema.json is stale; run `MONOSHIP_UPDATE_SCHEMA=1 cargo test --lib config` and commit it"
+        );
+    }
+}

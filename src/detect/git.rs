@@ -1,0 +1,331 @@
+//! Local git through its CLI: resolving revisions, merge bases, the changed files between two
+//! commits, and file contents at a commit.
+//!
+//! Every call passes `-c safe.directory=<repo>` (inside the action's container the workspace
+//! belongs to another user) and never writes any git config. Few processes are spawned: one
+//! long-lived `git cat-file --batch` answers every revision and file lookup.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+use super::{ChangeKind, ChangedFile};
+
+/// A git command failed or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("cannot run `git`; install git or put it on PATH")]
+    Spawn(#[source] std::io::Error),
+    #[error("`{}` is not inside a git repository; run monoship from your clone, or check out the repository first (actions/checkout)", dir.display())]
+    NotARepository { dir: PathBuf },
+    #[error("`git {command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error(
+        "revision `{rev}` is not usable: revisions cannot contain whitespace or start with `-`"
+    )]
+    BadRevision { rev: String },
+    #[error("lost the connection to `git cat-file`")]
+    Batch(#[source] std::io::Error),
+}
+
+/// A git work tree, driven through the `git` binary.
+pub struct Git {
+    root: PathBuf,
+    program: PathBuf,
+    batch: Option<CatFile>,
+}
+
+impl Git {
+    /// Opens the repository containing `dir` (a folder or any folder below the root).
+    ///
+    /// # Errors
+    /// [`GitError::NotARepository`] when no `.git` is found in `dir` or above it.
+    pub fn open(dir: &Path) -> Result<Git, GitError> {
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        let root = dir
+            .ancestors()
+            .find(|d| d.join(".git").exists())
+            .ok_or_else(|| GitError::NotARepository { dir: dir.clone() })?
+            .to_path_buf();
+        Ok(Git {
+            root,
+            program: PathBuf::from("git"),
+            batch: None,
+        })
+    }
+
+    /// The repository's top folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        let mut safe = std::ffi::OsString::from("safe.directory=");
+        safe.push(&self.root);
+        cmd.arg("-c")
+            .arg(safe)
+            .arg("-C")
+            .arg(&self.root)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Result<std::process::Output, GitError> {
+        self.command().args(args).output().map_err(GitError::Spawn)
+    }
+
+    fn failed(args: &[&str], output: &std::process::Output) -> GitError {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stderr = if stderr.is_empty() {
+            format!("exit status {}", output.status)
+        } else {
+            stderr
+        };
+        GitError::Failed {
+            command: args.join(" "),
+            stderr,
+        }
+    }
+
+    fn batch(&mut self) -> Result<&mut CatFile, GitError> {
+        if self.batch.is_none() {
+            let mut child = self
+                .command()
+                .args(["cat-file", "--batch"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .map_err(GitError::Spawn)?;
+            let stdin = child.stdin.take().expect("piped stdin");
+            let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+            self.batch = Some(CatFile {
+                child,
+                stdin,
+                stdout,
+            });
+        }
+        Ok(self.batch.as_mut().expect("just set"))
+    }
+
+    /// Resolves `rev` to a commit id, or `None` when this clone does not have it.
+    ///
+    /// # Errors
+    /// When the revision is malformed or git cannot be run.
+    pub fn resolve_commit(&mut self, rev: &str) -> Result<Option<String>, GitError> {
+        check_rev(rev)?;
+        let answer = self.batch()?.lookup(&format!("{rev}^{{commit}}"))?;
+        Ok(answer.map(|(id, _)| id))
+    }
+
+    /// The contents of `path` at commit `commit`, or `None` when it does not exist there.
+    ///
+    /// # Errors
+    /// When git cannot be run.
+    pub fn read_file(&mut self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
+        check_rev(commit)?;
+        if path.contains('\n') {
+            return Ok(None);
+        }
+        let answer = self.batch()?.lookup(&format!("{commit}:{path}"))?;
+        Ok(answer.and_then(|(_, (kind, data))| (kind == "blob").then_some(data)))
+    }
+
+    /// The best common ancestor of two commits, or `None` when they share no history in this
+    /// clone (unrelated, or cut off by a shallow clone).
+    ///
+    /// # Errors
+    /// When git fails for another reason.
+    pub fn merge_base(&self, a: &str, b: &str) -> Result<Option<String>, GitError> {
+        check_rev(a)?;
+        check_rev(b)?;
+        let args = ["merge-base", a, b];
+        let output = self.run(&args)?;
+        match output.status.code() {
+            Some(0) => Ok(Some(
+                String::from_utf8_lossy(&output.stdout).trim().to_string(),
+            )),
+            Some(1) if output.stderr.is_empty() => Ok(None),
+            _ => Err(Self::failed(&args, &output)),
+        }
+    }
+
+    /// Whether this clone is shallow (history cut off at some depth).
+    pub fn is_shallow(&self) -> bool {
+        self.run(&["rev-parse", "--is-shallow-repository"])
+            .map(|o| o.stdout.starts_with(b"true"))
+            .unwrap_or(false)
+    }
+
+    /// Every path that differs between two commits (two-dot: the trees of `base` and `head`).
+    /// Renames are reported as a deletion and an addition, so both names count.
+    ///
+    /// # Errors
+    /// When git fails (for instance when a commit is missing).
+    pub fn changed_files(&self, base: &str, head: &str) -> Result<Vec<ChangedFile>, GitError> {
+        check_rev(base)?;
+        check_rev(head)?;
+        let args = [
+            "diff",
+            "--name-status",
+            "-z",
+            "--no-renames",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--ignore-submodules=none",
+            base,
+            head,
+            "--",
+        ];
+        let output = self.run(&args)?;
+        if !output.status.success() {
+            return Err(Self::failed(&args, &output));
+        }
+        Ok(parse_name_status(&output.stdout))
+    }
+
+    /// Every path tracked at `commit`, as additions (the first commit of a repository).
+    ///
+    /// # Errors
+    /// When git fails.
+    pub fn all_files(&self, commit: &str) -> Result<Vec<ChangedFile>, GitError> {
+        check_rev(commit)?;
+        let args = ["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit];
+        let output = self.run(&args)?;
+        if !output.status.success() {
+            return Err(Self::failed(&args, &output));
+        }
+        Ok(output
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| ChangedFile {
+                path: String::from_utf8_lossy(p).into_owned(),
+                kind: ChangeKind::Added,
+                previous: None,
+            })
+            .collect())
+    }
+}
+
+fn check_rev(rev: &str) -> Result<(), GitError> {
+    if rev.is_empty()
+        || rev.starts_with('-')
+        || rev.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(GitError::BadRevision {
+            rev: rev.escape_debug().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Parses `git diff --name-status -z` output: `STATUS\0path\0`, or for renames and copies
+/// `R<score>\0old\0new\0`.
+pub fn parse_name_status(raw: &[u8]) -> Vec<ChangedFile> {
+    let mut fields = raw.split(|b| *b == 0).filter(|f| !f.is_empty());
+    let mut files = Vec::new();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    while let Some(status) = fields.next() {
+        let kind = ChangeKind::from_git_letter(status[0]);
+        let Some(first) = fields.next() else { break };
+        match kind {
+            ChangeKind::Renamed | ChangeKind::Copied => {
+                let Some(second) = fields.next() else { break };
+                files.push(ChangedFile {
+                    path: text(second),
+                    kind,
+                    previous: Some(text(first)),
+                });
+            }
+            _ => files.push(ChangedFile {
+                path: text(first),
+                kind,
+                previous: None,
+            }),
+        }
+    }
+    files
+}
+
+/// One `git cat-file --batch` process answering lookups in order.
+struct CatFile {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl CatFile {
+    /// Asks for one object; `None` when it is missing. Returns its id, type and contents.
+    #[allow(clippy::type_complexity)]
+    fn lookup(&mut self, query: &str) -> Result<Option<(String, (String, Vec<u8>))>, GitError> {
+        writeln!(self.stdin, "{query}").map_err(GitError::Batch)?;
+        self.stdin.flush().map_err(GitError::Batch)?;
+        let mut header = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut header)
+            .map_err(GitError::Batch)?;
+        if n == 0 {
+            return Err(GitError::Batch(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "git cat-file exited",
+            )));
+        }
+        let parts: Vec<&str> = header.trim_end().split(' ').collect();
+        // Missing objects answer "<query> missing" (or "ambiguous"); found ones "<id> <type> <size>".
+        if parts.len() != 3 {
+            return Ok(None);
+        }
+        let size: usize = parts[2].parse().map_err(|_| {
+            GitError::Batch(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("unexpected cat-file header {header:?}"),
+            ))
+        })?;
+        let mut data = vec![0u8; size + 1];
+        self.stdout.read_exact(&mut data).map_err(GitError::Batch)?;
+        data.pop(); // the newline after the contents
+        Ok(Some((parts[0].to_string(), (parts[1].to_string(), data))))
+    }
+}
+
+impl Drop for CatFile {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_status_parsing() {
+        let raw = b"A\0LICENSE\0M\0src/index.ts\0D\0src/main.ts\0R087\0a/old name\0b/new\nname\0T\0link\0";
+        let files = parse_name_status(raw);
+        assert_eq!(files.len(), 5);
+        assert_eq!(files[0].kind, ChangeKind::Added);
+        assert_eq!(files[2].kind, ChangeKind::Deleted);
+        assert_eq!(files[3].path, "b/new\nname");
+        assert_eq!(files[3].previous.as_deref(), Some("a/old name"));
+        assert_eq!(
+            files[3].touched_paths().collect::<Vec<_>>(),
+            vec!["b/new\nname", "a/old name"]
+        );
+        assert_eq!(files[4].kind, ChangeKind::TypeChanged);
+    }
+
+    #[test]
+    fn revisions_that_could_be_options_are_refused() {
+        for bad in ["", "--output=x", "a b", "a\nb"] {
+            assert!(check_rev(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_rev("HEAD~1").is_ok());
+    }
+}

@@ -1,0 +1,986 @@
+//! What a Dockerfile reads from its build context.
+//!
+//! [`read_build_inputs`] walks a Dockerfile the way BuildKit's parser does (parser directives,
+//! the escape character, line continuations, comments, heredocs) and returns, for every
+//! `COPY`/`ADD` source and every `RUN --mount=type=bind` without `from=`, a glob of the context
+//! paths it reads. Everything it cannot read with certainty becomes an [`Unreadable`] entry;
+//! the planner then counts every file of the context, so a build input is never missed.
+//!
+//! # Rules
+//!
+//! - `COPY --from=...` (a stage, an index or an image) reads nothing from the context.
+//! - `ADD` sources that are URLs (`http://`, `https://`, `git@`, `git://`, `ssh://`) are skipped,
+//!   and so are heredoc sources (`COPY <<EOF /dst`); heredoc bodies are never read as
+//!   instructions.
+//! - Sources are cleaned like Docker cleans them: `./` and `.` segments dropped, `..` resolved
+//!   without leaving the context, `.` or `/` alone mean the whole context.
+//! - Plain sources use Go's `filepath.Match` syntax (`*`, `?`, `[...]`, `\` escapes); with
+//!   `--parents`, sources and the `/./` pivot use Docker's ignore-file dialect (with `**`).
+//! - Variables (`$A`, `${A}`, `${A:-x}`, `${A-x}`, `${A:+x}`, `${A+x}`) are replaced with the
+//!   values of `ARG` and `ENV` in scope: global `ARG`s (before the first `FROM`) count inside a
+//!   stage only when redeclared there; `ENV` carries into stages built `FROM` an earlier stage;
+//!   the service's build args override declared `ARG`s. A variable with no known value (an
+//!   `ARG` without default nor build arg, a platform `ARG` like `TARGETARCH`) matches any one
+//!   path segment, or nothing. An undeclared variable is empty, as in Docker.
+//! - `--exclude` patterns apply when the source is the context root or a wildcard at its top;
+//!   for a source below a folder they are ignored (Docker's documentation leaves open whether
+//!   they are relative to the source or the context, and ignoring them only risks a rebuild).
+//! - Every stage counts: which stage a build stops at (`--target`) does not narrow the inputs.
+//! - `ONBUILD` instructions run in other builds and read nothing here.
+
+use std::collections::BTreeMap;
+
+use crate::dockerignore::{
+    check_go_pattern, class_glob, go_clean, ignore_dialect_globs, parse_class, push_literal,
+};
+
+/// What a Dockerfile reads from its build context.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildInputs {
+    pub sources: Vec<ContextSource>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// One source read from the context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextSource {
+    /// 1-based line where the instruction starts.
+    pub line: usize,
+    /// How the instruction looked, for change reasons: `Dockerfile COPY ./pb/`.
+    pub rule: String,
+    /// Context-relative glob (monoship's dialect, see [`crate::glob`]); `""` is the whole
+    /// context. The planner matches it and everything below it.
+    pub pattern: String,
+    /// Context-relative globs of files this instruction leaves out (a match on a folder covers
+    /// what is below it).
+    pub excludes: Vec<String>,
+}
+
+/// An instruction that could not be read with certainty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unreadable {
+    pub line: usize,
+    /// The start of the instruction.
+    pub instruction: String,
+    pub why: String,
+}
+
+/// Stands for a variable with no known value while a source is translated; it reads as `*`.
+const UNKNOWN: char = '\u{E000}';
+/// Most alternatives one source may expand to (each unknown variable doubles them).
+const MAX_ALTERNATIVES: usize = 16;
+/// Platform `ARG`s whose values contain `/`: no one-segment stand-in covers them.
+const PLATFORM_PATH_ARGS: [&str; 2] = ["TARGETPLATFORM", "BUILDPLATFORM"];
+
+/// A variable's value as far as the Dockerfile and the build args tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Value {
+    Known(String),
+    Unknown,
+}
+
+type Scope = BTreeMap<String, Value>;
+
+/// Reads the build inputs of a Dockerfile; `build_args` override the defaults of declared
+/// `ARG`s, as `docker build --build-arg` does.
+pub fn read_build_inputs(dockerfile: &str, build_args: &BTreeMap<String, String>) -> BuildInputs {
+    let mut out = BuildInputs::default();
+    let instructions = split_instructions(dockerfile, &mut out);
+    let mut global: BTreeMap<String, Value> = BTreeMap::new();
+    let mut stages: BTreeMap<String, Scope> = BTreeMap::new();
+    let mut scope: Option<Scope> = None;
+    // The stage being read, by its `AS` name, so a later `FROM <name>` inherits its ENV.
+    let mut stage: Option<String> = None;
+    for ins in instructions {
+        let (keyword, rest) = split_keyword(&ins.text);
+        let keyword = keyword.to_ascii_uppercase();
+        match keyword.as_str() {
+            "FROM" => {
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                let base = words
+                    .first()
+                    .map(|w| w.to_ascii_lowercase())
+                    .unwrap_or_default();
+                // ENV carries into a stage built from an earlier one; ARGs do not.
+                let mut new_scope: Scope = stages.get(&base).cloned().unwrap_or_default();
+                new_scope.retain(|k, _| k.starts_with("env:"));
+                stage = (words.len() >= 3 && words[1].eq_ignore_ascii_case("as"))
+                    .then(|| words[2].to_ascii_lowercase());
+                if let Some(name) = &stage {
+                    stages.insert(name.clone(), new_scope.clone());
+                }
+                scope = Some(new_scope);
+            }
+            "ARG" => {
+                for (name, default) in parse_arg(rest) {
+                    let value = match build_args.get(&name) {
+                        Some(v) => Value::Known(v.clone()),
+                        None => match (&scope, default) {
+                            (Some(s), Some(d)) => expand_known(&d, s),
+                            (None, Some(d)) => expand_known(&d, &global_scope(&global)),
+                            (Some(_), None) => global.get(&name).cloned().unwrap_or(Value::Unknown),
+                            (None, None) => Value::Unknown,
+                        },
+                    };
+                    match &mut scope {
+                        Some(s) => {
+                            s.insert(format!("arg:{name}"), value);
+                        }
+                        None => {
+                            global.insert(name, value);
+                        }
+                    }
+                }
+            }
+            "ENV" => {
+                if let Some(s) = &mut scope {
+                    match parse_env(rest) {
+                        Some(pairs) => {
+                            for (name, raw) in pairs {
+                                let v = expand_known(&raw, s);
+                                s.insert(format!("env:{name}"), v);
+                            }
+                        }
+                        None => out
+                            .unreadable
+                            .push(unreadable(&ins, "an ENV instruction could not be parsed")),
+                    }
+                    if let Some(name) = &stage {
+                        stages.insert(name.clone(), s.clone());
+                    }
+                }
+            }
+            "COPY" | "ADD" => {
+                let empty = Scope::new();
+                let s = scope.as_ref().unwrap_or(&empty);
+                read_copy(&ins, &keyword, rest, s, &mut out);
+            }
+            "RUN" => {
+                let empty = Scope::new();
+                let s = scope.as_ref().unwrap_or(&empty);
+                read_run_mounts(&ins, rest, s, &mut out);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn global_scope(global: &BTreeMap<String, Value>) -> Scope {
+    global
+        .iter()
+        .map(|(k, v)| (format!("arg:{k}"), v.clone()))
+        .collect()
+}
+
+fn lookup(scope: &Scope, name: &str) -> Option<Value> {
+    scope
+        .get(&format!("env:{name}"))
+        .or_else(|| scope.get(&format!("arg:{name}")))
+        .cloned()
+}
+
+/// One logical instruction: its text with continuations joined, and its first line.
+struct Instruction {
+    line: usize,
+    text: String,
+}
+
+fn unreadable(ins: &Instruction, why: &str) -> Unreadable {
+    Unreadable {
+        line: ins.line,
+        instruction: shorten(&ins.text, 80),
+        why: why.to_string(),
+    }
+}
+
+fn shorten(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The parser directives at the top of the file; only `escape` changes how we read.
+fn escape_directive(lines: &[&str]) -> char {
+    let mut escape = '\\';
+    for line in lines {
+        let t = line.trim();
+        let Some(body) = t.strip_prefix('#') else {
+            break;
+        };
+        let Some((key, value)) = body.split_once('=') else {
+            break;
+        };
+        let key = key.trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            break;
+        }
+        if key.eq_ignore_ascii_case("escape") {
+            match value.trim() {
+                "`" => escape = '`',
+                "\\" => escape = '\\',
+                _ => {}
+            }
+        }
+    }
+    escape
+}
+
+/// Splits a Dockerfile into logical instructions, skipping comments, blank lines and heredoc
+/// bodies. Problems (an unterminated heredoc) are recorded in `out`.
+fn split_instructions(text: &str, out: &mut BuildInputs) -> Vec<Instruction> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+    let escape = escape_directive(&lines);
+    let mut instructions = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let first = lines[i].trim_start();
+        if first.is_empty() || first.starts_with('#') {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        let mut text = String::new();
+        loop {
+            let line = lines[i];
+            let trimmed_end = line.trim_end();
+            if let Some(body) = trimmed_end.strip_suffix(escape) {
+                // A continuation, unless the escape character is itself escaped.
+                let escaped_escape = body.ends_with(escape)
+                    && !body[..body.len() - escape.len_utf8()].ends_with(escape);
+                if !escaped_escape {
+                    text.push_str(body);
+                    i += 1;
+                    // Comment and empty lines inside a continuation are dropped.
+                    while i < lines.len()
+                        && (lines[i].trim().is_empty() || lines[i].trim_start().starts_with('#'))
+                    {
+                        i += 1;
+                    }
+                    if i < lines.len() {
+                        continue;
+                    }
+                    break;
+                }
+            }
+            text.push_str(line);
+            i += 1;
+            break;
+        }
+        let ins = Instruction {
+            line: start + 1,
+            text: text.trim().to_string(),
+        };
+        let (keyword, rest) = split_keyword(&ins.text);
+        if matches!(
+            keyword.to_ascii_uppercase().as_str(),
+            "RUN" | "COPY" | "ADD"
+        ) {
+            for (strip_tabs, delimiter) in heredoc_delimiters(rest) {
+                let mut closed = false;
+                while i < lines.len() {
+                    let l = if strip_tabs {
+                        lines[i].trim_start_matches('\t')
+                    } else {
+                        lines[i]
+                    };
+                    i += 1;
+                    if l == delimiter {
+                        closed = true;
+                        break;
+                    }
+                }
+                if !closed {
+                    out.unreadable.push(unreadable(
+                        &ins,
+                        &format!("the heredoc `{delimiter}` is never closed"),
+                    ));
+                }
+            }
+        }
+        instructions.push(ins);
+    }
+    instructions
+}
+
+fn split_keyword(text: &str) -> (&str, &str) {
+    let t = text.trim_start();
+    match t.find(char::is_whitespace) {
+        Some(i) => (&t[..i], t[i..].trim_start()),
+        None => (t, ""),
+    }
+}
+
+/// The heredocs an instruction opens, in order: whether `<<-` strips tabs, and the delimiter.
+fn heredoc_delimiters(rest: &str) -> Vec<(bool, String)> {
+    let mut found = Vec::new();
+    let bytes = rest.as_bytes();
+    let mut i = 0;
+    while i + 2 < bytes.len() + 1 {
+        if bytes[i..].starts_with(b"<<") && !bytes[i..].starts_with(b"<<<") {
+            let mut j = i + 2;
+            let strip = bytes.get(j) == Some(&b'-');
+            if strip {
+                j += 1;
+            }
+            let quote = bytes.get(j).copied().filter(|b| *b == b'"' || *b == b'\'');
+            if quote.is_some() {
+                j += 1;
+            }
+            let name_start = j;
+            while j < bytes.len() && (bytes[j].is_ascii_alphanumeric() || bytes[j] == b'_') {
+                j += 1;
+            }
+            if j > name_start
+                && (bytes[name_start].is_ascii_alphabetic() || bytes[name_start] == b'_')
+            {
+                if let Some(q) = quote {
+                    if bytes.get(j) != Some(&q) {
+                        i = j;
+                        continue;
+                    }
+                }
+                found.push((strip, rest[name_start..j].to_string()));
+            }
+            i = j.max(i + 2);
+        } else {
+            i += 1;
+        }
+    }
+    found
+}
+
+/// `ARG a=1 b c="x y"`: names with optional defaults (quotes removed).
+fn parse_arg(rest: &str) -> Vec<(String, Option<String>)> {
+    shell_words(rest)
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.to_string())),
+            None => (w, None),
+        })
+        .collect()
+}
+
+/// `ENV a=1 b="x y"` or the legacy `ENV a the rest`; `None` when neither form fits.
+fn parse_env(rest: &str) -> Option<Vec<(String, String)>> {
+    let words = shell_words(rest);
+    let first = words.first()?;
+    if first.contains('=') {
+        words
+            .into_iter()
+            .map(|w| {
+                w.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect()
+    } else {
+        let (name, value) = split_keyword(rest);
+        Some(vec![(name.to_string(), value.to_string())])
+    }
+}
+
+/// Splits on whitespace outside quotes, removing the quotes (values keep `$` for expansion).
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quote, c) {
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            (None, '"' | '\'') => {
+                quote = Some(c);
+                in_word = true;
+            }
+            (Some(q), c) if c == q => quote = None,
+            (_, '\\') if quote != Some('\'') => {
+                if let Some(&n) = chars.peek() {
+                    if n == '"' || n == '\\' || n == '\'' || n.is_whitespace() {
+                        cur.push(n);
+                        chars.next();
+                        in_word = true;
+                        continue;
+                    }
+                }
+                cur.push('\\');
+                in_word = true;
+            }
+            (_, c) => {
+                cur.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    words
+}
+
+/// Expands variables where every value must be known (ARG defaults, ENV values).
+fn expand_known(raw: &str, scope: &Scope) -> Value {
+    match expand(raw, scope) {
+        Ok(alts) if alts.len() == 1 && !alts[0].contains(UNKNOWN) => {
+            Value::Known(alts.into_iter().next().unwrap_or_default())
+        }
+        _ => Value::Unknown,
+    }
+}
+
+/// Expands `$VAR` forms in `raw`. Unknown values become [`UNKNOWN`], and also the empty
+/// string, as alternatives.
+fn expand(raw: &str, scope: &Scope) -> Result<Vec<String>, String> {
+    let chars: Vec<char> = raw.chars().collect();
+    let mut alts = vec![String::new()];
+    let push_all = |alts: &mut Vec<String>, s: &str| alts.iter_mut().for_each(|a| a.push_str(s));
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' && chars.get(i + 1) == Some(&'$') {
+            push_all(&mut alts, "\\$");
+            i += 2;
+            continue;
+        }
+        if c != '$' {
+            let mut s = String::new();
+            s.push(c);
+            push_all(&mut alts, &s);
+            i += 1;
+            continue;
+        }
+        // A variable reference.
+        let (name, modifier, word, next) = if chars.get(i + 1) == Some(&'{') {
+            let close = chars[i + 2..]
+                .iter()
+                .position(|&c| c == '}')
+                .ok_or("a `${` is never closed")?
+                + i
+                + 2;
+            let inner: String = chars[i + 2..close].iter().collect();
+            let name_len = inner
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .count();
+            let name = inner[..name_len].to_string();
+            let tail = &inner[name_len..];
+            let (modifier, word) = if tail.is_empty() {
+                ("", "")
+            } else if let Some(w) = tail.strip_prefix(":-") {
+                (":-", w)
+            } else if let Some(w) = tail.strip_prefix(":+") {
+                (":+", w)
+            } else if let Some(w) = tail.strip_prefix('-') {
+                ("-", w)
+            } else if let Some(w) = tail.strip_prefix('+') {
+                ("+", w)
+            } else {
+                return Err(format!(
+                    "the expansion `${{{inner}}}` is not one monoship reads"
+                ));
+            };
+            (name, modifier, word.to_string(), close + 1)
+        } else {
+            let len = chars[i + 1..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+                .count();
+            if len == 0 {
+                push_all(&mut alts, "$");
+                i += 1;
+                continue;
+            }
+            (
+                chars[i + 1..i + 1 + len].iter().collect(),
+                "",
+                String::new(),
+                i + 1 + len,
+            )
+        };
+        if name.is_empty() {
+            return Err("a `${}` has no variable name".into());
+        }
+        if PLATFORM_PATH_ARGS.contains(&name.as_str()) && lookup(scope, &name).is_some() {
+            return Err(format!("`${name}` holds a platform with `/` in it"));
+        }
+        let value = lookup(scope, &name);
+        let word_alts = expand(&word, scope)?;
+        // Each outcome the reference can have, given what is known of the variable.
+        let outcomes: Vec<String> = match (value, modifier) {
+            (Some(Value::Known(v)), "") => vec![v],
+            (None, "") => vec![String::new()],
+            (Some(Value::Unknown), "") => vec![UNKNOWN.to_string(), String::new()],
+            (Some(Value::Known(v)), ":-") if !v.is_empty() => vec![v],
+            (Some(Value::Known(v)), "-") => vec![v],
+            (Some(Value::Known(_)) | None, ":-" | "-") => word_alts,
+            (Some(Value::Unknown), ":-" | "-") => std::iter::once(UNKNOWN.to_string())
+                .chain(word_alts)
+                .collect(),
+            (Some(Value::Known(v)), ":+") if !v.is_empty() => word_alts,
+            (Some(Value::Known(_)), "+") => word_alts,
+            (Some(Value::Known(_)) | None, ":+" | "+") => vec![String::new()],
+            (Some(Value::Unknown), _) => std::iter::once(String::new()).chain(word_alts).collect(),
+            _ => return Err("an expansion could not be read".into()),
+        };
+        let mut next_alts = Vec::new();
+        for a in &alts {
+            for o in &outcomes {
+                next_alts.push(format!("{a}{o}"));
+            }
+        }
+        next_alts.dedup();
+        if next_alts.len() > MAX_ALTERNATIVES {
+            return Err("too many variables with unknown values".into());
+        }
+        alts = next_alts;
+        i = next;
+    }
+    Ok(alts)
+}
+
+/// Flags of COPY/ADD (and the values we need).
+#[derive(Default)]
+struct CopyFlags {
+    from: bool,
+    parents: bool,
+    excludes: Vec<String>,
+}
+
+fn read_flags<'a>(words: &'a [String], keyword: &str) -> Result<(CopyFlags, &'a [String]), String> {
+    let mut flags = CopyFlags::default();
+    let mut n = 0;
+    for w in words {
+        let Some(flag) = w.strip_prefix("--") else {
+            break;
+        };
+        n += 1;
+        let (name, value) = match flag.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (flag, None),
+        };
+        let boolean = |v: Option<&str>| {
+            matches!(
+                v,
+                None | Some("true") | Some("True") | Some("TRUE") | Some("1")
+            )
+        };
+        match (name, value) {
+            ("from", Some(_)) => flags.from = true,
+            ("chown" | "chmod" | "checksum", Some(_)) => {}
+            ("link", v) => {
+                let _ = boolean(v);
+            }
+            ("parents", v) => flags.parents = boolean(v),
+            ("exclude", Some(p)) => flags.excludes.push(p.to_string()),
+            ("keep-git-dir" | "unpack", _) if keyword == "ADD" => {}
+            _ => return Err(format!("the flag `--{flag}` is not one monoship knows")),
+        }
+    }
+    Ok((flags, &words[n..]))
+}
+
+fn is_url(source: &str) -> bool {
+    let lower = source.to_ascii_lowercase();
+    ["http://", "https://", "git@", "git://", "ssh://"]
+        .iter()
+        .any(|p| lower.starts_with(p))
+}
+
+fn read_copy(ins: &Instruction, keyword: &str, rest: &str, scope: &Scope, out: &mut BuildInputs) {
+    let json_form = rest.trim_start().starts_with('[');
+    let words: Vec<String> = if json_form {
+        // Flags come before the JSON array.
+        let start = rest.find('[').unwrap_or(0);
+        let mut words: Vec<String> = rest[..start]
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
+        match serde_json::from_str::<Vec<String>>(rest[start..].trim()) {
+            Ok(list) => words.extend(list),
+            Err(_) => {
+                out.unreadable
+                    .push(unreadable(ins, "its JSON form does not parse"));
+                return;
+            }
+        }
+        words
+    } else {
+        let start = rest.find(" [").map(|i| i + 1);
+        match start {
+            Some(s)
+                if rest[..s].split_whitespace().all(|w| w.starts_with("--"))
+                    && rest[s..].trim_end().ends_with(']') =>
+            {
+                let mut words: Vec<String> =
+                    rest[..s].split_whitespace().map(str::to_string).collect();
+                match serde_json::from_str::<Vec<String>>(rest[s..].trim()) {
+                    Ok(list) => words.extend(list),
+                    Err(_) => words.extend(shell_words(&rest[s..])),
+                }
+                words
+            }
+            _ => rest.split_whitespace().map(str::to_string).collect(),
+        }
+    };
+    let (flags, args) = match read_flags(&words, keyword) {
+        Ok(x) => x,
+        Err(why) => {
+            out.unreadable.push(unreadable(ins, &why));
+            return;
+        }
+    };
+    if flags.from {
+        return;
+    }
+    if args.len() < 2 {
+        out.unreadable.push(unreadable(
+            ins,
+            "it needs at least one source and a destination",
+        ));
+        return;
+    }
+    let sources = &args[..args.len() - 1];
+    for source in sources {
+        if source.starts_with("<<") || (keyword == "ADD" && is_url(source)) || is_url(source) {
+            continue;
+        }
+        let rule = format!("Dockerfile {keyword} {}", shorten(source, 60));
+        let unquoted = if json_form {
+            source.clone()
+        } else {
+            shell_words(source).join(" ")
+        };
+        let expanded = match expand(&unquoted, scope) {
+            Ok(a) => a,
+            Err(why) => {
+                out.unreadable.push(unreadable(ins, &why));
+                continue;
+            }
+        };
+        for alt in expanded {
+            let translated = if flags.parents {
+                parents_globs(&alt)
+            } else {
+                plain_glob(&alt).map(|g| vec![g])
+            };
+            match translated {
+                Ok(globs) => {
+                    let excludes = match exclude_globs(&flags.excludes, &alt, scope) {
+                        Ok(x) => x,
+                        Err(why) => {
+                            out.unreadable.push(unreadable(ins, &why));
+                            continue;
+                        }
+                    };
+                    for pattern in globs {
+                        let source = ContextSource {
+                            line: ins.line,
+                            rule: rule.clone(),
+                            pattern,
+                            excludes: excludes.clone(),
+                        };
+                        if !out.sources.contains(&source) {
+                            out.sources.push(source);
+                        }
+                    }
+                }
+                Err(why) => out.unreadable.push(unreadable(
+                    ins,
+                    &format!("the source `{}` {why}", shorten(source, 40)),
+                )),
+            }
+        }
+    }
+}
+
+/// `--exclude` globs, kept only when the source starts at the context root (see module docs).
+fn exclude_globs(excludes: &[String], source: &str, scope: &Scope) -> Result<Vec<String>, String> {
+    if excludes.is_empty() {
+        return Ok(vec![]);
+    }
+    let cleaned = clean_source(source);
+    let first_segment = cleaned.split('/').next().unwrap_or("");
+    let at_root = cleaned.is_empty()
+        || first_segment.contains(['*', '?', '['])
+        || first_segment.contains(UNKNOWN);
+    if !at_root {
+        return Ok(vec![]);
+    }
+    let mut globs = Vec::new();
+    for e in excludes {
+        for alt in expand(e, scope)? {
+            if alt.contains(UNKNOWN) {
+                // An exclusion we cannot pin down might drop a real input: leave it out.
+                continue;
+            }
+            let cleaned = clean_source(&alt);
+            if cleaned.is_empty() {
+                continue;
+            }
+            match ignore_dialect_globs(&cleaned, None) {
+                Ok(g) => globs.extend(g),
+                Err(_) => continue,
+            }
+        }
+    }
+    Ok(globs)
+}
+
+/// Cleans a source like Docker: rooted at the context, `..` cannot leave it, `.` is the root.
+fn clean_source(source: &str) -> String {
+    let cleaned = go_clean(&format!("/{source}"));
+    cleaned.trim_start_matches('/').to_string()
+}
+
+/// Translates a plain source (Go `filepath.Match` syntax) to a glob.
+fn plain_glob(source: &str) -> Result<String, String> {
+    let cleaned = clean_source(source);
+    let check = cleaned.replace(UNKNOWN, "x");
+    check_go_pattern(&check).map_err(|e| format!("is not a valid pattern ({e})"))?;
+    let chars: Vec<char> = cleaned.chars().collect();
+    let mut glob = String::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        match c {
+            UNKNOWN | '*' => glob.push('*'),
+            '?' => glob.push('?'),
+            '\\' => {
+                if let Some(&e) = chars.get(i) {
+                    push_literal(&mut glob, e);
+                    i += 1;
+                }
+            }
+            '[' => {
+                let (class, next) =
+                    parse_class(&chars, i).map_err(|e| format!("is not a valid pattern ({e})"))?;
+                let (g, _) = class_glob(&class, false)?;
+                glob.push_str(&g);
+                i = next;
+            }
+            c => push_literal(&mut glob, c),
+        }
+    }
+    Ok(glob)
+}
+
+/// Translates a `--parents` source: the `/./` pivot only moves the destination, and the
+/// pattern uses Docker's ignore-file dialect.
+fn parents_globs(source: &str) -> Result<Vec<String>, String> {
+    let cleaned = clean_source(&source.replace("/./", "/"));
+    if cleaned.is_empty() {
+        return Ok(vec![String::new()]);
+    }
+    ignore_dialect_globs(&cleaned, Some(UNKNOWN))
+}
+
+/// `RUN --mount=type=bind,source=x` (no `from=`) reads `x` from the context; without
+/// `source`, the whole context.
+fn read_run_mounts(ins: &Instruction, rest: &str, scope: &Scope, out: &mut BuildInputs) {
+    for word in rest.split_whitespace() {
+        let Some(spec) = word.strip_prefix("--mount=") else {
+            if word.starts_with("--") {
+                continue;
+            }
+            break;
+        };
+        let mut fields = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            fields.insert(
+                k.trim().to_ascii_lowercase(),
+                v.trim().trim_matches('"').to_string(),
+            );
+        }
+        let kind = fields.get("type").map(String::as_str).unwrap_or("bind");
+        if kind != "bind" || fields.contains_key("from") {
+            continue;
+        }
+        let source = fields
+            .get("source")
+            .or_else(|| fields.get("src"))
+            .cloned()
+            .unwrap_or_default();
+        let rule = format!(
+            "Dockerfile RUN --mount=type=bind,source={}",
+            shorten(&source, 40)
+        );
+        match expand(&source, scope) {
+            Ok(alts) => {
+                for alt in alts {
+                    match plain_glob(&alt) {
+                        Ok(pattern) => {
+                            let s = ContextSource {
+                                line: ins.line,
+                                rule: rule.clone(),
+                                pattern,
+                                excludes: vec![],
+                            };
+                            if !out.sources.contains(&s) {
+                                out.sources.push(s);
+                            }
+                        }
+                        Err(why) => out
+                            .unreadable
+                            .push(unreadable(ins, &format!("the mount source {why}"))),
+                    }
+                }
+            }
+            Err(why) => out.unreadable.push(unreadable(ins, &why)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(dockerfile: &str) -> BuildInputs {
+        read_build_inputs(dockerfile, &BTreeMap::new())
+    }
+
+    fn patterns(dockerfile: &str) -> Vec<String> {
+        let r = inputs(dockerfile);
+        assert!(
+            r.unreadable.is_empty(),
+            "unexpected unreadable: {:?}",
+            r.unreadable
+        );
+        r.sources.into_iter().map(|s| s.pattern).collect()
+    }
+
+    #[test]
+    fn sources_table() {
+        let rows: &[(&str, &[&str])] = &[
+            ("FROM scratch\nCOPY pb/ /pb/\n", &["pb"]),
+            ("FROM scratch\nCOPY ./pb/ /pb/\n", &["pb"]),
+            ("FROM scratch\nCOPY . /app\n", &[""]),
+            ("FROM scratch\nCOPY / /app\n", &[""]),
+            ("FROM scratch\nCOPY ../../etc/x /app\n", &["etc/x"]),
+            ("FROM scratch\nCOPY a b c /dst/\n", &["a", "b", "c"]),
+            ("FROM scratch\ncopy a /dst\n", &["a"]),
+            ("FROM scratch\nCOPY [\"a b\", \"c\", \"/dst/\"]\n", &["a b", "c"]),
+            ("FROM scratch\nCOPY --chown=1:1 --chmod=644 --link src/*.go /app/\n", &["src/*.go"]),
+            ("FROM scratch\nCOPY --from=build /out /app\n", &[]),
+            ("FROM scratch\nCOPY --from=0 /out /app\n", &[]),
+            ("FROM scratch\nADD https://example.com/x.tgz /x\nADD git@github.com:a/b.git /b\nADD local.tgz /\n", &["local.tgz"]),
+            ("FROM scratch\nCOPY file[0-9].txt /\n", &["file[0-9].txt"]),
+            ("FROM scratch\nCOPY file[^0-9].txt /\n", &["file{[!0-9],/}.txt"]),
+            ("FROM scratch\nCOPY a{b}.txt /\n", &["a\\{b\\}.txt"]),
+            ("FROM scratch\nCOPY a\\*b /\n", &["a\\*b"]),
+            ("FROM scratch\nCOPY src \\\n  # a comment inside\n\n  lib /app/\n", &["src", "lib"]),
+            ("# escape=`\nFROM scratch\nCOPY src `\n  lib C:\\app\\\n", &["src", "lib"]),
+            ("FROM scratch\nCOPY --parents ./x/./y/*.go /dst\n", &["x/y/*.go"]),
+            ("FROM scratch\nCOPY --parents src/**/*.go /dst\n", &["src/**/*.go"]),
+            ("FROM scratch\nRUN --mount=type=bind,source=go.mod,target=/go.mod go build\n", &["go.mod"]),
+            ("FROM scratch\nRUN --mount=type=bind,target=/src make\n", &[""]),
+            ("FROM scratch\nRUN --mount=type=bind,from=build,source=/x,target=/x true\n", &[]),
+            ("FROM scratch\nRUN --mount=type=cache,target=/root/.cache true\n", &[]),
+            ("FROM scratch\nONBUILD COPY . /app\n", &[]),
+        ];
+        for (dockerfile, want) in rows {
+            assert_eq!(
+                patterns(dockerfile),
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{dockerfile}"
+            );
+        }
+    }
+
+    #[test]
+    fn heredocs_are_skipped_with_their_bodies() {
+        let d = "FROM scratch\nCOPY <<EOF /etc/conf\nCOPY secret /x\nEOF\nRUN <<-'SCRIPT' bash\n\tCOPY nope /y\n\tSCRIPT\nCOPY <<A <<B /dst/\nADD a /\nA\nADD b /\nB\nCOPY real /z\n";
+        assert_eq!(patterns(d), vec!["real"]);
+        let open = inputs("FROM scratch\nCOPY <<EOF /x\nnever closed\n");
+        assert_eq!(open.unreadable.len(), 1);
+    }
+
+    #[test]
+    fn args_and_envs_are_substituted() {
+        let d = "ARG SVC=cart\nARG OTHER=x\nFROM scratch\nARG SVC\nENV DIR=src/$SVC\nCOPY ${DIR}/main.go $OTHER/ /app/\n";
+        // OTHER is global and not redeclared: empty inside the stage, as in Docker.
+        assert_eq!(patterns(d), vec!["src/cart/main.go", ""]);
+        let mut args = BTreeMap::new();
+        args.insert("SVC".to_string(), "web".to_string());
+        let r = read_build_inputs(d, &args);
+        assert_eq!(r.sources[0].pattern, "src/web/main.go");
+        // build args only reach declared ARGs
+        let mut args = BTreeMap::new();
+        args.insert("DIR".to_string(), "nope".to_string());
+        assert_eq!(
+            read_build_inputs("FROM scratch\nCOPY ${DIR:-lib}/ /\n", &args).sources[0].pattern,
+            "lib"
+        );
+    }
+
+    #[test]
+    fn unknown_values_match_one_segment_or_nothing() {
+        let d = "FROM scratch\nARG NAME\nCOPY services/${NAME}/app /app\n";
+        assert_eq!(patterns(d), vec!["services/*/app", "services/app"]);
+        let d = "FROM scratch\nARG TARGETARCH\nCOPY bin/$TARGETARCH/tool /\n";
+        assert_eq!(patterns(d), vec!["bin/*/tool", "bin/tool"]);
+        let d = "FROM scratch\nARG TARGETPLATFORM\nCOPY out/$TARGETPLATFORM/x /\n";
+        assert_eq!(inputs(d).unreadable.len(), 1);
+    }
+
+    #[test]
+    fn env_carries_into_child_stages() {
+        let d = "FROM scratch AS base\nENV APP=svc/a\nFROM base AS child\nCOPY $APP/ /app\nFROM scratch\nCOPY $APP/x /\n";
+        assert_eq!(patterns(d), vec!["svc/a", "x"]);
+    }
+
+    #[test]
+    fn excludes_apply_at_the_context_root_only() {
+        let r = inputs("FROM scratch\nCOPY --exclude=*.md --exclude=docs . /app\n");
+        assert_eq!(r.sources[0].excludes, vec!["*.md", "docs"]);
+        let r = inputs("FROM scratch\nCOPY --exclude=*.md src/ /app\n");
+        assert!(r.sources[0].excludes.is_empty());
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_reported_with_its_line() {
+        let rows = [
+            ("FROM scratch\nCOPY --frobnicate x /y\n", "--frobnicate"),
+            ("FROM scratch\nCOPY onlyone\n", "at least one source"),
+            ("FROM scratch\nCOPY [\"a\", \n", "JSON"),
+            ("FROM scratch\nCOPY ${X/a/b} /y\n", "not one monoship reads"),
+            ("FROM scratch\nCOPY ${X /y\n", "never closed"),
+            ("FROM scratch\nCOPY a[ /y\n", "not a valid pattern"),
+        ];
+        for (d, why) in rows {
+            let r = inputs(d);
+            assert_eq!(r.unreadable.len(), 1, "{d}: {r:?}");
+            assert_eq!(r.unreadable[0].line, 2);
+            assert!(
+                r.unreadable[0].why.contains(why),
+                "{d}: {}",
+                r.unreadable[0].why
+            );
+        }
+    }
+
+    #[test]
+    fn rules_show_the_source_as_written() {
+        let r = inputs("FROM scratch\n\nCOPY ./pb/ /pb/\nADD src/*.go /app/\n");
+        assert_eq!(r.sources[0].rule, "Dockerfile COPY ./pb/");
+        assert_eq!(r.sources[0].line, 3);
+        assert_eq!(r.sources[1].rule, "Dockerfile ADD src/*.go");
+    }
+}

@@ -1,0 +1,79 @@
+//! The `monoship` binary: parse, run, map the outcome to an exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use monoship::cli::{self, Invocation};
+use monoship::{app, config};
+
+fn main() -> ExitCode {
+    let env = |k: &str| std::env::var(k).ok();
+    let in_action = env("GITHUB_ACTIONS").as_deref() == Some("true");
+    let invocation = match cli::parse(std::env::args_os().collect(), &env) {
+        Ok(i) => i,
+        Err(e) => {
+            if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
+                let _ = clap_err.print();
+                return ExitCode::from(if clap_err.use_stderr() { 2 } else { 0 });
+            }
+            report_error(&e.to_string(), in_action, vec![]);
+            return ExitCode::from(2);
+        }
+    };
+    match invocation {
+        Invocation::PrintSchema => {
+            print!("{}", config::json_schema());
+            ExitCode::SUCCESS
+        }
+        Invocation::Run(request) => {
+            init_logging();
+            let stdout = std::io::stdout();
+            let stderr = std::io::stderr();
+            match app::run(&request, &mut stdout.lock(), &mut stderr.lock()) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    report_error(
+                        &app::render_chain(&e),
+                        request.action.is_some(),
+                        e.annotations(),
+                    );
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+    }
+}
+
+fn report_error(
+    message: &str,
+    in_action: bool,
+    annotations: Vec<monoship::report::commands::Annotation>,
+) {
+    let mut err = std::io::stderr().lock();
+    if in_action {
+        if annotations.is_empty() {
+            let a = monoship::report::commands::Annotation::new(
+                monoship::report::commands::Level::Error,
+                message,
+            );
+            let _ = writeln!(err, "{a}");
+        }
+        for a in annotations {
+            let _ = writeln!(err, "{a}");
+        }
+    } else {
+        let _ = writeln!(err, "error: {message}");
+    }
+}
+
+/// Debug logs go to stderr when `MONOSHIP_LOG` asks for them (e.g. `MONOSHIP_LOG=debug`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MONOSHIP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .without_time()
+        .try_init();
+}

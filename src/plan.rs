@@ -1,0 +1,565 @@
+//! Plan: which services a set of changed files touches, and why (SPEC §4). Pure: config,
+//! each service's Docker inputs (read at `head` by the caller) and the changed files in; a
+//! [`Plan`] out.
+//!
+//! Every pattern of every service and group goes into one [`GlobSet`], so matching costs one
+//! pass over the changed files whatever the number of services.
+
+use std::collections::{BTreeMap, HashMap};
+
+use globset::{GlobSet, GlobSetBuilder};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::detect::{ChangeSource, ChangedFile};
+use crate::dockerfile::BuildInputs;
+use crate::dockerignore::DockerIgnore;
+use crate::glob;
+
+/// At most this many reasons are kept per service; the rest are counted.
+pub const MAX_REASONS: usize = 20;
+
+/// Why a service changed: the path and the rule that matched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    pub path: String,
+    pub rule: String,
+}
+
+/// The verdict for one service or group.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodePlan {
+    pub name: String,
+    pub changed: bool,
+    pub reasons: Vec<Reason>,
+    /// Reasons beyond [`MAX_REASONS`], counted but not listed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub more_reasons: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+/// What `plan` decided, as printed by `plan --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub base: Option<String>,
+    pub head: String,
+    pub source: ChangeSource,
+    /// Names of the changed services, sorted.
+    pub changed: Vec<String>,
+    /// Every configured service, sorted by name.
+    pub services: Vec<NodePlan>,
+    /// Every configured group, sorted by name.
+    pub groups: Vec<NodePlan>,
+    /// How many changed paths were considered.
+    pub files: usize,
+    /// Things the user should know (a fallback taken, a file list cut short).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn service(&self, name: &str) -> Option<&NodePlan> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// A service's Docker build, as found at `head`.
+#[derive(Debug, Clone)]
+pub struct DockerBuild {
+    /// Repository path of the Dockerfile.
+    pub dockerfile: String,
+    /// Repository path of the context folder, `""` for the repository root.
+    pub context: String,
+    /// Both places an ignore file may live (`<Dockerfile>.dockerignore`, `<context>/.dockerignore`):
+    /// creating, changing or deleting either changes what is sent.
+    pub ignore_files: Vec<String>,
+    /// The ignore rules in force at `head`.
+    pub ignore: DockerIgnore,
+    pub inputs: BuildInputs,
+}
+
+/// A pattern could not be compiled (config globs are checked at load time; Docker sources
+/// come from Dockerfiles).
+#[derive(Debug, thiserror::Error)]
+#[error("{owner}: cannot use pattern `{pattern}` from {origin}")]
+pub struct PatternError {
+    pub owner: String,
+    pub pattern: String,
+    pub origin: String,
+    #[source]
+    pub source: globset::Error,
+}
+
+enum EntryKind {
+    /// A `paths` glob of the owner; its exclusions apply.
+    Paths,
+    /// A Docker source; the ignore file and the instruction's `--exclude`s apply.
+    DockerSource { source: usize },
+    /// Matches without further checks (the Dockerfile, ignore files, an unreadable instruction).
+    Plain,
+}
+
+struct Entry {
+    owner: usize,
+    kind: EntryKind,
+    rule: String,
+}
+
+struct DockerNode {
+    context_prefix: String,
+    ignore: DockerIgnore,
+    source_excludes: Vec<Option<GlobSet>>,
+}
+
+struct Node {
+    name: String,
+    is_service: bool,
+    depends_on: Vec<usize>,
+    excludes: Option<GlobSet>,
+    docker: Option<DockerNode>,
+}
+
+/// Every service's and group's rules, compiled once.
+pub struct ServiceMatcher {
+    nodes: Vec<Node>,
+    set: GlobSet,
+    entries: Vec<Entry>,
+}
+
+fn build_set<'a>(
+    patterns: impl IntoIterator<Item = &'a str>,
+) -> Result<Option<GlobSet>, (String, globset::Error)> {
+    let mut builder = GlobSetBuilder::new();
+    let mut any = false;
+    for p in patterns {
+        builder.add(glob::compile(p).map_err(|e| (p.to_string(), e))?);
+        any = true;
+    }
+    if !any {
+        return Ok(None);
+    }
+    builder.build().map(Some).map_err(|e| (String::new(), e))
+}
+
+fn join_prefix(prefix: &str, pattern: &str) -> String {
+    match (prefix.is_empty(), pattern.is_empty()) {
+        (true, _) => pattern.to_string(),
+        (false, true) => prefix.trim_end_matches('/').to_string(),
+        (false, false) => format!("{prefix}{pattern}"),
+    }
+}
+
+impl ServiceMatcher {
+    /// Compiles the rules of `config`; `docker` holds the Docker build of each service that has one.
+    ///
+    /// # Errors
+    /// When a pattern derived from a Dockerfile cannot be compiled.
+    pub fn new(
+        config: &Config,
+        docker: &BTreeMap<String, DockerBuild>,
+    ) -> Result<ServiceMatcher, PatternError> {
+        let names: Vec<(&String, bool)> = config
+            .services
+            .keys()
+            .map(|n| (n, true))
+            .chain(config.groups.keys().map(|n| (n, false)))
+            .collect();
+        let index: HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, (n, _))| (n.as_str(), i))
+            .collect();
+        let mut builder = GlobSetBuilder::new();
+        let mut entries = Vec::new();
+        let mut nodes = Vec::new();
+        let mut add = |builder: &mut GlobSetBuilder,
+                       pattern: &str,
+                       entry: Entry,
+                       origin: &str|
+         -> Result<(), PatternError> {
+            let g = glob::compile(pattern).map_err(|source| PatternError {
+                owner: names[entry.owner].0.clone(),
+                pattern: pattern.to_string(),
+                origin: origin.to_string(),
+                source,
+            })?;
+            builder.add(g);
+            entries.push(entry);
+            Ok(())
+        };
+        for (i, (name, is_service)) in names.iter().enumerate() {
+            let (paths, depends_on) = if *is_service {
+                let s = &config.services[*name];
+                (&s.paths, &s.depends_on)
+            } else {
+                let g = &config.groups[*name];
+                (&g.paths, &g.depends_on)
+            };
+            let mut excludes = Vec::new();
+            for entry in paths {
+                let (negated, pattern) = glob::split_negation(entry);
+                if negated {
+                    excludes.push(pattern);
+                } else {
+                    add(
+                        &mut builder,
+                        pattern,
+                        Entry {
+                            owner: i,
+                            kind: EntryKind::Paths,
+                            rule: format!("paths: {entry}"),
+                        },
+                        "paths",
+                    )?;
+                }
+            }
+            let excludes = build_set(excludes).map_err(|(pattern, source)| PatternError {
+                owner: name.to_string(),
+                pattern,
+                origin: "paths".into(),
+                source,
+            })?;
+            let mut docker_node = None;
+            if let Some(build) = docker.get(*name) {
+                let prefix = if build.context.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}/", glob::escape(build.context.trim_end_matches('/')))
+                };
+                add(
+                    &mut builder,
+                    &glob::escape(&build.dockerfile),
+                    Entry {
+                        owner: i,
+                        kind: EntryKind::Plain,
+                        rule: "Dockerfile".into(),
+                    },
+                    "the Dockerfile path",
+                )?;
+                for ignore_file in &build.ignore_files {
+                    add(
+                        &mut builder,
+                        &glob::escape(ignore_file),
+                        Entry {
+                            owner: i,
+                            kind: EntryKind::Plain,
+                            rule: "ignore file".into(),
+                        },
+                        "the ignore file path",
+                    )?;
+                }
+                let mut source_excludes = Vec::new();
+                for (s, source) in build.inputs.sources.iter().enumerate() {
+                    let origin = format!("{} line {}", build.dockerfile, source.line);
+                    let full = join_prefix(&prefix, &source.pattern);
+                    let below = if full.is_empty() {
+                        "**".to_string()
+                    } else {
+                        format!("{full}/**")
+                    };
+                    for pattern in [full.as_str(), below.as_str()] {
+                        if pattern.is_empty() {
+                            continue;
+                        }
+                        add(
+                            &mut builder,
+                            pattern,
+                            Entry {
+                                owner: i,
+                                kind: EntryKind::DockerSource { source: s },
+                                rule: source.rule.clone(),
+                            },
+                            &origin,
+                        )?;
+                    }
+                    let ex = build_set(source.excludes.iter().map(String::as_str)).map_err(
+                        |(pattern, e)| PatternError {
+                            owner: name.to_string(),
+                            pattern,
+                            origin: origin.clone(),
+                            source: e,
+                        },
+                    )?;
+                    source_excludes.push(ex);
+                }
+                for unreadable in &build.inputs.unreadable {
+                    let whole = if prefix.is_empty() {
+                        "**".to_string()
+                    } else {
+                        format!("{prefix}**")
+                    };
+                    add(
+                        &mut builder,
+                        &whole,
+                        Entry {
+                            owner: i,
+                            kind: EntryKind::Plain,
+                            rule: format!(
+                                "{} line {} could not be read ({}), so every file of the context counts",
+                                build.dockerfile, unreadable.line, unreadable.why
+                            ),
+                        },
+                        "an unreadable instruction",
+                    )?;
+                }
+                docker_node = Some(DockerNode {
+                    context_prefix: if build.context.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{}/", build.context.trim_end_matches('/'))
+                    },
+                    ignore: build.ignore.clone(),
+                    source_excludes,
+                });
+            }
+            nodes.push(Node {
+                name: name.to_string(),
+                is_service: *is_service,
+                depends_on: depends_on
+                    .iter()
+                    .filter_map(|d| index.get(d.as_str()).copied())
+                    .collect(),
+                excludes,
+                docker: docker_node,
+            });
+        }
+        let set = builder.build().map_err(|source| PatternError {
+            owner: String::new(),
+            pattern: String::new(),
+            origin: "the combined pattern set".into(),
+            source,
+        })?;
+        Ok(ServiceMatcher {
+            nodes,
+            set,
+            entries,
+        })
+    }
+
+    /// Whether entry `e` really claims `path` once exclusions and ignore rules are applied.
+    fn accepts(&self, e: &Entry, path: &str) -> bool {
+        let node = &self.nodes[e.owner];
+        match e.kind {
+            EntryKind::Plain => true,
+            EntryKind::Paths => !node.excludes.as_ref().is_some_and(|x| x.is_match(path)),
+            EntryKind::DockerSource { source } => {
+                let Some(docker) = &node.docker else {
+                    return true;
+                };
+                let Some(rel) = path.strip_prefix(docker.context_prefix.as_str()) else {
+                    return false;
+                };
+                if docker.ignore.is_excluded(rel) {
+                    return false;
+                }
+                match &docker.source_excludes[source] {
+                    Some(ex) => !self_or_parent_matches(ex, rel),
+                    None => true,
+                }
+            }
+        }
+    }
+
+    /// Decides every service and group for `files`.
+    pub fn plan(&self, files: &[ChangedFile]) -> Vec<(usize, Vec<Reason>, usize)> {
+        let mut direct: Vec<(Vec<Reason>, usize)> = vec![(Vec::new(), 0); self.nodes.len()];
+        let mut hits = Vec::new();
+        let mut claimed: Vec<usize> = Vec::new();
+        for file in files {
+            for path in file.touched_paths() {
+                self.set.matches_into(path, &mut hits);
+                claimed.clear();
+                for &h in &hits {
+                    let e = &self.entries[h];
+                    if claimed.contains(&e.owner) || !self.accepts(e, path) {
+                        continue;
+                    }
+                    claimed.push(e.owner);
+                    let (reasons, more) = &mut direct[e.owner];
+                    if reasons.len() < MAX_REASONS {
+                        reasons.push(Reason {
+                            path: path.to_string(),
+                            rule: e.rule.clone(),
+                        });
+                    } else {
+                        *more += 1;
+                    }
+                }
+            }
+        }
+        direct
+            .into_iter()
+            .enumerate()
+            .map(|(i, (r, m))| (i, r, m))
+            .collect()
+    }
+
+    /// Applies `depends_on` transitively to direct verdicts.
+    fn close(&self, mut direct: Vec<(Vec<Reason>, usize)>) -> Vec<(Vec<Reason>, usize)> {
+        // Config validation rejects cycles, so a depth-first walk terminates.
+        fn changed(
+            m: &ServiceMatcher,
+            i: usize,
+            direct: &[(Vec<Reason>, usize)],
+            memo: &mut [Option<Option<Reason>>],
+        ) -> Option<Reason> {
+            if let Some(known) = &memo[i] {
+                return known.clone();
+            }
+            let mut first = direct[i].0.first().cloned();
+            if first.is_none() {
+                for &d in &m.nodes[i].depends_on {
+                    if let Some(r) = changed(m, d, direct, memo) {
+                        first = Some(r);
+                        break;
+                    }
+                }
+            }
+            memo[i] = Some(first.clone());
+            first
+        }
+        let mut memo = vec![None; self.nodes.len()];
+        let mut added = vec![Vec::new(); self.nodes.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &d in &node.depends_on {
+                if let Some(r) = changed(self, d, &direct, &mut memo) {
+                    added[i].push(Reason {
+                        path: r.path,
+                        rule: format!("depends_on {}", self.nodes[d].name),
+                    });
+                }
+            }
+        }
+        for (i, extra) in added.into_iter().enumerate() {
+            let (reasons, more) = &mut direct[i];
+            for r in extra {
+                if reasons.len() < MAX_REASONS {
+                    reasons.push(r);
+                } else {
+                    *more += 1;
+                }
+            }
+        }
+        direct
+    }
+
+    /// The full plan for `files`.
+    pub fn decide(&self, files: &[ChangedFile]) -> (Vec<NodePlan>, Vec<NodePlan>) {
+        let direct = self
+            .plan(files)
+            .into_iter()
+            .map(|(_, r, m)| (r, m))
+            .collect();
+        let closed = self.close(direct);
+        let mut services = Vec::new();
+        let mut groups = Vec::new();
+        for (node, (reasons, more)) in self.nodes.iter().zip(closed) {
+            let plan = NodePlan {
+                name: node.name.clone(),
+                changed: !reasons.is_empty(),
+                reasons,
+                more_reasons: more,
+            };
+            if node.is_service {
+                services.push(plan)
+            } else {
+                groups.push(plan)
+            }
+        }
+        (services, groups)
+    }
+}
+
+/// Docker's rule: a pattern matching a folder covers everything below it.
+fn self_or_parent_matches(set: &GlobSet, path: &str) -> bool {
+    if set.is_match(path) {
+        return true;
+    }
+    path.match_indices('/')
+        .any(|(i, _)| set.is_match(&path[..i]))
+}
+
+/// Every service changed for one stated reason (no usable base, a truncated list, a dispatch).
+pub fn everything(config: &Config, why: &str) -> (Vec<NodePlan>, Vec<NodePlan>) {
+    let all = |names: Vec<&String>| {
+        names
+            .into_iter()
+            .map(|n| NodePlan {
+                name: n.clone(),
+                changed: true,
+                reasons: vec![Reason {
+                    path: String::new(),
+                    rule: why.to_string(),
+                }],
+                more_reasons: 0,
+            })
+            .collect()
+    };
+    (
+        all(config.services.keys().collect()),
+        all(config.groups.keys().collect()),
+    )
+}
+
+/// Exactly the named services changed (`--services`); groups are not evaluated.
+pub fn forced(config: &Config, chosen: &[String]) -> (Vec<NodePlan>, Vec<NodePlan>) {
+    let services = config
+        .services
+        .keys()
+        .map(|n| {
+            let on = chosen.iter().any(|c| c == n);
+            NodePlan {
+                name: n.clone(),
+                changed: on,
+                reasons: if on {
+                    vec![Reason {
+                        path: String::new(),
+                        rule: "named in --services".into(),
+                    }]
+                } else {
+                    vec![]
+                },
+                more_reasons: 0,
+            }
+        })
+        .collect();
+    let groups = config
+        .groups
+        .keys()
+        .map(|n| NodePlan {
+            name: n.clone(),
+            changed: false,
+            reasons: vec![],
+            more_reasons: 0,
+        })
+        .collect();
+    (services, groups)
+}
+
+/// Assembles a [`Plan`] from verdicts.
+pub fn assemble(
+    base: Option<String>,
+    head: String,
+    source: ChangeSource,
+    (services, groups): (Vec<NodePlan>, Vec<NodePlan>),
+    files: usize,
+    warnings: Vec<String>,
+) -> Plan {
+    let changed = services
+        .iter()
+        .filter(|s| s.changed)
+        .map(|s| s.name.clone())
+        .collect();
+    Plan {
+        base,
+        head,
+        source,
+        changed,
+        services,
+        groups,
+        files,
+        warnings,
+    }
+}

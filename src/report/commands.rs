@@ -1,0 +1,154 @@
+//! Workflow commands (`::error ...::`), escaped exactly as the runner parses them, so no file
+//! name, branch name or message can end a command early or forge another one.
+
+use std::fmt;
+
+/// Escapes a command's message: `%`, CR and LF (the runner's `EscapeData`).
+pub fn escape_data(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '\r' => out.push_str("%0D"),
+            '\n' => out.push_str("%0A"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes a command property value: as [`escape_data`], plus `:` and `,`.
+pub fn escape_property(s: &str) -> String {
+    escape_data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+/// Makes text safe to print as one log line: control characters become visible escapes, so
+/// a name holding `\n::error::` cannot start a workflow command on a line of its own.
+pub fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Annotation levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+    Notice,
+}
+
+/// An annotation, anchored to a file and line when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Annotation {
+    pub level: Level,
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub title: Option<String>,
+    pub message: String,
+}
+
+impl Annotation {
+    pub fn new(level: Level, message: impl Into<String>) -> Annotation {
+        Annotation {
+            level,
+            file: None,
+            line: None,
+            title: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Annotation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self.level {
+            Level::Error => "error",
+            Level::Warning => "warning",
+            Level::Notice => "notice",
+        };
+        let mut props = Vec::new();
+        if let Some(file) = &self.file {
+            props.push(format!("file={}", escape_property(file)));
+        }
+        if let Some(line) = self.line {
+            props.push(format!("line={line}"));
+        }
+        if let Some(title) = &self.title {
+            props.push(format!("title={}", escape_property(title)));
+        }
+        if props.is_empty() {
+            write!(f, "::{name}::{}", escape_data(&self.message))
+        } else {
+            write!(
+                f,
+                "::{name} {}::{}",
+                props.join(","),
+                escape_data(&self.message)
+            )
+        }
+    }
+}
+
+/// `::add-mask::` for a secret; print it before anything could print the secret.
+pub fn add_mask(secret: &str) -> String {
+    format!("::add-mask::{}", escape_data(secret))
+}
+
+/// Opens a collapsible log group.
+pub fn group(title: &str) -> String {
+    format!("::group::{}", escape_data(title))
+}
+
+/// Closes the open log group.
+pub const END_GROUP: &str = "::endgroup::";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_table() {
+        let rows = [
+            ("plain", "plain", "plain"),
+            ("100%", "100%25", "100%25"),
+            ("a\nb", "a%0Ab", "a%0Ab"),
+            ("a\r\nb", "a%0D%0Ab", "a%0D%0Ab"),
+            ("x::y", "x::y", "x%3A%3Ay"),
+            ("a,b", "a,b", "a%2Cb"),
+            ("%0A", "%250A", "%250A"),
+        ];
+        for (raw, data, prop) in rows {
+            assert_eq!(escape_data(raw), data, "{raw:?}");
+            assert_eq!(escape_property(raw), prop, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn annotation_cannot_be_forged_by_its_message_or_file() {
+        let a = Annotation {
+            level: Level::Error,
+            file: Some("evil,line=1::\n::warning::x".into()),
+            line: Some(3),
+            title: None,
+            message: "bad\n::error::forged".into(),
+        };
+        let s = a.to_string();
+        assert_eq!(s.lines().count(), 1);
+        assert_eq!(
+            s,
+            "::error file=evil%2Cline=1%3A%3A%0A%3A%3Awarning%3A%3Ax,line=3::bad%0A::error::forged"
+        );
+    }
+
+    #[test]
+    fn one_line_neutralizes_control_characters() {
+        assert_eq!(one_line("a\n::error::x\tb"), "a\\n::error::x\\tb");
+    }
+}

@@ -1,0 +1,8 @@
+//! Report: what happened, told through the channels the user reads: stdout (text or JSON),
+//! and in action mode `$GITHUB_OUTPUT`, `$GITHUB_STEP_SUMMARY` and workflow commands.
+//! Rendering is pure; [`outputs::append`] and [`summary::append`] are the only writers.
+
+pub mod commands;
+pub mod outputs;
+pub mod summary;
+pub mod text;

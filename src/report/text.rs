@@ -1,0 +1,90 @@
+//! Human-readable output for the terminal.
+
+use crate::plan::Plan;
+use crate::report::commands::one_line;
+
+/// Renders a plan for people: the range, the changed services with their first reasons, and
+/// the unchanged ones on one line.
+pub fn render_plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    let range = match &plan.base {
+        Some(base) => format!(
+            "{}..{}",
+            &base[..base.len().min(12)],
+            &plan.head[..plan.head.len().min(12)]
+        ),
+        None => format!("at {}", &plan.head[..plan.head.len().min(12)]),
+    };
+    let source = serde_json::to_value(plan.source)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    out.push_str(&format!(
+        "plan {range} ({source}, {})\n",
+        files_phrase(plan.files)
+    ));
+    for w in &plan.warnings {
+        out.push_str(&format!("warning: {}\n", one_line(w)));
+    }
+    out.push_str(&format!(
+        "changed ({}/{}):",
+        plan.changed.len(),
+        plan.services.len()
+    ));
+    if plan.changed.is_empty() {
+        out.push_str(" none\n");
+    } else {
+        out.push('\n');
+    }
+    let width = plan
+        .services
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(0);
+    for s in plan.services.iter().filter(|s| s.changed) {
+        for (i, r) in s.reasons.iter().take(3).enumerate() {
+            let name = if i == 0 { s.name.as_str() } else { "" };
+            if r.path.is_empty() {
+                out.push_str(&format!("  {name:width$}  {}\n", one_line(&r.rule)));
+            } else {
+                out.push_str(&format!(
+                    "  {name:width$}  {}  <- {}\n",
+                    one_line(&r.path),
+                    one_line(&r.rule)
+                ));
+            }
+        }
+        let rest = s.reasons.len().saturating_sub(3) + s.more_reasons;
+        if rest > 0 {
+            out.push_str(&format!("  {:width$}  ... and {rest} more\n", ""));
+        }
+    }
+    let unchanged: Vec<&str> = plan
+        .services
+        .iter()
+        .filter(|s| !s.changed)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !unchanged.is_empty() {
+        out.push_str(&format!(
+            "unchanged ({}): {}\n",
+            unchanged.len(),
+            unchanged.join(", ")
+        ));
+    }
+    out
+}
+
+/// "1 changed file", "5,000 changed files".
+pub fn files_phrase(n: usize) -> String {
+    let digits = n.to_string();
+    let mut grouped = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            grouped.push(',');
+        }
+        grouped.push(c);
+    }
+    format!("{grouped} changed file{}", if n == 1 { "" } else { "s" })
+}

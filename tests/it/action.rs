@@ -1,0 +1,457 @@
+//! Action mode: the binary started as the runner starts it (GITHUB_ACTIONS, INPUT_*, a real
+//! event payload), checked through the files it writes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::support::{monoship, Repo, Run};
+
+const CONFIG: &str = "\
+services:
+  api:
+    dockerfile: services/api/Dockerfile
+    context: .
+  web:
+    dockerfile: services/web/Dockerfile
+    depends_on: [api]
+  worker:
+    paths: [\"services/worker/**\"]
+    depends_on: [shared]
+groups:
+  shared:
+    paths: [\"libs/**\"]
+";
+
+fn repo() -> (Repo, String) {
+    let mut repo = Repo::new();
+    repo.write(".github/monoship.yml", CONFIG)
+        .write("services/api/Dockerfile", "FROM scratch\nCOPY pb/ /pb/\n")
+        .write("services/web/Dockerfile", "FROM scratch\nCOPY . /site\n")
+        .write("services/web/index.html", "hi\n")
+        .write("services/worker/job.sh", "echo\n")
+        .write("libs/util.txt", "u\n")
+        .write("pb/api.proto", "p\n");
+    let base = repo.commit("base");
+    (repo, base)
+}
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/github-events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Runs the action in `workspace` for `event` with `payload`; returns the run and the parsed
+/// outputs and summary it wrote.
+struct ActionRun {
+    run: Run,
+    outputs: Vec<(String, String)>,
+    summary: String,
+}
+
+fn run_action(
+    workspace: &Path,
+    event: &str,
+    payload: &Value,
+    sha: &str,
+    extra: &[(&str, &str)],
+) -> ActionRun {
+    let files = tempfile::tempdir().unwrap();
+    let event_path = files.path().join("event.json");
+    std::fs::write(&event_path, payload.to_string()).unwrap();
+    let output = files.path().join("output");
+    let summary = files.path().join("summary");
+    let mut env: BTreeMap<String, String> = [
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_EVENT_NAME", event),
+        ("GITHUB_SHA", sha),
+        ("GITHUB_REPOSITORY", "octo/shop"),
+        ("INPUT_COMMAND", "plan"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.insert("GITHUB_EVENT_PATH".into(), event_path.display().to_string());
+    env.insert("GITHUB_WORKSPACE".into(), workspace.display().to_string());
+    env.insert("GITHUB_OUTPUT".into(), output.display().to_string());
+    env.insert("GITHUB_STEP_SUMMARY".into(), summary.display().to_string());
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let run = monoship(Path::new("/"), &[], &env);
+    let outputs = std::fs::read_to_string(&output)
+        .map(|t| monoship::report::outputs::parse(&t))
+        .unwrap_or_default();
+    let summary = std::fs::read_to_string(&summary).unwrap_or_default();
+    ActionRun {
+        run,
+        outputs,
+        summary,
+    }
+}
+
+fn output<'a>(r: &'a ActionRun, name: &str) -> &'a str {
+    r.outputs
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no output {name}: {:?}\n{}", r.outputs, r.run.stderr))
+}
+
+fn pr_payload(base: &str, head: &str) -> Value {
+    let text = fixture("pull_request.synchronize.json")
+        .to_string()
+        .replace("f95f852bd8fca8fcc58a9a2d6c842781e32a215e", base)
+        .replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head);
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn pull_request_outputs_and_summary_are_exact() {
+    let (mut repo, base) = repo();
+    repo.git(&["checkout", "-q", "-b", "feature"]);
+    repo.write("pb/api.proto", "p2\n");
+    let head = repo.commit("proto");
+    repo.git(&["checkout", "-q", "main"]);
+    repo.write("libs/util.txt", "main moved on\n");
+    let main_tip = repo.commit("lib on main");
+    let r = run_action(
+        repo.path(),
+        "pull_request",
+        &pr_payload(&main_tip, &head),
+        &head,
+        &[],
+    );
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let want: Vec<(String, String)> = [
+        ("changed", r#"["api","web"]"#.to_string()),
+        ("matrix", r#"{"include":[{"context":".","dockerfile":"services/api/Dockerfile","service":"api"},{"dockerfile":"services/web/Dockerfile","service":"web"}]}"#.to_string()),
+        ("any-changed", "true".to_string()),
+        ("base", base.clone()),
+        ("head", head.clone()),
+        ("api", "true".to_string()),
+        ("web", "true".to_string()),
+        ("worker", "false".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    assert_eq!(r.outputs, want);
+    let expected_summary = format!(
+        "### monoship plan\n\n2 of 3 services changed (`{}`..`{}`, 1 changed file, source: git).\n\n\
+| service | changed | why | image | digest | rollout | time |\n|---|---|---|---|---|---|---|\n\
+| api | yes | <code>pb/api.proto</code> (Dockerfile COPY pb/) | – | – | – | – |\n\
+| web | yes | <code>pb/api.proto</code> (depends&#95;on api) | – | – | – | – |\n\
+| worker | no |  | – | – | – | – |\n\n",
+        &base[..12],
+        &head[..12]
+    );
+    assert_eq!(r.summary, expected_summary);
+}
+
+#[test]
+fn push_compares_before_with_after_even_when_forced() {
+    let (mut repo, base) = repo();
+    repo.write("services/worker/job.sh", "echo dropped\n");
+    let dropped = repo.commit("later dropped by a force push");
+    repo.git(&["reset", "-q", "--hard", &base]);
+    repo.write("pb/api.proto", "p3\n");
+    let after = repo.commit("rewritten");
+    let mut payload = fixture("push.with-new-branch.json");
+    payload["before"] = dropped.clone().into();
+    payload["after"] = after.clone().into();
+    payload["ref"] = "refs/heads/feature".into();
+    payload["forced"] = true.into();
+    let r = run_action(repo.path(), "push", &payload, &after, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    // worker's change was undone by the force push: what is deployed must change back too.
+    assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+}
+
+#[test]
+fn a_new_branch_compares_with_its_merge_base_on_the_default_branch() {
+    let (mut origin, _) = repo();
+    origin.write("libs/util.txt", "main\n");
+    origin.commit("main work");
+    let clone = tempfile::tempdir().unwrap();
+    assert!(std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(origin.path())
+        .arg(clone.path())
+        .status()
+        .unwrap()
+        .success());
+    let mut work = Repo::attach(clone);
+    work.git(&["checkout", "-q", "-b", "topic"]);
+    work.write("services/worker/job.sh", "echo 2\n");
+    work.commit("one");
+    work.write("services/worker/job.sh", "echo 3\n");
+    let after = work.commit("two");
+    let mut payload = fixture("push.with-new-branch.json");
+    payload["after"] = after.clone().into();
+    payload["ref"] = "refs/heads/topic".into();
+    payload["repository"]["default_branch"] = "main".into();
+    let r = run_action(work.path(), "push", &payload, &after, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(output(&r, "changed"), r#"["worker"]"#);
+}
+
+#[test]
+fn the_first_push_of_the_default_branch_ships_everything_with_a_reason() {
+    let (repo, base) = repo();
+    let mut payload = fixture("push.with-new-branch.json");
+    payload["after"] = base.clone().into();
+    let r = run_action(repo.path(), "push", &payload, &base, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+    assert!(r.summary.contains("source: all"), "{}", r.summary);
+}
+
+#[test]
+fn a_deleted_branch_changes_nothing() {
+    let (repo, base) = repo();
+    let r = run_action(repo.path(), "push", &fixture("push.json"), &base, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(output(&r, "any-changed"), "false");
+}
+
+#[test]
+fn merge_group_uses_base_and_head_sha() {
+    let (mut repo, base) = repo();
+    repo.write("libs/util.txt", "queued\n");
+    let head = repo.commit("queued");
+    let text = fixture("merge_group.checks_requested.json")
+        .to_string()
+        .replace("380387fbc80638b734a49e1be1c4dfec1c01b33c", &base)
+        .replace("2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", &head);
+    let r = run_action(
+        repo.path(),
+        "merge_group",
+        &serde_json::from_str(&text).unwrap(),
+        &head,
+        &[],
+    );
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(output(&r, "changed"), r#"["worker"]"#);
+}
+
+#[test]
+fn dispatch_ships_everything_unless_services_are_named() {
+    let (repo, base) = repo();
+    let r = run_action(
+        repo.path(),
+        "workflow_dispatch",
+        &fixture("workflow_dispatch.json"),
+        &base,
+        &[],
+    );
+    assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+    let r = run_action(
+        repo.path(),
+        "workflow_dispatch",
+        &fixture("workflow_dispatch.json"),
+        &base,
+        &[("INPUT_SERVICES", "web")],
+    );
+    assert_eq!(output(&r, "changed"), r#"["web"]"#);
+    assert_eq!(output(&r, "api"), "false");
+}
+
+#[test]
+fn config_errors_become_annotations_on_the_config_line() {
+    let (mut repo, base) = repo();
+    repo.write(
+        ".github/monoship.yml",
+        &CONFIG.replace("depends_on: [api]", "depends_on: [apii]"),
+    );
+    repo.commit("typo");
+    let r = run_action(
+        repo.path(),
+        "workflow_dispatch",
+        &fixture("workflow_dispatch.json"),
+        &base,
+        &[],
+    );
+    assert_eq!(r.run.code, 2);
+    assert!(
+        r.outputs.is_empty(),
+        "no outputs on bad input: {:?}",
+        r.outputs
+    );
+    let line = r
+        .run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .unwrap_or_else(|| panic!("{}", r.run.stderr));
+    assert!(line.starts_with("::error file="), "{line}");
+    assert!(line.contains(".github/monoship.yml,line=7,title=monoship config::services.web.depends_on: unknown service or group `apii`"), "{line}");
+}
+
+#[test]
+fn an_unreadable_event_payload_is_exit_2() {
+    let (repo, base) = repo();
+    let r = run_action(
+        repo.path(),
+        "push",
+        &Value::String("not an object".into()),
+        &base,
+        &[],
+    );
+    assert_eq!(r.run.code, 2, "{}", r.run.stderr);
+    assert!(
+        r.run.stderr.contains("::error::event `push`"),
+        "{}",
+        r.run.stderr
+    );
+}
+
+#[test]
+fn build_and_ship_are_refused_until_they_exist() {
+    let (repo, base) = repo();
+    let r = run_action(
+        repo.path(),
+        "workflow_dispatch",
+        &fixture("workflow_dispatch.json"),
+        &base,
+        &[("INPUT_COMMAND", "ship")],
+    );
+    assert_eq!(r.run.code, 2);
+    assert!(
+        r.run.stderr.contains("set `command: plan`"),
+        "{}",
+        r.run.stderr
+    );
+}
+
+mod api_fallback {
+    use super::*;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// A shallow clone of a pull request's head: the base commit is not in it.
+    fn shallow_pr() -> (Repo, tempfile::TempDir, String, String) {
+        let (mut origin, base) = repo();
+        origin.write("services/worker/job.sh", "echo pr\n");
+        origin.write("pb/api.proto", "p9\n");
+        let head = origin.commit("pr work");
+        let clone = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", origin.path().display());
+        assert!(std::process::Command::new("git")
+            .args(["clone", "-q", "--depth", "1", &url])
+            .arg(clone.path())
+            .status()
+            .unwrap()
+            .success());
+        (origin, clone, base, head)
+    }
+
+    fn file(name: &str, status: &str) -> Value {
+        serde_json::json!({"sha": "0".repeat(40), "filename": name, "status": status, "additions": 1, "deletions": 0, "changes": 1,
+            "blob_url": "https://github.com/octo/shop/blob/x", "raw_url": "https://github.com/octo/shop/raw/x",
+            "contents_url": "https://api.github.com/repos/octo/shop/contents/x", "patch": "@@ -1 +1 @@"})
+    }
+
+    async fn run_against(server: &MockServer, clone: &Path, base: &str, head: &str) -> ActionRun {
+        let uri = server.uri();
+        let (clone, base, head) = (clone.to_path_buf(), base.to_string(), head.to_string());
+        tokio::task::spawn_blocking(move || {
+            run_action(
+                &clone,
+                "pull_request",
+                &pr_payload(&base, &head),
+                &head,
+                &[("GITHUB_API_URL", &uri), ("INPUT_TOKEN", "test-token-123")],
+            )
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn missing_history_falls_back_to_the_pull_request_files() {
+        let (_origin, clone, base, head) = shallow_pr();
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/repos/octo/shop/pulls/2/files"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(serde_json::json!([
+                file("services/worker/job.sh", "modified"),
+                file("pb/api.proto", "modified")
+            ])))
+            .mount(&server)
+            .await;
+        let r = run_against(&server, clone.path(), &base, &head).await;
+        assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+        assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+        assert!(r.summary.contains("source: github-api"), "{}", r.summary);
+        assert!(
+            r.run.stderr.contains("::warning::"),
+            "the fallback is announced: {}",
+            r.run.stderr
+        );
+        assert!(!r.run.stderr.contains("test-token-123") && !r.summary.contains("test-token-123"));
+    }
+
+    #[tokio::test]
+    async fn a_truncated_listing_counts_every_service() {
+        let (_origin, clone, base, head) = shallow_pr();
+        let server = MockServer::start().await;
+        let mut payload_files = Vec::new();
+        for i in 0..3 {
+            payload_files.push(file(&format!("docs/{i}.md"), "added"));
+        }
+        Mock::given(method("GET"))
+            .and(path("/repos/octo/shop/pulls/2/files"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(Value::Array(payload_files)))
+            .mount(&server)
+            .await;
+        // The fixture says changed_files = 1; make GitHub's count larger than the listing.
+        let (clone_path, b, h, uri) = (
+            clone.path().to_path_buf(),
+            base.clone(),
+            head.clone(),
+            server.uri(),
+        );
+        let r = tokio::task::spawn_blocking(move || {
+            let mut p = pr_payload(&b, &h);
+            p["pull_request"]["changed_files"] = 3500.into();
+            run_action(
+                &clone_path,
+                "pull_request",
+                &p,
+                &h,
+                &[("GITHUB_API_URL", &uri), ("INPUT_TOKEN", "t")],
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+        assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+        assert!(r.run.stderr.contains("3,000"), "{}", r.run.stderr);
+    }
+
+    #[tokio::test]
+    async fn a_token_without_permission_is_exit_2_with_the_fix() {
+        let (_origin, clone, base, head) = shallow_pr();
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/repos/octo/shop/pulls/2/files"))
+            .respond_with(ResponseTemplate::new(403).set_body_json(serde_json::json!({
+                "message": "Resource not accessible by integration",
+                "documentation_url": "https://docs.github.com/rest/pulls/pulls#list-pull-requests-files"})))
+            .mount(&server)
+            .await;
+        let r = run_against(&server, clone.path(), &base, &head).await;
+        assert_eq!(r.run.code, 2, "{}", r.run.stderr);
+        assert!(
+            r.run.stderr.contains("pull-requests: read"),
+            "{}",
+            r.run.stderr
+        );
+        assert!(r.run.stderr.contains("fetch-depth: 0"), "{}", r.run.stderr);
+        assert!(r.outputs.is_empty());
+    }
+}

@@ -1,0 +1,10 @@
+//! One integration-test binary: real git repositories in temp dirs, the real `monoship`
+//! binary, and loopback fakes where a remote service is involved.
+
+mod support;
+
+mod action;
+mod bigrepo;
+mod example;
+mod github;
+mod plan_git;
