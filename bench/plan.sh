@@ -54,7 +54,8 @@ python3 "$here/measure.py" "monoship plan" "$runs" "$repo" -- \
 if [ -n "${PATHS_FILTER_DIST:-}" ]; then
   gh_out=$(mktemp)
   # Push mode with local git, as on a runner: base = the previous commit, token empty.
-  GITHUB_EVENT_NAME=push GITHUB_EVENT_PATH="$repo.event.json" GITHUB_WORKSPACE="$repo" \
+  # `env` sets the hyphenated input names, which shell assignments cannot.
+  env GITHUB_EVENT_NAME=push GITHUB_EVENT_PATH="$repo.event.json" GITHUB_WORKSPACE="$repo" \
   GITHUB_REF=refs/heads/feature GITHUB_SHA="$HEAD_SHA" GITHUB_OUTPUT="$gh_out" \
   INPUT_FILTERS="$repo.filters.yml" INPUT_BASE="$BASE_SHA" INPUT_TOKEN= INPUT_LIST-FILES=none \
   INPUT_INITIAL-FETCH-DEPTH=100 INPUT_PREDICATE-QUANTIFIER=some \

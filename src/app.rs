@@ -113,11 +113,15 @@ pub fn render_chain(e: &dyn std::error::Error) -> String {
 /// # Errors
 /// Bad input or environment (see [`Error`]); nothing has been built, pushed or deployed then.
 pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<u8, Error> {
+    let started = std::time::Instant::now();
     let config_path = req.workdir.join(&req.config);
     let config = config::load(&config_path)?;
+    tracing::debug!(elapsed = ?started.elapsed(), services = config.services.len(), "config loaded");
     let mut git = Git::open(&req.workdir)?;
     let detected = detect(req, &config, &mut git)?;
+    tracing::debug!(elapsed = ?started.elapsed(), files = detected.files.len(), "changes detected");
     let plan = plan_stage(&config, &config_path, &mut git, detected)?;
+    tracing::debug!(elapsed = ?started.elapsed(), changed = plan.changed.len(), "planned");
     match req.command {
         Command::Plan => report_plan(req, &config, &plan, stdout, stderr)?,
     }
@@ -183,7 +187,7 @@ fn detect(req: &Request, config: &Config, git: &mut Git) -> Result<Detected, Err
             let head = default_head();
             let (name, id) = default_branch(git)?;
             let head_id = resolve(git, &head)?;
-            let base = git.merge_base(&id, &head_id)?.ok_or_else(|| Error::History {
+            let base = git.repo().merge_base(&id, &head_id)?.ok_or_else(|| Error::History {
                 message: format!("`{head}` shares no history with `{name}` in this clone; pass --base, or {FETCH_HINT}"),
             })?;
             (
@@ -238,11 +242,14 @@ fn detect(req: &Request, config: &Config, git: &mut Git) -> Result<Detected, Err
             .into_iter()
             .find_map(|r| git.resolve_commit(&r).ok().flatten());
             let merge_base = match (&base_ref, in_clone) {
-                (Some(b), true) => git.merge_base(b, &head)?,
+                (Some(b), true) => git.repo().merge_base(b, &head)?,
                 _ => None,
             };
             match merge_base {
-                Some(base) => diff(git, base, head, &mut warnings),
+                Some(base) => {
+                    let files = git.repo().changed_files(&base, &head)?;
+                    Ok(GitDiff { base, head, files }.into_detected(warnings))
+                }
                 None => {
                     let why = format!("a new branch was pushed and its merge base with `{default_branch}` is not in this clone, so every service counts; {FETCH_HINT}");
                     warnings.push(why.clone());
@@ -255,31 +262,23 @@ fn detect(req: &Request, config: &Config, git: &mut Git) -> Result<Detected, Err
             head,
             merge_base,
         } => {
-            let head_id = git.resolve_commit(&head)?;
-            let base_id = git.resolve_commit(&base)?;
+            let local = diff_while_resolving(git, &base, &head, merge_base)?;
+            if let Some(found) = local.found {
+                return Ok(found.into_detected(warnings));
+            }
             if action.is_none() || req.base.is_some() {
-                let head_id = head_id.ok_or_else(|| missing(&head, git))?;
-                let base_id = base_id.ok_or_else(|| missing(&base, git))?;
-                let base_id = if merge_base {
-                    git.merge_base(&base_id, &head_id)?.ok_or_else(|| Error::History {
-                        message: format!("`{base}` and `{head}` share no history in this clone; {FETCH_HINT}"),
-                    })?
-                } else {
-                    base_id
-                };
-                return diff(git, base_id, head_id, &mut warnings);
+                return Err(match (&local.head, &local.base) {
+                    (None, _) => missing(&head, git),
+                    (_, None) => missing(&base, git),
+                    _ => Error::History {
+                        message: format!(
+                            "`{base}` and `{head}` share no history in this clone; {FETCH_HINT}"
+                        ),
+                    },
+                });
             }
-            // Action mode: prefer local git, fall back to the API when history is missing.
-            if let (Some(h), Some(b)) = (&head_id, &base_id) {
-                let from = if merge_base {
-                    git.merge_base(b, h)?
-                } else {
-                    Some(b.clone())
-                };
-                if let Some(from) = from {
-                    return diff(git, from, h.clone(), &mut warnings);
-                }
-            }
+            // Action mode: history is missing locally, so ask the API.
+            let head_id = local.head;
             let a = action.expect("action mode");
             let head_in_clone = head_id.is_some();
             let head = head_id.unwrap_or(head);
@@ -327,27 +326,90 @@ fn detect(req: &Request, config: &Config, git: &mut Git) -> Result<Detected, Err
     }
 }
 
-fn diff(
-    git: &Git,
+/// What the local clone knows about a range.
+struct LocalRange {
+    base: Option<String>,
+    head: Option<String>,
+    /// The diff, when both commits (and their merge base, if asked) are in the clone.
+    found: Option<GitDiff>,
+}
+
+struct GitDiff {
     base: String,
     head: String,
-    warnings: &mut Vec<String>,
-) -> Result<Detected, Error> {
-    let files = git.changed_files(&base, &head)?;
-    Ok(Detected {
-        base: Some(base),
-        head,
-        source: ChangeSource::Git,
-        files,
-        everything: None,
-        forced: None,
-        head_in_clone: true,
-        warnings: std::mem::take(warnings),
+    files: Vec<ChangedFile>,
+}
+
+impl GitDiff {
+    fn into_detected(self, warnings: Vec<String>) -> Detected {
+        Detected {
+            base: Some(self.base),
+            head: self.head,
+            source: ChangeSource::Git,
+            files: self.files,
+            everything: None,
+            forced: None,
+            head_in_clone: true,
+            warnings,
+        }
+    }
+}
+
+/// Resolves `base` and `head` while `git diff` already runs on another thread: the diff is
+/// the slow part, and starting it at once keeps `plan` close to the cost of `git diff` alone.
+fn diff_while_resolving(
+    git: &mut Git,
+    base: &str,
+    head: &str,
+    merge_base: bool,
+) -> Result<LocalRange, Error> {
+    let repo = git.repo().clone();
+    let (base_id, head_id, diffed) = std::thread::scope(|scope| {
+        let job = scope.spawn(
+            || -> Result<Option<(Option<String>, Vec<ChangedFile>)>, GitError> {
+                let from = if merge_base {
+                    match repo.merge_base(base, head)? {
+                        Some(m) => Some(m),
+                        None => return Ok(None),
+                    }
+                } else {
+                    None
+                };
+                let files = repo.changed_files(from.as_deref().unwrap_or(base), head)?;
+                Ok(Some((from, files)))
+            },
+        );
+        let base_id = git.resolve_commit(base);
+        let head_id = git.resolve_commit(head);
+        (
+            base_id,
+            head_id,
+            job.join().expect("the diff thread does not panic"),
+        )
+    });
+    let (base_id, head_id) = (base_id?, head_id?);
+    let found = match (&base_id, &head_id) {
+        // A missing commit makes the diff fail; that failure is reported as the missing commit.
+        (Some(b), Some(h)) => match diffed {
+            Ok(Some((from, files))) => Some(GitDiff {
+                base: from.unwrap_or_else(|| b.clone()),
+                head: h.clone(),
+                files,
+            }),
+            Ok(None) => None,
+            Err(e) => return Err(e.into()),
+        },
+        _ => None,
+    };
+    Ok(LocalRange {
+        base: base_id,
+        head: head_id,
+        found,
     })
 }
 
 fn missing(rev: &str, git: &Git) -> Error {
-    let shallow = if git.is_shallow() {
+    let shallow = if git.repo().is_shallow() {
         "this clone is shallow, and "
     } else {
         ""

@@ -28,11 +28,19 @@ pub enum GitError {
     Batch(#[source] std::io::Error),
 }
 
-/// A git work tree, driven through the `git` binary.
+/// A git work tree, driven through the `git` binary: one-shot commands on [`GitRepo`], and
+/// one long-lived `git cat-file --batch` for lookups.
 pub struct Git {
+    repo: GitRepo,
+    batch: Option<CatFile>,
+}
+
+/// The one-shot commands; cheap to clone and usable from another thread while [`Git`]
+/// answers lookups.
+#[derive(Debug, Clone)]
+pub struct GitRepo {
     root: PathBuf,
     program: PathBuf,
-    batch: Option<CatFile>,
 }
 
 impl Git {
@@ -48,52 +56,28 @@ impl Git {
             .ok_or_else(|| GitError::NotARepository { dir: dir.clone() })?
             .to_path_buf();
         Ok(Git {
-            root,
-            program: PathBuf::from("git"),
+            repo: GitRepo {
+                root,
+                program: PathBuf::from("git"),
+            },
             batch: None,
         })
     }
 
     /// The repository's top folder.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.repo.root
     }
 
-    fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.program);
-        let mut safe = std::ffi::OsString::from("safe.directory=");
-        safe.push(&self.root);
-        cmd.arg("-c")
-            .arg(safe)
-            .arg("-C")
-            .arg(&self.root)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .env("GIT_OPTIONAL_LOCKS", "0")
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn run(&self, args: &[&str]) -> Result<std::process::Output, GitError> {
-        self.command().args(args).output().map_err(GitError::Spawn)
-    }
-
-    fn failed(args: &[&str], output: &std::process::Output) -> GitError {
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
-        let stderr = if stderr.is_empty() {
-            format!("exit status {}", output.status)
-        } else {
-            stderr
-        };
-        GitError::Failed {
-            command: args.join(" "),
-            stderr,
-        }
+    /// The one-shot commands of this repository.
+    pub fn repo(&self) -> &GitRepo {
+        &self.repo
     }
 
     fn batch(&mut self) -> Result<&mut CatFile, GitError> {
         if self.batch.is_none() {
             let mut child = self
+                .repo
                 .command()
                 .args(["cat-file", "--batch"])
                 .stdin(Stdio::piped())
@@ -133,6 +117,40 @@ impl Git {
         }
         let answer = self.batch()?.lookup(&format!("{commit}:{path}"))?;
         Ok(answer.and_then(|(_, (kind, data))| (kind == "blob").then_some(data)))
+    }
+}
+
+impl GitRepo {
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        let mut safe = std::ffi::OsString::from("safe.directory=");
+        safe.push(&self.root);
+        cmd.arg("-c")
+            .arg(safe)
+            .arg("-C")
+            .arg(&self.root)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_OPTIONAL_LOCKS", "0")
+            .env("LC_ALL", "C")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Result<std::process::Output, GitError> {
+        self.command().args(args).output().map_err(GitError::Spawn)
+    }
+
+    fn failed(args: &[&str], output: &std::process::Output) -> GitError {
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+        let stderr = if stderr.is_empty() {
+            format!("exit status {}", output.status)
+        } else {
+            stderr
+        };
+        GitError::Failed {
+            command: args.join(" "),
+            stderr,
+        }
     }
 
     /// The best common ancestor of two commits, or `None` when they share no history in this

@@ -3,6 +3,7 @@
 
 use crate::auth;
 use crate::defaults;
+use crate::fields;
 use crate::meta::{self, Clock};
 use crate::openapi;
 use crate::patch;
@@ -94,11 +95,7 @@ impl ApiError {
         let mut e = ApiError::new(
             422,
             "Invalid",
-            format!(
-                "{}.{} \"{name}\" is invalid: {msg}",
-                t.kind,
-                display_group(t)
-            ),
+            format!("{} \"{name}\" is invalid: {msg}", qualified_kind(t)),
         )
         .with_details(t, name);
         if let Some(d) = e.details.as_mut() {
@@ -123,11 +120,12 @@ impl ApiError {
     }
 }
 
-fn display_group(t: &ResourceType) -> &str {
+/// `Deployment.apps` or `Pod`, as the apiserver names a kind in validation errors.
+fn qualified_kind(t: &ResourceType) -> String {
     if t.group.is_empty() {
-        ""
+        t.kind.to_string()
     } else {
-        t.group
+        format!("{}.{}", t.kind, t.group)
     }
 }
 
@@ -250,6 +248,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         method: r.method.clone(),
         uri: parts.uri.to_string(),
         content_type: (!r.content_type.is_empty()).then(|| r.content_type.clone()),
+        authorization: (!authorization.is_empty()).then(|| authorization.clone()),
+        user_agent: (!r.user_agent.is_empty()).then(|| r.user_agent.clone()),
         body: String::from_utf8_lossy(&r.body).into_owned(),
         status: code,
     });
@@ -516,7 +516,34 @@ fn resource_request(
             patch_request(&mut state, &shared.clock, r, rtype, ns_str, n, sub)
         }
         ("DELETE", Some(n)) => {
+            let options: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            let orphan = r.param("propagationPolicy") == Some("Orphan")
+                || options["propagationPolicy"] == "Orphan"
+                || options["orphanDependents"] == true;
             let mut state = shared.lock();
+            if orphan {
+                let uid = state
+                    .store
+                    .get(rtype, ns_str, n)
+                    .map(|o| meta::uid(o).to_string())
+                    .unwrap_or_default();
+                orphan_dependents(&mut state, &uid);
+            }
+            let grace = r
+                .param("gracePeriodSeconds")
+                .and_then(|g| g.parse::<i64>().ok())
+                .or_else(|| options["gracePeriodSeconds"].as_i64());
+            if rtype == resources::PODS && grace != Some(0) {
+                // Pods terminate gracefully: the answer is the pod, now Terminating.
+                let pod = crate::controllers::terminate_pod(
+                    &mut state,
+                    shared.clock.now_secs(),
+                    ns_str,
+                    n,
+                )
+                .ok_or_else(|| ApiError::not_found(t, n))?;
+                return Ok(Reply::Json(200, pod));
+            }
             let obj = delete(&mut state, rtype, ns_str, n)?;
             let mut details = json!({"name": n, "kind": t.plural, "uid": meta::uid(&obj)});
             if !t.group.is_empty() {
@@ -637,13 +664,12 @@ fn set_scale(
     let replicas = meta::path_i64(scale, &["spec", "replicas"]).unwrap_or(0);
     let mut obj = cur.clone();
     meta::set_path(&mut obj, &["spec", "replicas"], json!(replicas));
-    record_manager(
+    record_update(
         &mut obj,
+        Some(&cur),
         &r.manager(),
-        "Update",
         t,
         &clock.now_rfc3339(),
-        json!({"f:spec": {"f:replicas": {}}}),
         Some("scale"),
     );
     let stored = state.store.update(rtype, obj);
@@ -696,21 +722,20 @@ fn patch_request(
         }
         return match existing {
             None => {
-                let fields = fieldset(&applied);
+                let fields = fields::of(&applied);
                 let mut obj = applied;
                 obj["apiVersion"] = json!(t.api_version());
                 obj["kind"] = json!(t.kind);
                 let mut created = create(state, clock, rtype, ns, obj, &manager, true)?;
                 // An apply that creates records only the applier.
                 meta::set_path(&mut created, &["metadata", "managedFields"], json!([]));
-                record_manager(
+                record_apply(
                     &mut created,
                     &manager,
-                    "Apply",
                     t,
                     &clock.now_rfc3339(),
                     fields,
-                    None,
+                    &json!({}),
                 );
                 if !dry {
                     created = state.store.create(rtype, created);
@@ -718,10 +743,10 @@ fn patch_request(
                 Ok(Reply::Json(201, created))
             }
             Some(cur) => {
-                let fields = fieldset(&applied);
-                let merged = server_side_apply(&cur, &applied, &manager)?;
+                let (merged, ownership) =
+                    server_side_apply(&cur, &applied, &manager, r.flag("force"))?;
                 let v = write_patched(
-                    state, clock, rtype, &cur, merged, sub, &manager, "Apply", fields, dry,
+                    state, clock, rtype, &cur, merged, sub, &manager, ownership, dry,
                 )?;
                 Ok(Reply::Json(200, v))
             }
@@ -734,11 +759,6 @@ fn patch_request(
         return set_scale(state, clock, rtype, cur, &patched, r).map(|v| Reply::Json(200, v));
     }
     let patched = apply_patch_type(&ct, &cur, &body)?;
-    let fields = if ct == "application/json-patch+json" {
-        json!({})
-    } else {
-        fieldset(&body)
-    };
     let v = write_patched(
         state,
         clock,
@@ -747,8 +767,7 @@ fn patch_request(
         patched,
         sub,
         &r.manager(),
-        "Update",
-        fields,
+        Ownership::Update,
         dry,
     )?;
     Ok(Reply::Json(200, v))
@@ -784,8 +803,7 @@ fn write_patched(
     mut patched: Value,
     sub: Option<&str>,
     manager: &str,
-    operation: &str,
-    fields: Value,
+    ownership: Ownership,
     dry: bool,
 ) -> Result<Value, ApiError> {
     let t = &TYPES[rtype];
@@ -803,14 +821,14 @@ fn write_patched(
         }
     }
     prepare_update(rtype, cur, &mut patched, sub)?;
-    record_manager(
+    record(
         &mut patched,
+        Some(cur),
         manager,
-        operation,
         t,
         &clock.now_rfc3339(),
-        fields,
         sub,
+        ownership,
     );
     if dry {
         return Ok(patched);
@@ -972,16 +990,7 @@ pub fn create(
     if !errs.is_empty() {
         return Err(ApiError::invalid(t, &name, &errs));
     }
-    let fields = fieldset(&obj);
-    record_manager(
-        &mut obj,
-        manager,
-        "Update",
-        t,
-        &clock.now_rfc3339(),
-        fields,
-        None,
-    );
+    record_update(&mut obj, None, manager, t, &clock.now_rfc3339(), None);
     if dry {
         return Ok(obj);
     }
@@ -1020,7 +1029,7 @@ pub fn update(
     {
         return Err(ApiError::conflict(t, name));
     }
-    let fields = fieldset(&obj);
+    record_update(&mut obj, None, manager, t, &clock.now_rfc3339(), None);
     for k in [
         "name",
         "namespace",
@@ -1038,15 +1047,7 @@ pub fn update(
         }
     }
     prepare_update(rtype, &cur, &mut obj, sub)?;
-    record_manager(
-        &mut obj,
-        manager,
-        "Update",
-        t,
-        &clock.now_rfc3339(),
-        fields,
-        sub,
-    );
+    record_update(&mut obj, Some(&cur), manager, t, &clock.now_rfc3339(), sub);
     if dry {
         return Ok(obj);
     }
@@ -1076,28 +1077,59 @@ pub fn apply_object(
         meta::set_path(&mut obj, &["metadata", "namespace"], json!(ns));
     }
     let name = meta::name(&obj).to_string();
-    let fields = fieldset(&obj);
     match state.store.get(rtype, &ns, &name).cloned() {
         None => {
+            let applied = fields::of(&obj);
             let mut created = create(state, clock, rtype, &ns, obj, manager, true)?;
             meta::set_path(&mut created, &["metadata", "managedFields"], json!([]));
-            record_manager(
+            record_apply(
                 &mut created,
                 manager,
-                "Apply",
                 t,
                 &clock.now_rfc3339(),
-                fields,
-                None,
+                applied,
+                &json!({}),
             );
             Ok(state.store.create(rtype, created))
         }
         Some(cur) => {
-            let merged = server_side_apply(&cur, &obj, manager)?;
+            let (merged, ownership) = server_side_apply(&cur, &obj, manager, true)?;
             write_patched(
-                state, clock, rtype, &cur, merged, None, manager, "Apply", fields, false,
+                state, clock, rtype, &cur, merged, None, manager, ownership, false,
             )
         }
+    }
+}
+
+/// Removes the owner references to `uid`, so the garbage collector leaves the dependents
+/// alone (`propagationPolicy: Orphan`).
+fn orphan_dependents(state: &mut State, uid: &str) {
+    if uid.is_empty() {
+        return;
+    }
+    for (t, ns, name) in state.store.all_keys() {
+        let Some(obj) = state.store.get(t, &ns, &name) else {
+            continue;
+        };
+        let Some(refs) = obj
+            .pointer("/metadata/ownerReferences")
+            .and_then(Value::as_array)
+        else {
+            continue;
+        };
+        if !refs.iter().any(|r| r["uid"] == uid) {
+            continue;
+        }
+        let mut obj = obj.clone();
+        let kept: Vec<Value> = refs.iter().filter(|r| r["uid"] != uid).cloned().collect();
+        if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            if kept.is_empty() {
+                m.remove("ownerReferences");
+            } else {
+                m.insert("ownerReferences".into(), Value::Array(kept));
+            }
+        }
+        state.store.update(t, obj);
     }
 }
 
@@ -1118,119 +1150,200 @@ pub fn delete(state: &mut State, rtype: usize, ns: &str, name: &str) -> Result<V
     Ok(obj)
 }
 
-/// Records `manager` in `metadata.managedFields` (one entry per manager, operation and
-/// subresource, as the apiserver keeps them).
-fn record_manager(
-    obj: &mut Value,
+/// How a write changes field ownership.
+enum Ownership {
+    /// The writer owns what it changed; nobody else owns that any more.
+    Update,
+    /// The applier owns exactly `applied`; the `taken` fields (forced conflicts) leave their
+    /// other owners.
+    Apply { applied: Value, taken: Value },
+}
+
+fn entries_of(obj: &Value) -> Vec<Value> {
+    obj.pointer("/metadata/managedFields")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn is_entry(e: &Value, manager: &str, operation: &str, sub: Option<&str>) -> bool {
+    e["manager"] == manager
+        && e["operation"] == operation
+        && e.get("subresource").and_then(Value::as_str) == sub
+}
+
+fn new_entry(
     manager: &str,
     operation: &str,
     t: &ResourceType,
     time: &str,
     fields: Value,
     sub: Option<&str>,
-) {
-    let mut list: Vec<Value> = obj
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let same = |e: &Value| {
-        e["manager"] == manager
-            && e["operation"] == operation
-            && e.get("subresource").and_then(Value::as_str) == sub
-    };
+) -> Value {
     let mut entry = json!({"manager": manager, "operation": operation, "apiVersion": t.api_version(),
         "time": time, "fieldsType": "FieldsV1", "fieldsV1": fields});
     if let Some(s) = sub {
         entry["subresource"] = json!(s);
     }
-    match list.iter_mut().find(|e| same(e)) {
-        Some(e) => *e = entry,
-        None => list.push(entry),
+    entry
+}
+
+/// Records an Update by `manager` in `metadata.managedFields`: it gains the fields it changed
+/// (relative to `before`; everything when creating), which other managers lose.
+fn record_update(
+    obj: &mut Value,
+    before: Option<&Value>,
+    manager: &str,
+    t: &ResourceType,
+    time: &str,
+    sub: Option<&str>,
+) {
+    let changed = match before {
+        Some(b) => fields::changed(b, obj),
+        None => fields::of(obj),
+    };
+    let mut list = entries_of(obj);
+    let has_entry = list.iter().any(|e| is_entry(e, manager, "Update", sub));
+    if changed.as_object().is_some_and(serde_json::Map::is_empty) && (has_entry || before.is_some())
+    {
+        return;
     }
+    for e in list
+        .iter_mut()
+        .filter(|e| !is_entry(e, manager, "Update", sub))
+    {
+        e["fieldsV1"] = fields::subtract(&e["fieldsV1"], &changed);
+    }
+    match list
+        .iter_mut()
+        .find(|e| is_entry(e, manager, "Update", sub))
+    {
+        Some(e) => {
+            let all = fields::union(&e["fieldsV1"], &changed);
+            *e = new_entry(manager, "Update", t, time, all, sub);
+        }
+        None => list.push(new_entry(manager, "Update", t, time, changed, sub)),
+    }
+    list.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
     meta::set_path(obj, &["metadata", "managedFields"], Value::Array(list));
 }
 
-/// A `FieldsV1` set naming the fields present in `v` (keyed list items as `k:{...}`).
-fn fieldset(v: &Value) -> Value {
-    fn walk(v: &Value, parents: &mut Vec<String>) -> Value {
-        let mut out = serde_json::Map::new();
-        if let Value::Object(m) = v {
-            for (k, x) in m {
-                if k.starts_with('$') {
-                    continue;
-                }
-                if parents.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "status") {
-                    continue;
-                }
-                if parents.len() == 1
-                    && parents[0] == "metadata"
-                    && matches!(
-                        k.as_str(),
-                        "name"
-                            | "namespace"
-                            | "uid"
-                            | "resourceVersion"
-                            | "creationTimestamp"
-                            | "generation"
-                            | "managedFields"
-                    )
-                {
-                    continue;
-                }
-                parents.push(k.clone());
-                let child = match x {
-                    Value::Object(_) => walk(x, parents),
-                    Value::Array(items) => {
-                        let key = ["name", "containerPort", "port", "mountPath", "type", "uid"]
-                            .into_iter()
-                            .find(|key| {
-                                items.iter().all(|i| i.get(*key).is_some()) && !items.is_empty()
-                            });
-                        match key {
-                            Some(key) => {
-                                let mut lm = serde_json::Map::new();
-                                for i in items {
-                                    let mut item = walk(i, parents);
-                                    item[".".to_string()] = json!({});
-                                    lm.insert(format!("k:{}", json!({key: i[key]})), item);
-                                }
-                                Value::Object(lm)
-                            }
-                            None => json!({}),
-                        }
-                    }
-                    _ => json!({}),
-                };
-                parents.pop();
-                out.insert(format!("f:{k}"), child);
-            }
-        }
-        Value::Object(out)
+/// Records an Apply by `manager`.
+fn record_apply(
+    obj: &mut Value,
+    manager: &str,
+    t: &ResourceType,
+    time: &str,
+    applied: Value,
+    taken: &Value,
+) {
+    let mut list = entries_of(obj);
+    for e in list
+        .iter_mut()
+        .filter(|e| !is_entry(e, manager, "Apply", None))
+    {
+        e["fieldsV1"] = fields::subtract(&e["fieldsV1"], taken);
     }
-    walk(v, &mut Vec::new())
+    list.retain(|e| !is_entry(e, manager, "Apply", None));
+    list.push(new_entry(manager, "Apply", t, time, applied, None));
+    list.retain(|e| e["fieldsV1"].as_object().is_some_and(|m| !m.is_empty()));
+    meta::set_path(obj, &["metadata", "managedFields"], Value::Array(list));
 }
 
-/// Merges an applied configuration into the live object and removes what `manager` applied
-/// before but applies no more, unless another manager also owns it.
-fn server_side_apply(cur: &Value, applied: &Value, manager: &str) -> Result<Value, ApiError> {
+fn record(
+    obj: &mut Value,
+    before: Option<&Value>,
+    manager: &str,
+    t: &ResourceType,
+    time: &str,
+    sub: Option<&str>,
+    ownership: Ownership,
+) {
+    match ownership {
+        Ownership::Update => record_update(obj, before, manager, t, time, sub),
+        Ownership::Apply { applied, taken } => record_apply(obj, manager, t, time, applied, &taken),
+    }
+}
+
+/// Merges an applied configuration into the live object, as server-side apply does: fields
+/// other managers own with another value are conflicts (taken over with `force`), and what
+/// `manager` applied before but applies no more is removed unless another manager owns it.
+fn server_side_apply(
+    cur: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<(Value, Ownership), ApiError> {
+    let applied_set = fields::of(applied);
+    let entries = entries_of(cur);
+    let mine = |e: &Value| is_entry(e, manager, "Apply", None);
+    let mut conflicts: Vec<(String, String, Vec<String>)> = Vec::new();
+    for leaf in fields::leaves(&applied_set) {
+        if fields::value_at(cur, &leaf) == fields::value_at(applied, &leaf) {
+            continue;
+        }
+        for e in entries.iter().filter(|e| !mine(e)) {
+            if fields::contains(&e["fieldsV1"], &leaf) {
+                let m = e["manager"].as_str().unwrap_or("").to_string();
+                let v = e["apiVersion"].as_str().unwrap_or("").to_string();
+                conflicts.push((m, v, leaf.clone()));
+            }
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(apply_conflict(&conflicts));
+    }
     let mut merged =
         patch::apply_merge(cur, applied).map_err(|e| ApiError::new(422, "Invalid", e.0))?;
-    let entries: Vec<Value> = cur
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mine = |e: &Value| {
-        e["manager"] == manager && e["operation"] == "Apply" && e.get("subresource").is_none()
-    };
     if let Some(old) = entries.iter().find(|e| mine(e)) {
         let others: Vec<&Value> = entries
             .iter()
             .filter(|e| !mine(e))
             .map(|e| &e["fieldsV1"])
             .collect();
-        patch::prune_fields(&mut merged, &old["fieldsV1"], &fieldset(applied), &others);
+        patch::prune_fields(&mut merged, &old["fieldsV1"], &applied_set, &others);
     }
-    Ok(merged)
+    let taken: Vec<Vec<String>> = conflicts.into_iter().map(|(_, _, p)| p).collect();
+    Ok((
+        merged,
+        Ownership::Apply {
+            applied: applied_set,
+            taken: fields::from_paths(&taken),
+        },
+    ))
+}
+
+/// The 409 an apply gets when other managers own fields it would change.
+fn apply_conflict(conflicts: &[(String, String, Vec<String>)]) -> ApiError {
+    let mut groups: Vec<(&str, &str, Vec<String>)> = Vec::new();
+    for (m, v, p) in conflicts {
+        match groups.iter_mut().find(|(gm, gv, _)| gm == m && gv == v) {
+            Some(g) => g.2.push(fields::display(p)),
+            None => groups.push((m, v, vec![fields::display(p)])),
+        }
+    }
+    let n = conflicts.len();
+    let mut msg = format!(
+        "Apply failed with {n} conflict{}: ",
+        if n == 1 { "" } else { "s" }
+    );
+    let parts: Vec<String> = groups
+        .iter()
+        .map(|(m, v, paths)| {
+            if paths.len() == 1 {
+                format!("conflict with \"{m}\" using {v}: {}", paths[0])
+            } else {
+                format!(
+                    "conflicts with \"{m}\" using {v}:\n- {}",
+                    paths.join("\n- ")
+                )
+            }
+        })
+        .collect();
+    msg.push_str(&parts.join("\n"));
+    let mut e = ApiError::new(409, "Conflict", msg);
+    e.details = Some(json!({"causes": conflicts.iter().map(|(m, v, p)| json!({
+        "reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\" using {v}"), "field": fields::display(p)}))
+        .collect::<Vec<_>>()}));
+    e
 }

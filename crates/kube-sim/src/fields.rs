@@ -10,7 +10,13 @@ fn skipped(parents: &[String], k: &str) -> bool {
             && parents[0] == "metadata"
             && matches!(
                 k,
-                "name" | "namespace" | "uid" | "resourceVersion" | "creationTimestamp" | "generation" | "managedFields"
+                "name"
+                    | "namespace"
+                    | "uid"
+                    | "resourceVersion"
+                    | "creationTimestamp"
+                    | "generation"
+                    | "managedFields"
             ))
         || k.starts_with('$')
 }
@@ -21,9 +27,19 @@ fn list_key(items: &[Value]) -> Option<&'static str> {
     if items.is_empty() || !items.iter().all(Value::is_object) {
         return None;
     }
-    ["name", "containerPort", "port", "mountPath", "type", "uid", "ip", "topologyKey", "devicePath"]
-        .into_iter()
-        .find(|key| items.iter().all(|i| i.get(*key).is_some()))
+    [
+        "name",
+        "containerPort",
+        "port",
+        "mountPath",
+        "type",
+        "uid",
+        "ip",
+        "topologyKey",
+        "devicePath",
+    ]
+    .into_iter()
+    .find(|key| items.iter().all(|i| i.get(*key).is_some()))
 }
 
 fn item_key(key: &str, item: &Value) -> String {
@@ -85,7 +101,9 @@ pub fn changed(old: &Value, new: &Value) -> Value {
                 }
                 (!out.is_empty()).then_some(Value::Object(out))
             }
-            (Some(Value::Array(o)), Value::Array(n)) if list_key(n).is_some() && list_key(n) == list_key(o) => {
+            (Some(Value::Array(o)), Value::Array(n))
+                if list_key(n).is_some() && list_key(n) == list_key(o) =>
+            {
                 let key = list_key(n).expect("checked");
                 let mut out = Map::new();
                 for item in n {
@@ -105,15 +123,12 @@ pub fn changed(old: &Value, new: &Value) -> Value {
                 (!out.is_empty()).then_some(Value::Object(out))
             }
             (Some(o), n) if o == n => None,
+            // A new or replaced subtree: all of it.
             (_, Value::Object(_)) | (_, Value::Array(_)) => {
-                let wrapped = json!({"x": n_clone(new)});
-                of(&wrapped).get("f:x").cloned()
+                of(&json!({"x": new})).get("f:x").cloned()
             }
             _ => Some(json!({})),
         }
-    }
-    fn n_clone(v: &Value) -> Value {
-        v.clone()
     }
     walk(Some(old), new, &mut Vec::new()).unwrap_or_else(|| json!({}))
 }
@@ -138,7 +153,9 @@ pub fn subtract(a: &Value, b: &Value) -> Value {
         if k == "." {
             continue;
         }
-        let Some(x) = out.get(k).cloned() else { continue };
+        let Some(x) = out.get(k).cloned() else {
+            continue;
+        };
         let b_children = v.as_object().is_some_and(|m| m.keys().any(|c| c != "."));
         if !b_children {
             out.remove(k);
@@ -212,7 +229,10 @@ pub fn value_at<'a>(obj: &'a Value, path: &[String]) -> Option<&'a Value> {
             cur = cur.get(f)?;
         } else if let Some(k) = seg.strip_prefix("k:") {
             let key: Map<String, Value> = serde_json::from_str(k).ok()?;
-            cur = cur.as_array()?.iter().find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)))?;
+            cur = cur
+                .as_array()?
+                .iter()
+                .find(|i| key.iter().all(|(kk, kv)| i.get(kk) == Some(kv)))?;
         } else {
             return None;
         }
@@ -244,17 +264,23 @@ mod tests {
     fn sets_of_objects_key_list_items() {
         let obj = json!({"apiVersion": "v1", "metadata": {"name": "x", "labels": {"a": "1"}},
             "spec": {"containers": [{"name": "app", "image": "i:1"}], "args": ["a"]}, "status": {"x": 1}});
-        assert_eq!(of(&obj), json!({"f:metadata": {"f:labels": {"f:a": {}}},
-            "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:image": {}}}, "f:args": {}}}));
+        assert_eq!(
+            of(&obj),
+            json!({"f:metadata": {"f:labels": {"f:a": {}}},
+            "f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:name": {}, "f:image": {}}}, "f:args": {}}})
+        );
     }
 
     #[test]
     fn changed_names_only_what_differs() {
         let old = json!({"spec": {"replicas": 1, "containers": [{"name": "app", "image": "i:1"}, {"name": "side", "image": "s:1"}]}});
         let new = json!({"spec": {"replicas": 1, "containers": [{"name": "app", "image": "i:2"}, {"name": "side", "image": "s:1"}, {"name": "new", "image": "n:1"}]}});
-        assert_eq!(changed(&old, &new), json!({"f:spec": {"f:containers": {
+        assert_eq!(
+            changed(&old, &new),
+            json!({"f:spec": {"f:containers": {
             "k:{\"name\":\"app\"}": {"f:image": {}},
-            "k:{\"name\":\"new\"}": {".": {}, "f:name": {}, "f:image": {}}}}}));
+            "k:{\"name\":\"new\"}": {".": {}, "f:name": {}, "f:image": {}}}}})
+        );
         assert_eq!(changed(&old, &old), json!({}));
     }
 
@@ -263,9 +289,17 @@ mod tests {
         let a = json!({"f:spec": {"f:replicas": {}, "f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:image": {}, "f:name": {}}}}});
         let b = json!({"f:spec": {"f:containers": {"k:{\"name\":\"app\"}": {"f:image": {}}}}});
         let rest = subtract(&a, &b);
-        assert_eq!(rest, json!({"f:spec": {"f:replicas": {}, "f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:name": {}}}}}));
+        assert_eq!(
+            rest,
+            json!({"f:spec": {"f:replicas": {}, "f:containers": {"k:{\"name\":\"app\"}": {".": {}, "f:name": {}}}}})
+        );
         assert_eq!(union(&rest, &b), a);
-        let image = vec!["f:spec".to_string(), "f:containers".into(), "k:{\"name\":\"app\"}".into(), "f:image".into()];
+        let image = vec![
+            "f:spec".to_string(),
+            "f:containers".into(),
+            "k:{\"name\":\"app\"}".into(),
+            "f:image".into(),
+        ];
         assert!(leaves(&a).contains(&image));
         assert!(contains(&a, &image) && !contains(&rest, &image));
         assert_eq!(display(&image), ".spec.containers[name=\"app\"].image");

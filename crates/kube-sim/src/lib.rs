@@ -6,8 +6,10 @@
 //! ServiceAccounts, PersistentVolumeClaims, Namespaces and Nodes, with get, list (label and
 //! field selectors), watch, create, update, delete and all four patch types. Controllers
 //! roll workloads out on a fast tick, and the workload annotation
-//! `sim.monoship.dev/fail-next` (`ImagePullBackOff`, `CrashLoopBackOff` or
-//! `ProgressDeadlineExceeded`) makes the next rollout of a new pod template fail that way.
+//! `sim.monoship.dev/fail-next` (`ImagePullBackOff`, `CrashLoopBackOff`,
+//! `ProgressDeadlineExceeded`, or the extra `CreateContainerConfigError`) makes the next
+//! rollout of a new pod template fail that way. The crate's README lists what is and is not
+//! simulated.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), kube_sim::SimError> {
@@ -19,14 +21,16 @@
 //! ```
 //!
 //! # Caveats
-//! Server-side apply merges with strategic-merge rules, records managers and removes fields
-//! a manager stopped applying, but never reports conflicts. `limit`/`continue` are
-//! ignored (every list is one page). Pods are deleted at once, without a grace period.
+//! Plain HTTP only (kubectl sends no credentials over it). Server-side apply merges with
+//! strategic-merge rules and tracks field managers with an approximate field-set model
+//! (list keys are guessed, not read from OpenAPI). `limit`/`continue` are ignored (every
+//! list is one page). Pods terminate in two ticks, whatever their grace period.
 
 mod api;
 mod auth;
 mod controllers;
 mod defaults;
+mod fields;
 mod meta;
 mod openapi;
 pub mod patch;

@@ -110,7 +110,11 @@ pub struct RecordedRequest {
     /// Path and query.
     pub uri: String,
     pub content_type: Option<String>,
+    /// The `Authorization` header as sent (tests check that a client sends its token).
+    pub authorization: Option<String>,
+    pub user_agent: Option<String>,
     pub body: String,
+    /// The status code answered (200 for a watch that started).
     pub status: u16,
 }
 
@@ -298,7 +302,8 @@ impl Sim {
     }
 
     /// Creates or updates every object in a (multi-document) YAML or JSON text, as
-    /// `kubectl apply --server-side` would, and returns them as stored. Namespaced objects
+    /// `kubectl apply --server-side --force-conflicts --field-manager kube-sim` would, and
+    /// returns them as stored. Namespaced objects
     /// without a namespace go to `default`.
     ///
     /// # Errors
@@ -499,5 +504,59 @@ fn seed(shared: &Shared) {
     for i in 1..=shared.opts.nodes.max(1) {
         let obj = controllers::node_object(i, &shared.clock.now_rfc3339());
         let _ = api::apply_object(&mut state, &shared.clock, resources::NODES, obj, "kube-sim");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Sim>();
+        shareable::<SimOptions>();
+        shareable::<SimError>();
+    }
+
+    #[test]
+    fn helpers_resolve_resource_names() {
+        for name in ["deployments", "deployment", "Deployment", "deploy"] {
+            assert_eq!(find_type(name).unwrap(), resources::DEPLOYMENTS, "{name}");
+        }
+        assert!(matches!(
+            find_type("widgets"),
+            Err(SimError::UnknownResource(_))
+        ));
+    }
+
+    #[test]
+    fn apply_yaml_reports_bad_documents() {
+        let sim = Sim::start_blocking(SimOptions::default()).unwrap();
+        assert!(matches!(
+            sim.apply_yaml("a: [b"),
+            Err(SimError::Yaml { .. })
+        ));
+        assert!(matches!(
+            sim.apply_yaml("apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: w}\n"),
+            Err(SimError::UnknownKind { .. })
+        ));
+        let err = sim
+            .apply_yaml(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: nowhere}\n",
+            )
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("namespaces \"nowhere\" not found"),
+            "{err}"
+        );
+        let cms = sim
+            .apply_yaml("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\ndata: {a: b}\n---\n")
+            .unwrap();
+        assert_eq!(cms.len(), 1);
+        assert_eq!(
+            sim.get("cm", "default", "c").unwrap().unwrap()["data"]["a"],
+            "b"
+        );
     }
 }

@@ -10,7 +10,7 @@ use tokio::sync::broadcast;
 
 /// How many changes are kept for watches that resume from a resourceVersion. Older
 /// resourceVersions get `410 Gone`, as on a real apiserver after etcd compaction.
-const HISTORY: usize = 20_000;
+const HISTORY: usize = 10_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

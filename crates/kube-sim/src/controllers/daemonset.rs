@@ -2,7 +2,8 @@
 
 use super::statefulset::{ensure_revision, trim_revisions, REVISION_LABEL};
 use super::{
-    consume_fail_next, create, event, node_name, owned_pods, pod_from_template, pod_ready, Ctx,
+    consume_fail_next, create, event, node_name, owned_pods, pod_from_template, pod_ready,
+    terminate_pod, Ctx,
 };
 use crate::meta;
 use crate::resources;
@@ -98,7 +99,7 @@ fn sync(st: &mut State, ctx: &Ctx, ds: &Value) {
             if costs && unavailable >= max_unavailable {
                 break;
             }
-            st.store.delete(resources::PODS, &ns, meta::name(&p));
+            terminate_pod(st, ctx.now_ms / 1000, &ns, meta::name(&p));
             event(
                 st,
                 ctx,

@@ -63,6 +63,8 @@ pub struct ControllerState {
     /// Failure modes by owner: a ReplicaSet uid, or `ns/controllerrevision-name`.
     pub failures: HashMap<String, FailMode>,
     pub pods: HashMap<String, pods::PodSim>,
+    /// When each terminating pod's deletion started (by pod uid).
+    pub terminating: HashMap<String, i64>,
     /// Event objects by (involved uid, reason, message), to count repeats as the event recorder does.
     pub events: HashMap<(String, String, String), String>,
 }
@@ -100,6 +102,7 @@ pub async fn run(shared: Arc<Shared>) {
 
 pub fn tick(st: &mut State, ctx: &Ctx) {
     collect_garbage(st);
+    expire_events(st, ctx);
     pods::sync(st, ctx);
     replicaset::sync_all(st, ctx);
     deployment::sync_all(st, ctx);
@@ -130,6 +133,27 @@ fn collect_garbage(st: &mut State) {
             st.ctl.pods.remove(meta::uid(&obj));
             st.ctl.failures.remove(meta::uid(&obj));
         }
+    }
+}
+
+/// Events live an hour, as with the apiserver's default `--event-ttl`.
+fn expire_events(st: &mut State, ctx: &Ctx) {
+    let cutoff = ctx.now_ms / 1000 - 3600;
+    let old: Vec<(String, String)> = st
+        .store
+        .list(resources::EVENTS, None)
+        .filter(|e| {
+            meta::path_str(e, &["lastTimestamp"])
+                .and_then(meta::parse_rfc3339)
+                .is_some_and(|t| t < cutoff)
+        })
+        .map(|e| (meta::namespace(e).to_string(), meta::name(e).to_string()))
+        .collect();
+    for (ns, name) in old {
+        st.store.delete(resources::EVENTS, &ns, &name);
+    }
+    if !st.ctl.events.is_empty() && st.ctl.events.len() > 4096 {
+        st.ctl.events.clear();
     }
 }
 
@@ -206,8 +230,11 @@ pub fn node_object(i: usize, now: &str) -> Value {
             "addresses": [{"type": "InternalIP", "address": format!("10.0.0.{}", 10 + i)}, {"type": "Hostname", "address": name}],
             "capacity": {"cpu": "4", "memory": "16Gi", "pods": "110"},
             "allocatable": {"cpu": "4", "memory": "16Gi", "pods": "110"},
-            "nodeInfo": {"kubeletVersion": format!("v1.{}.0", crate::api::VERSION_MINOR), "containerRuntimeVersion": "containerd://1.7.0",
-                "operatingSystem": "linux", "architecture": "amd64"},
+            "nodeInfo": {
+                "architecture": "amd64", "bootID": format!("boot-{i}"), "containerRuntimeVersion": "containerd://1.7.0",
+                "kernelVersion": "6.1.0", "kubeProxyVersion": "", "kubeletVersion": format!("v1.{}.0", crate::api::VERSION_MINOR),
+                "machineID": format!("machine-{i}"), "operatingSystem": "linux", "osImage": "kube-sim", "systemUUID": format!("uuid-{i}"),
+            },
         },
     })
 }
@@ -244,14 +271,41 @@ pub fn pod_ready(p: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-/// Pods controlled by `owner` (by uid), in its namespace.
+/// The active (not terminating) pods controlled by `owner` (by uid), in its namespace.
 pub fn owned_pods(st: &State, owner: &Value) -> Vec<Value> {
     let uid = meta::uid(owner);
     st.store
         .list(resources::PODS, Some(meta::namespace(owner)))
-        .filter(|p| meta::controller_uid(p) == Some(uid))
+        .filter(|p| meta::controller_uid(p) == Some(uid) && !terminating(p))
         .cloned()
         .collect()
+}
+
+/// Whether the object is being deleted (`metadata.deletionTimestamp` is set).
+pub fn terminating(o: &Value) -> bool {
+    o.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
+}
+
+/// Starts a pod's graceful deletion: it shows as `Terminating` until the kubelet removes it
+/// (after two ticks: the containers are taken to stop at once on SIGTERM).
+pub fn terminate_pod(st: &mut State, now_secs: i64, ns: &str, name: &str) -> Option<Value> {
+    let mut p = st.store.get(resources::PODS, ns, name)?.clone();
+    if terminating(&p) {
+        return Some(p);
+    }
+    let grace = meta::path_i64(&p, &["spec", "terminationGracePeriodSeconds"]).unwrap_or(30);
+    meta::set_path(
+        &mut p,
+        &["metadata", "deletionTimestamp"],
+        json!(meta::format_rfc3339(now_secs + grace)),
+    );
+    meta::set_path(
+        &mut p,
+        &["metadata", "deletionGracePeriodSeconds"],
+        json!(grace),
+    );
+    Some(st.store.update(resources::PODS, p))
 }
 
 /// A pod made from a template, owned by `owner`.

@@ -102,6 +102,7 @@ pub fn sync(st: &mut State, ctx: &Ctx) {
     let live: std::collections::HashSet<String> =
         pods.iter().map(|p| meta::uid(p).to_string()).collect();
     st.ctl.pods.retain(|uid, _| live.contains(uid));
+    st.ctl.terminating.retain(|uid, _| live.contains(uid));
     for pod in pods {
         sync_pod(st, ctx, pod);
     }
@@ -109,6 +110,17 @@ pub fn sync(st: &mut State, ctx: &Ctx) {
 
 fn sync_pod(st: &mut State, ctx: &Ctx, mut pod: Value) {
     let uid = meta::uid(&pod).to_string();
+    if super::terminating(&pod) {
+        // The containers stop at once; the pod is gone two ticks after deletion started.
+        let since = *st.ctl.terminating.entry(uid.clone()).or_insert(ctx.now_ms);
+        if ctx.now_ms - since >= 2 * ctx.tick_ms {
+            st.store
+                .delete(resources::PODS, meta::namespace(&pod), meta::name(&pod));
+            st.ctl.terminating.remove(&uid);
+            st.ctl.pods.remove(&uid);
+        }
+        return;
+    }
     let cs = containers(&pod);
     let sim = st.ctl.pods.entry(uid.clone()).or_insert_with(|| {
         let annotated = meta::annotation(&pod, POD_FAILURE).and_then(FailMode::parse);
@@ -286,7 +298,12 @@ fn sync_pod(st: &mut State, ctx: &Ctx, mut pod: Value) {
     st.ctl.pods.insert(uid, sim);
     let stored = st.store.update(resources::PODS, pod);
     for (t, reason, msg) in events {
-        event(st, ctx, &stored, t, reason, &msg, "kubelet");
+        let from = if reason == "Scheduled" {
+            "default-scheduler"
+        } else {
+            "kubelet"
+        };
+        event(st, ctx, &stored, t, reason, &msg, from);
     }
 }
 

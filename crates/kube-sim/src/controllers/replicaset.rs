@@ -1,6 +1,6 @@
 //! The ReplicaSet controller: keeps `spec.replicas` pods and reports their readiness.
 
-use super::{create, event, owned_pods, pod_from_template, pod_ready, Ctx};
+use super::{create, event, owned_pods, pod_from_template, pod_ready, terminate_pod, Ctx};
 use crate::meta;
 use crate::resources;
 use crate::sim::State;
@@ -27,6 +27,17 @@ fn deletion_rank(p: &Value) -> (u8, std::cmp::Reverse<String>) {
         .unwrap_or("")
         .to_string();
     (rank, std::cmp::Reverse(created))
+}
+
+/// When the pod's `Ready` condition last turned true.
+fn ready_since(p: &Value) -> Option<i64> {
+    meta::path(p, &["status", "conditions"])?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?
+        .get("lastTransitionTime")?
+        .as_str()
+        .and_then(meta::parse_rfc3339)
 }
 
 fn sync(st: &mut State, ctx: &Ctx, rs: Value) {
@@ -57,8 +68,7 @@ fn sync(st: &mut State, ctx: &Ctx, rs: Value) {
         pods.sort_by_key(deletion_rank);
         let extra = pods.len() - want;
         for p in pods.drain(..extra) {
-            st.store
-                .delete(resources::PODS, meta::namespace(&p), meta::name(&p));
+            terminate_pod(st, ctx.now_ms / 1000, meta::namespace(&p), meta::name(&p));
             event(
                 st,
                 ctx,
@@ -71,11 +81,19 @@ fn sync(st: &mut State, ctx: &Ctx, rs: Value) {
         }
     }
     let ready = pods.iter().filter(|p| pod_ready(p)).count();
+    // Available: ready for at least `minReadySeconds`.
+    let min_ready = meta::path_i64(&rs, &["spec", "minReadySeconds"]).unwrap_or(0);
+    let available = pods
+        .iter()
+        .filter(|p| {
+            pod_ready(p) && ready_since(p).is_none_or(|t| t + min_ready <= ctx.now_ms / 1000)
+        })
+        .count();
     let mut status = json!({
         "replicas": pods.len(),
         "fullyLabeledReplicas": pods.len(),
         "readyReplicas": ready,
-        "availableReplicas": ready,
+        "availableReplicas": available,
         "observedGeneration": meta::path_i64(&rs, &["metadata", "generation"]).unwrap_or(1),
     });
     if let Some(m) = status.as_object_mut() {

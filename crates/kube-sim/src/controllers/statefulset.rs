@@ -1,7 +1,9 @@
 //! The StatefulSet controller: ordered pods `<name>-<ordinal>`, ControllerRevisions, and
 //! RollingUpdate with `partition`.
 
-use super::{consume_fail_next, create, event, owned_pods, pod_from_template, pod_ready, Ctx};
+use super::{
+    consume_fail_next, create, event, owned_pods, pod_from_template, pod_ready, terminate_pod, Ctx,
+};
 use crate::meta;
 use crate::resources;
 use crate::sim::State;
@@ -160,6 +162,13 @@ fn sync(st: &mut State, ctx: &Ctx, set: &Value) {
             break;
         };
         let pod_name = format!("{name}-{ord}");
+        if st.store.get(resources::PODS, &ns, &pod_name).is_some() {
+            // The previous pod of this ordinal is still terminating.
+            if parallel {
+                continue;
+            }
+            break;
+        }
         let failure = st.ctl.failures.get(&format!("{ns}/{rev}")).copied();
         let mut pod = pod_from_template(
             &template,
@@ -202,7 +211,7 @@ fn sync(st: &mut State, ctx: &Ctx, set: &Value) {
     condemned.sort_by_key(|p| std::cmp::Reverse(ordinal(p, &name).unwrap_or(i64::MAX)));
     if let Some(p) = condemned.first() {
         if parallel || pods.iter().all(pod_ready) {
-            st.store.delete(resources::PODS, &ns, meta::name(p));
+            terminate_pod(st, ctx.now_ms / 1000, &ns, meta::name(p));
             let msg = format!(
                 "delete Pod {} in StatefulSet {name} successful",
                 meta::name(p)
@@ -227,7 +236,7 @@ fn sync(st: &mut State, ctx: &Ctx, set: &Value) {
             .find(|p| ordinal(p, &name).is_some_and(|o| o >= partition) && rev_of(p) != update_rev)
             .cloned();
         if let Some(p) = stale {
-            st.store.delete(resources::PODS, &ns, meta::name(&p));
+            terminate_pod(st, ctx.now_ms / 1000, &ns, meta::name(&p));
             let msg = format!(
                 "delete Pod {} in StatefulSet {name} successful",
                 meta::name(&p)

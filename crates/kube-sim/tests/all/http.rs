@@ -493,6 +493,8 @@ fn eks_tokens_are_accepted_until_they_expire() {
         "",
     );
     assert_eq!(r.status, 200, "{}", r.body);
+    let seen = sim.requests().pop().unwrap();
+    assert_eq!(seen.authorization.as_deref(), Some(auth.as_str()));
     let r = http(&sim, "GET", "/api/v1/namespaces", &[], "");
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["message"], "Unauthorized");
@@ -661,4 +663,51 @@ fn fail_next_create_container_config_error() {
         },
     );
     assert_eq!(pod["status"]["phase"], "Pending");
+}
+
+#[test]
+fn scaled_down_pods_terminate_gracefully() {
+    let sim = Sim::start_blocking(SimOptions::default()).unwrap();
+    sim.apply_yaml(&deployment("g", "registry.local/g:1", 2, "", None))
+        .unwrap();
+    wait_for(Duration::from_secs(10), "two ready pods", || {
+        (sim.get("deployments", "default", "g").unwrap()?["status"]["availableReplicas"] == 2)
+            .then_some(())
+    });
+    sim.apply_yaml(&deployment("g", "registry.local/g:1", 1, "", None))
+        .unwrap();
+    let doomed = wait_for(Duration::from_secs(10), "a terminating pod", || {
+        sim.list("pods", Some("default"))
+            .unwrap()
+            .into_iter()
+            .find(|p| p["metadata"]["deletionTimestamp"].is_string())
+    });
+    assert_eq!(doomed["metadata"]["deletionGracePeriodSeconds"], 30);
+    let name = doomed["metadata"]["name"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(10), "the pod to be gone", || {
+        sim.get("pods", "default", &name)
+            .unwrap()
+            .is_none()
+            .then_some(())
+    });
+    let d = sim.get("deployments", "default", "g").unwrap().unwrap();
+    assert_eq!(d["status"]["replicas"], 1);
+    // An API delete is graceful too, unless the grace period is 0.
+    let pod = sim.list("pods", Some("default")).unwrap().remove(0);
+    let path = format!(
+        "/api/v1/namespaces/default/pods/{}",
+        pod["metadata"]["name"].as_str().unwrap()
+    );
+    let r = http(&sim, "DELETE", &path, &[], "");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["metadata"]["deletionTimestamp"].is_string());
+    let r = http(
+        &sim,
+        "DELETE",
+        &format!("{path}?gracePeriodSeconds=0"),
+        &[],
+        "",
+    );
+    assert_eq!(r.json()["kind"], "Status");
+    assert_eq!(http(&sim, "GET", &path, &[], "").status, 404);
 }

@@ -719,3 +719,103 @@ fn server_side_apply_removes_fields_the_manager_stopped_applying() {
     );
     assert_eq!(d["metadata"]["labels"]["tier"], "web");
 }
+
+#[test]
+fn server_side_apply_reports_conflicts_unless_forced() {
+    let c = Cluster::start();
+    let v1 = deployment("cf", "registry.local/cf:1", 1, "", None);
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "monoship",
+        "-f",
+        &c.manifest("cf1.yaml", &v1),
+    ]);
+    c.ok(&[
+        "set",
+        "image",
+        "deployment/cf",
+        "app=registry.local/cf:hotfix",
+    ]);
+    let v2 = c.manifest("cf2.yaml", &v1.replace("cf:1", "cf:2"));
+    let out = c.kubectl(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "monoship",
+        "-f",
+        &v2,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(r#"Apply failed with 1 conflict: conflict with "kubectl-set" using apps/v1: .spec.template.spec.containers[name="app"].image"#),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(image(&c, "deployment", "cf"), "registry.local/cf:hotfix");
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "monoship",
+        "--force-conflicts",
+        "-f",
+        &v2,
+    ]);
+    assert_eq!(image(&c, "deployment", "cf"), "registry.local/cf:2");
+    // The field changed hands: the next apply is not a conflict.
+    c.ok(&[
+        "apply",
+        "--server-side",
+        "--field-manager",
+        "monoship",
+        "-f",
+        &v2,
+    ]);
+    let d = c.json(&["get", "deployment", "cf", "--show-managed-fields"]);
+    let managers: Vec<&str> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(!managers.contains(&"kubectl-set"), "{managers:?}");
+}
+
+#[test]
+fn delete_with_orphan_keeps_the_replicasets() {
+    let c = Cluster::start();
+    c.ok(&[
+        "apply",
+        "-f",
+        &c.manifest(
+            "o.yaml",
+            &deployment("o", "registry.local/o:1", 1, "", None),
+        ),
+    ]);
+    c.ok(&["rollout", "status", "deployment/o", "--timeout=20s"]);
+    c.ok(&["delete", "deployment", "o", "--cascade=orphan"]);
+    // Give the garbage collector a few ticks to (not) act.
+    let deadline = std::time::Instant::now() + Duration::from_millis(500);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(c.sim.list("replicasets", Some("default")).unwrap().len(), 1);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rs = &c.sim.list("replicasets", Some("default")).unwrap()[0];
+    assert!(rs["metadata"].get("ownerReferences").is_none());
+}
+
+#[test]
+fn min_ready_seconds_delays_availability() {
+    let c = Cluster::start();
+    let m = deployment("mr", "registry.local/mr:1", 1, "", None)
+        .replace("  replicas: 1\n", "  replicas: 1\n  minReadySeconds: 2\n");
+    c.ok(&["apply", "-f", &c.manifest("mr.yaml", &m)]);
+    let started = std::time::Instant::now();
+    c.ok(&["rollout", "status", "deployment/mr", "--timeout=20s"]);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "available only after minReadySeconds"
+    );
+}

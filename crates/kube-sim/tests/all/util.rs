@@ -83,7 +83,9 @@ pub fn run(program: &str, args: &[String], limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl runs");
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} ({e}); the fidelity tests need kubectl 1.32 at {KUBECTL}")
+        });
     let deadline = Instant::now() + limit;
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
