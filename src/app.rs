@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+mod images;
+
 use crate::cli::{ActionEnv, Command, Format, Request};
 use crate::config::{self, Config, ConfigError, Problem};
 use crate::detect::event::{self, RangeRequest};
@@ -120,12 +122,29 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
     let mut git = Git::open(&req.workdir)?;
     let detected = detect(req, &config, &mut git)?;
     tracing::debug!(elapsed = ?started.elapsed(), files = detected.files.len(), "changes detected");
-    let plan = plan_stage(&config, &config_path, &mut git, detected)?;
+    let (plan, stage) = plan_stage(&config, &config_path, &mut git, detected)?;
     tracing::debug!(elapsed = ?started.elapsed(), changed = plan.changed.len(), "planned");
     match req.command {
-        Command::Plan => report_plan(req, &config, &plan, stdout, stderr)?,
+        Command::Plan => {
+            report_plan(req, &config, &plan, stdout, stderr)?;
+            Ok(0)
+        }
+        Command::Build => {
+            let images = images::build_stage(req, &config, &plan, &stage, &git, stdout, stderr)?;
+            images::report_build(req, &config, &plan, &images, stdout, stderr)?;
+            let failed = images.as_ref().is_some_and(|i| {
+                i.iter()
+                    .any(|r| r.status == crate::push::ImageStatus::Failed)
+            });
+            Ok(if failed { 1 } else { 0 })
+        }
     }
-    Ok(0)
+}
+
+/// What planning found out that later stages reuse.
+pub(crate) struct PlanStage {
+    pub builds: BTreeMap<String, DockerBuild>,
+    pub matcher: ServiceMatcher,
 }
 
 /// The changed files and where they came from.
@@ -355,6 +374,10 @@ impl GitDiff {
     }
 }
 
+/// The diff thread's answer: the merge base it used (if asked) and the files, or `None` when
+/// there is no merge base in this clone.
+type DiffOutcome = Result<Option<(Option<String>, Vec<ChangedFile>)>, GitError>;
+
 /// Resolves `base` and `head` while `git diff` already runs on another thread: the diff is
 /// the slow part, and starting it at once keeps `plan` close to the cost of `git diff` alone.
 fn diff_while_resolving(
@@ -365,20 +388,18 @@ fn diff_while_resolving(
 ) -> Result<LocalRange, Error> {
     let repo = git.repo().clone();
     let (base_id, head_id, diffed) = std::thread::scope(|scope| {
-        let job = scope.spawn(
-            || -> Result<Option<(Option<String>, Vec<ChangedFile>)>, GitError> {
-                let from = if merge_base {
-                    match repo.merge_base(base, head)? {
-                        Some(m) => Some(m),
-                        None => return Ok(None),
-                    }
-                } else {
-                    None
-                };
-                let files = repo.changed_files(from.as_deref().unwrap_or(base), head)?;
-                Ok(Some((from, files)))
-            },
-        );
+        let job = scope.spawn(|| -> DiffOutcome {
+            let from = if merge_base {
+                match repo.merge_base(base, head)? {
+                    Some(m) => Some(m),
+                    None => return Ok(None),
+                }
+            } else {
+                None
+            };
+            let files = repo.changed_files(from.as_deref().unwrap_or(base), head)?;
+            Ok(Some((from, files)))
+        });
         let base_id = git.resolve_commit(base);
         let head_id = git.resolve_commit(head);
         (
@@ -447,6 +468,19 @@ fn default_branch(git: &mut Git) -> Result<(String, String), Error> {
         }
     }
     Err(Error::Usage("cannot find the default branch (no origin/HEAD, main or master) to compare with; pass --base".into()))
+}
+
+/// The pull request of a `pull_request*` event, for the `pr-<n>` tag.
+fn pull_request_number(req: &Request) -> Option<u64> {
+    let a = req.action.as_ref()?;
+    if !a.event_name.starts_with("pull_request") {
+        return None;
+    }
+    let payload = read_event(a).ok()?;
+    event::range_for_event(&a.event_name, &payload, a.sha.as_deref())
+        .ok()?
+        .pull_request
+        .map(|p| p.number)
 }
 
 fn read_event(a: &ActionEnv) -> Result<serde_json::Value, Error> {
@@ -600,24 +634,26 @@ fn plan_stage(
     config_path: &Path,
     git: &mut Git,
     d: Detected,
-) -> Result<Plan, Error> {
+) -> Result<(Plan, PlanStage), Error> {
     // Dockerfiles are read even when detection is skipped, so a missing one is always an error.
     let builds = docker_builds(config, config_path, git, &d.head, d.head_in_clone)?;
+    let matcher = ServiceMatcher::new(config, &builds)?;
     let verdicts = if let Some(why) = &d.everything {
         plan::everything(config, why)
     } else if let Some(chosen) = &d.forced {
         plan::forced(config, chosen)
     } else {
-        ServiceMatcher::new(config, &builds)?.decide(&d.files)
+        matcher.decide(&d.files)
     };
-    Ok(plan::assemble(
+    let plan = plan::assemble(
         d.base,
         d.head,
         d.source,
         verdicts,
         d.files.len(),
         d.warnings,
-    ))
+    );
+    Ok((plan, PlanStage { builds, matcher }))
 }
 
 fn report_plan(

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Command {
     Plan,
+    Build,
 }
 
 /// How to print the result on stdout.
@@ -27,6 +28,8 @@ pub struct ActionEnv {
     pub sha: Option<String>,
     pub repository: Option<String>,
     pub api_url: String,
+    /// `$GITHUB_SERVER_URL`, for the image's source label.
+    pub server_url: String,
     pub token: Option<String>,
     pub output: Option<PathBuf>,
     pub summary: Option<PathBuf>,
@@ -48,6 +51,14 @@ pub struct Request {
     pub services: Option<Vec<String>>,
     pub format: Format,
     pub dry_run: bool,
+    /// Registry `HOST[:PORT][/PREFIX]` overriding the config's.
+    pub registry: Option<String>,
+    pub registry_username: Option<String>,
+    /// From `MONOSHIP_REGISTRY_PASSWORD` or the `registry-password` input, never argv.
+    pub registry_password: Option<crate::registry::Secret>,
+    pub max_parallel: Option<usize>,
+    /// The Docker CLI to run (`MONOSHIP_DOCKER`, default `docker`).
+    pub docker: PathBuf,
     pub action: Option<ActionEnv>,
 }
 
@@ -66,6 +77,13 @@ struct Cli {
 enum Sub {
     /// Which services changed between two revisions, and why.
     Plan(Shared),
+    /// Plan, then build and push the images of the changed services.
+    Build {
+        #[command(flatten)]
+        shared: Shared,
+        #[command(flatten)]
+        push: PushArgs,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
 }
@@ -98,6 +116,20 @@ struct Shared {
     dir: PathBuf,
 }
 
+#[derive(Debug, clap::Args)]
+struct PushArgs {
+    /// Push to this OCI registry (`HOST[:PORT][/PREFIX]`) instead of the config's. The password
+    /// comes from the MONOSHIP_REGISTRY_PASSWORD environment variable.
+    #[arg(long)]
+    registry: Option<String>,
+    /// User for the registry.
+    #[arg(long)]
+    registry_username: Option<String>,
+    /// Images built at once (default: the config's `build.max_parallel`, else 2).
+    #[arg(long)]
+    max_parallel: Option<usize>,
+}
+
 /// What the process was asked to do.
 pub enum Invocation {
     Run(Box<Request>),
@@ -128,23 +160,66 @@ pub fn parse(
             "no command given; try `monoship plan --help`".into(),
         ))),
         Some(Sub::Schema) => Ok(Invocation::PrintSchema),
-        Some(Sub::Plan(s)) => Ok(Invocation::Run(Box::new(Request {
-            command: Command::Plan,
-            workdir: s.dir,
-            config: s.config,
-            base: s.base,
-            head: Some(s.head),
-            merge_base: s.merge_base,
-            services: s.services,
-            format: s.format,
-            dry_run: s.dry_run,
-            action: if in_action {
-                Some(action_env(env))
-            } else {
-                None
-            },
-        }))),
+        Some(Sub::Plan(s)) => Ok(Invocation::Run(Box::new(request(
+            Command::Plan,
+            s,
+            None,
+            in_action,
+            env,
+        )))),
+        Some(Sub::Build { shared, push }) => Ok(Invocation::Run(Box::new(request(
+            Command::Build,
+            shared,
+            Some(push),
+            in_action,
+            env,
+        )))),
     }
+}
+
+fn request(
+    command: Command,
+    s: Shared,
+    push: Option<PushArgs>,
+    in_action: bool,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Request {
+    let push = push.unwrap_or(PushArgs {
+        registry: None,
+        registry_username: None,
+        max_parallel: None,
+    });
+    Request {
+        command,
+        workdir: s.dir,
+        config: s.config,
+        base: s.base,
+        head: Some(s.head),
+        merge_base: s.merge_base,
+        services: s.services,
+        format: s.format,
+        dry_run: s.dry_run,
+        registry: push.registry,
+        registry_username: push.registry_username,
+        registry_password: env("MONOSHIP_REGISTRY_PASSWORD")
+            .filter(|p| !p.is_empty())
+            .map(crate::registry::Secret::new),
+        max_parallel: push.max_parallel,
+        docker: docker_program(env),
+        action: if in_action {
+            Some(action_env(env))
+        } else {
+            None
+        },
+    }
+}
+
+fn docker_program(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    PathBuf::from(
+        env("MONOSHIP_DOCKER")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "docker".into()),
+    )
 }
 
 fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
@@ -155,6 +230,7 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
         sha: nonempty("GITHUB_SHA"),
         repository: nonempty("GITHUB_REPOSITORY"),
         api_url: nonempty("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()),
+        server_url: nonempty("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into()),
         token: nonempty("INPUT_TOKEN").or_else(|| nonempty("GITHUB_TOKEN")),
         output: nonempty("GITHUB_OUTPUT").map(PathBuf::from),
         summary: nonempty("GITHUB_STEP_SUMMARY").map(PathBuf::from),
@@ -181,7 +257,8 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
     // SPEC §2: the action runs `ship` unless told otherwise.
     let command = match input("command").as_deref().unwrap_or("ship") {
         "plan" => Command::Plan,
-        other @ ("build" | "ship") => {
+        "build" => Command::Build,
+        other @ "ship" => {
             return Err(UsageError(format!(
                 "input `command: {other}` is not available in this version of monoship yet; set `command: plan`"
             )))
@@ -212,6 +289,20 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
         }),
         format: Format::Text,
         dry_run: flag("dry-run")?,
+        registry: input("registry"),
+        registry_username: input("registry-username"),
+        registry_password: input("registry-password")
+            .or_else(|| env("MONOSHIP_REGISTRY_PASSWORD").filter(|p| !p.is_empty()))
+            .map(crate::registry::Secret::new),
+        max_parallel: match input("max-parallel") {
+            None => None,
+            Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                UsageError(format!(
+                    "input `max-parallel` must be a positive number, not `{v}`"
+                ))
+            })?),
+        },
+        docker: docker_program(env),
         action: Some(action_env(env)),
     })
 }

@@ -26,6 +26,31 @@ pub struct Config {
     /// `depends_on` a group changes when the group does.
     #[serde(default)]
     pub groups: BTreeMap<String, GroupConfig>,
+    /// Where `build` pushes images. `--registry` (input `registry`) overrides it.
+    pub registry: Option<RegistryConfig>,
+    /// How images are built.
+    #[serde(default)]
+    pub build: BuildConfig,
+}
+
+/// An OCI registry (GHCR, Docker Hub, a private one).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `HOST[:PORT][/PREFIX]`, e.g. `ghcr.io/acme`. Loopback registries use plain HTTP, as
+    /// Docker does; `http://` forces it elsewhere.
+    pub url: String,
+    /// User to log in as. The password never goes in the config: it comes from the
+    /// `MONOSHIP_REGISTRY_PASSWORD` environment variable (input `registry-password`).
+    pub username: Option<String>,
+}
+
+/// Build settings.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BuildConfig {
+    /// Images built at once. Default: 2. `--max-parallel` (input `max-parallel`) overrides it.
+    pub max_parallel: Option<usize>,
 }
 
 /// One service.
@@ -372,6 +397,38 @@ fn validate(config: &Config, text: &str) -> Vec<Problem> {
                         }
                     }
                 }
+            }
+        }
+    }
+    if let Some(registry) = &config.registry {
+        if let Err(e) = crate::registry::RegistryTarget::parse(&registry.url, None, None) {
+            problem(&["registry", "url"], None, e.to_string());
+        }
+    }
+    if config.build.max_parallel == Some(0) {
+        problem(
+            &["build", "max_parallel"],
+            None,
+            "must be at least 1".into(),
+        );
+    }
+    for (name, service) in &config.services {
+        if service.dockerfile.is_some() {
+            let repository = service
+                .repository
+                .clone()
+                .unwrap_or_else(|| name.to_ascii_lowercase());
+            if let Err(e) = crate::registry::validate_repository(&repository) {
+                let key = if service.repository.is_some() {
+                    "repository"
+                } else {
+                    "dockerfile"
+                };
+                problem(
+                    &["services", name, key],
+                    None,
+                    format!("{e}; set `repository:` to a valid image name"),
+                );
             }
         }
     }

@@ -169,6 +169,15 @@ pub fn read_build_inputs(dockerfile: &str, build_args: &BTreeMap<String, String>
     out
 }
 
+/// The first line of every instruction, in order: the legacy builder's `Step N` is the Nth.
+pub fn instruction_lines(dockerfile: &str) -> Vec<usize> {
+    let mut ignored = BuildInputs::default();
+    split_instructions(dockerfile, &mut ignored)
+        .iter()
+        .map(|i| i.line)
+        .collect()
+}
+
 fn global_scope(global: &BTreeMap<String, Value>) -> Scope {
     global
         .iter()

@@ -1,16 +1,21 @@
 //! monoship: ship only what changed in a monorepo.
 //!
 //! The pipeline is the module list: [`detect`] which paths changed, [`plan`] which services
-//! that touches and why, then build, push and deploy those services, and [`report`] what
-//! happened. [`app`] wires the stages together; [`config`], [`dockerfile`] and
-//! [`dockerignore`] read the user's files; [`glob`] fixes the path-glob dialect.
+//! that touches and why, [`build`] their images, [`push`] them (or find them already pushed,
+//! by the content address of [`inputs`]), then deploy, and [`report`] what happened. [`app`]
+//! wires the stages together; [`config`], [`dockerfile`] and [`dockerignore`] read the user's
+//! files; [`glob`] fixes the path-glob dialect; [`registry`] speaks the OCI distribution API.
 
 pub mod app;
+pub mod build;
 pub mod cli;
 pub mod config;
 pub mod detect;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod glob;
+pub mod inputs;
 pub mod plan;
+pub mod push;
+pub mod registry;
 pub mod report;

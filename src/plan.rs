@@ -472,6 +472,36 @@ impl ServiceMatcher {
     }
 }
 
+impl ServiceMatcher {
+    /// The Docker build inputs of each service among `files` (sources the Dockerfile reads,
+    /// the Dockerfile, the ignore file), for content addresses.
+    pub fn docker_inputs<'a>(
+        &self,
+        files: &'a [crate::inputs::InputFile],
+    ) -> BTreeMap<String, Vec<&'a crate::inputs::InputFile>> {
+        let mut out: BTreeMap<String, Vec<&crate::inputs::InputFile>> = BTreeMap::new();
+        let mut hits = Vec::new();
+        let mut claimed: Vec<usize> = Vec::new();
+        for file in files {
+            self.set.matches_into(&file.path, &mut hits);
+            claimed.clear();
+            for &h in &hits {
+                let e = &self.entries[h];
+                let docker = matches!(e.kind, EntryKind::DockerSource { .. })
+                    || (matches!(e.kind, EntryKind::Plain) && self.nodes[e.owner].docker.is_some());
+                if !docker || claimed.contains(&e.owner) || !self.accepts(e, &file.path) {
+                    continue;
+                }
+                claimed.push(e.owner);
+                out.entry(self.nodes[e.owner].name.clone())
+                    .or_default()
+                    .push(file);
+            }
+        }
+        out
+    }
+}
+
 /// Docker's rule: a pattern matching a folder covers everything below it.
 fn self_or_parent_matches(set: &GlobSet, path: &str) -> bool {
     if set.is_match(path) {

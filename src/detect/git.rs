@@ -230,6 +230,92 @@ impl GitRepo {
     }
 }
 
+/// A file of the index with its blob id (`git ls-files -s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub path: String,
+    pub mode: String,
+    pub id: String,
+}
+
+impl GitRepo {
+    /// Every file of the index with its mode and blob id.
+    ///
+    /// # Errors
+    /// When git fails.
+    pub fn index_entries(&self) -> Result<Vec<IndexEntry>, GitError> {
+        let args = ["ls-files", "-s", "-z", "--full-name"];
+        let output = self.run(&args)?;
+        if !output.status.success() {
+            return Err(Self::failed(&args, &output));
+        }
+        let mut entries = Vec::new();
+        for record in output.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            // "<mode> <id> <stage>\t<path>"
+            let Some(tab) = record.iter().position(|b| *b == b'\t') else {
+                continue;
+            };
+            let head = String::from_utf8_lossy(&record[..tab]);
+            let mut fields = head.split(' ');
+            let (Some(mode), Some(id)) = (fields.next(), fields.next()) else {
+                continue;
+            };
+            entries.push(IndexEntry {
+                path: String::from_utf8_lossy(&record[tab + 1..]).into_owned(),
+                mode: mode.to_string(),
+                id: id.to_string(),
+            });
+        }
+        Ok(entries)
+    }
+
+    /// Paths whose work-tree state differs from the index: modified, deleted, untracked and
+    /// ignored files (each ignored file listed, not just its folder).
+    ///
+    /// # Errors
+    /// When git fails.
+    pub fn work_tree_differences(&self) -> Result<Vec<String>, GitError> {
+        let args = [
+            "status",
+            "--porcelain=v1",
+            "-z",
+            "--untracked-files=all",
+            "--ignored=traditional",
+            "--no-renames",
+        ];
+        let output = self.run(&args)?;
+        if !output.status.success() {
+            return Err(Self::failed(&args, &output));
+        }
+        Ok(output
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|r| r.len() > 3)
+            .map(|r| String::from_utf8_lossy(&r[3..]).into_owned())
+            .collect())
+    }
+
+    /// The repository's top folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The committer date of a commit, RFC 3339 (used as the image's `created` label so the
+    /// same commit always gives the same label).
+    ///
+    /// # Errors
+    /// When git fails.
+    pub fn commit_time(&self, commit: &str) -> Result<Option<String>, GitError> {
+        check_rev(commit)?;
+        let output = self.run(&["show", "-s", "--format=%cI", commit, "--"])?;
+        Ok(output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+            .filter(|s| !s.is_empty()))
+    }
+}
+
 fn check_rev(rev: &str) -> Result<(), GitError> {
     if rev.is_empty()
         || rev.starts_with('-')

@@ -54,6 +54,11 @@ fn why(node: &NodePlan) -> String {
 
 /// Renders the summary of a plan.
 pub fn render_plan(plan: &Plan) -> String {
+    render(plan, None)
+}
+
+/// Renders the summary of a run: the plan, and the images when they were built.
+pub fn render(plan: &Plan, images: Option<&[crate::push::ImageResult]>) -> String {
     let mut out = String::from("### monoship plan\n\n");
     let range = match &plan.base {
         Some(base) => format!("`{}`..`{}`", short(base), short(&plan.head)),
@@ -81,8 +86,35 @@ pub fn render_plan(plan: &Plan) -> String {
         .chain(plan.services.iter().filter(|s| !s.changed));
     let mut shown = 0;
     for s in rows.by_ref() {
+        let image = images.and_then(|all| all.iter().find(|r| r.service == s.name));
+        let (image_cell, digest_cell, time_cell) = match image {
+            None => ("–".to_string(), "–".to_string(), "–".to_string()),
+            Some(r) => {
+                let status = match r.status {
+                    crate::push::ImageStatus::Built => "built",
+                    crate::push::ImageStatus::Reused => "reused",
+                    crate::push::ImageStatus::Failed => "**failed**",
+                };
+                let name = r
+                    .image
+                    .as_deref()
+                    .and_then(|i| i.split_once('@'))
+                    .map(|(n, _)| format!("<code>{}</code> ", cell(n)))
+                    .unwrap_or_default();
+                let digest = r
+                    .digest
+                    .as_deref()
+                    .map(|d| format!("<code>{}</code>", cell(&d[..d.len().min(19)])))
+                    .unwrap_or_else(|| "–".into());
+                (
+                    format!("{name}{status}"),
+                    digest,
+                    format!("{:.1}s", r.seconds),
+                )
+            }
+        };
         let row = format!(
-            "| {} | {} | {} | – | – | – | – |\n",
+            "| {} | {} | {} | {image_cell} | {digest_cell} | – | {time_cell} |\n",
             cell(&s.name),
             if s.changed { "yes" } else { "no" },
             why(s)

@@ -88,3 +88,41 @@ pub fn files_phrase(n: usize) -> String {
     }
     format!("{grouped} changed file{}", if n == 1 { "" } else { "s" })
 }
+
+/// Renders build results: one line per image.
+pub fn render_images(images: &[crate::push::ImageResult]) -> String {
+    use crate::push::ImageStatus;
+    if images.is_empty() {
+        return "images: none to build\n".into();
+    }
+    let mut out = format!("images ({}):\n", images.len());
+    let width = images.iter().map(|r| r.service.len()).max().unwrap_or(0);
+    for r in images {
+        let line = match r.status {
+            ImageStatus::Built | ImageStatus::Reused => format!(
+                "  {:width$}  {:<6}  {}  ({:.1}s)",
+                r.service,
+                if r.status == ImageStatus::Built {
+                    "built"
+                } else {
+                    "reused"
+                },
+                r.image.as_deref().unwrap_or(""),
+                r.seconds
+            ),
+            ImageStatus::Failed => format!(
+                "  {:width$}  FAILED  {}",
+                r.service,
+                r.error
+                    .as_deref()
+                    .unwrap_or("")
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+            ),
+        };
+        out.push_str(&one_line(&line));
+        out.push('\n');
+    }
+    out
+}

@@ -1,21 +1,6 @@
 //! The bundled example shop (examples/shop), planned the way examples/demo.sh does.
 
-use crate::support::{plan_json, Repo};
-use std::path::Path;
-
-fn shop() -> (Repo, String) {
-    let mut repo = Repo::new();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
-    let status = std::process::Command::new("cp")
-        .arg("-r")
-        .arg(format!("{}/.", src.display()))
-        .arg(repo.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let base = repo.commit("the shop");
-    (repo, base)
-}
+use crate::support::{example_shop as shop, plan_json};
 
 #[test]
 fn each_kind_of_change_in_the_example_selects_the_right_services() {

@@ -5,6 +5,8 @@ mod support;
 
 mod action;
 mod bigrepo;
+mod build;
 mod example;
 mod github;
 mod plan_git;
+mod registry;

@@ -171,3 +171,140 @@ pub fn plan_json(dir: &Path, extra: &[&str]) -> Run {
     args.extend_from_slice(extra);
     monoship(dir, &args, &BTreeMap::new())
 }
+
+/// A real registry (Debian's `docker-registry`, distribution 2.8) on a free loopback port,
+/// plain or with htpasswd auth; stopped when dropped.
+pub struct Registry {
+    pub addr: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    pub fn start(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd (apache2-utils) is installed by .ci/run");
+            assert!(out.status.success());
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry is installed by .ci/run (apt-get install docker-registry)");
+        let registry = Registry {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&registry.addr).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the registry did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// `Docker-Content-Digest` of a tag, asked with curl (not with monoship's own client).
+    pub fn digest(
+        &self,
+        repository: &str,
+        tag: &str,
+        auth: Option<(&str, &str)>,
+    ) -> Option<String> {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sI", "--max-time", "10", "-H", "Accept: application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"]);
+        if let Some((u, p)) = auth {
+            cmd.args(["-u", &format!("{u}:{p}")]);
+        }
+        let out = cmd
+            .arg(format!(
+                "http://{}/v2/{repository}/manifests/{tag}",
+                self.addr
+            ))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if !text.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        text.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("docker-content-digest: ")
+                .map(|d| d.trim().to_string())
+        })
+    }
+
+    /// Repositories in the registry.
+    pub fn catalog(&self) -> Vec<String> {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                &format!("http://{}/v2/_catalog", self.addr),
+            ])
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["repositories"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The bundled example shop (examples/shop) committed into a fresh repository.
+pub fn example_shop() -> (Repo, String) {
+    let mut repo = Repo::new();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/shop");
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(format!("{}/.", src.display()))
+        .arg(repo.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let base = repo.commit("the shop");
+    (repo, base)
+}

@@ -1,0 +1,285 @@
+//! The build and push stages of a run: from a plan to images in the registry, and their report.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{write_err, Error, PlanStage};
+use crate::build::{print_group, BuildJob, DockerCli};
+use crate::cli::{Format, Request};
+use crate::config::Config;
+use crate::detect::git::Git;
+use crate::inputs::{self, BuildSettings};
+use crate::plan::Plan;
+use crate::push::{self, ImageJob, ImageResult, ImageStatus};
+use crate::registry::{OciRegistry, RegistryTarget};
+use crate::report::commands::{self, Annotation, Level};
+use crate::report::{outputs, summary, text};
+
+/// Default number of images built at once.
+pub const DEFAULT_MAX_PARALLEL: usize = 2;
+
+/// Builds and pushes the images of the changed services that have a Dockerfile. `None` when
+/// it was a dry run (the planned commands were printed on `stdout` instead). Progress, build
+/// logs and masks go to `log` (stderr), so `--format json` keeps stdout to one document.
+///
+/// # Errors
+/// Bad input (no registry, a bad registry address or repository): nothing is built then.
+pub(crate) fn build_stage(
+    req: &Request,
+    config: &Config,
+    plan: &Plan,
+    stage: &PlanStage,
+    git: &Git,
+    stdout: &mut dyn Write,
+    log: &mut dyn Write,
+) -> Result<Option<Vec<ImageResult>>, Error> {
+    let in_action = req.action.is_some();
+    let pull_request = super::pull_request_number(req);
+    let url = req.registry.clone().or_else(|| config.registry.as_ref().map(|r| r.url.clone())).ok_or_else(|| {
+        Error::Usage("no registry to push to: set `registry.url` in the config, or pass --registry (input `registry`)".into())
+    })?;
+    let username = req
+        .registry_username
+        .clone()
+        .or_else(|| config.registry.as_ref().and_then(|r| r.username.clone()));
+    if let (true, Some(password)) = (in_action, &req.registry_password) {
+        // Masked before anything could print it.
+        writeln!(log, "{}", commands::add_mask(password.expose())).map_err(write_err("stderr"))?;
+    }
+    let target = RegistryTarget::parse(&url, username.clone(), req.registry_password.clone())
+        .map_err(|e| Error::Usage(e.to_string()))?;
+    let files = inputs::work_tree_files(git.repo())?;
+    let by_service = stage.matcher.docker_inputs(&files);
+    let root = git.root().to_path_buf();
+    let source = req.action.as_ref().and_then(|a| {
+        a.repository
+            .as_ref()
+            .map(|r| format!("{}/{r}", a.server_url))
+    });
+    let created = git.repo().commit_time(&plan.head).ok().flatten();
+    let metadata_dir = tempfile::Builder::new()
+        .prefix("monoship-build-")
+        .tempdir()
+        .map_err(|source| Error::Write {
+            path: "a temporary folder".into(),
+            source,
+        })?;
+    let mut jobs = Vec::new();
+    for name in &plan.changed {
+        let (Some(build), Some(service)) = (stage.builds.get(name), config.services.get(name))
+        else {
+            continue;
+        };
+        let repository_name = service
+            .repository
+            .clone()
+            .unwrap_or_else(|| name.to_ascii_lowercase());
+        crate::registry::validate_repository(&target.path(&repository_name))
+            .map_err(|e| Error::Usage(format!("service `{name}`: {e}")))?;
+        let empty = Vec::new();
+        let selected = by_service.get(name).unwrap_or(&empty);
+        let content_tag = inputs::content_tag(
+            selected,
+            &BuildSettings {
+                dockerfile: &build.dockerfile,
+                context: &build.context,
+                build_args: Some(&service.build_args),
+                target: service.target.as_deref(),
+                platforms: &service.platforms,
+            },
+        );
+        let mut commit_tags = vec![plan.head.clone()];
+        if let Some(n) = pull_request {
+            commit_tags.push(format!("pr-{n}"));
+        }
+        let image = target.image(&repository_name);
+        let mut tags: Vec<String> = commit_tags.iter().map(|t| format!("{image}:{t}")).collect();
+        tags.insert(0, format!("{image}:{content_tag}"));
+        let dockerfile_text =
+            std::fs::read_to_string(root.join(&build.dockerfile)).unwrap_or_default();
+        jobs.push(ImageJob {
+            service: name.clone(),
+            repository: target.path(&repository_name),
+            image: image.clone(),
+            content_tag,
+            commit_tags,
+            build: BuildJob {
+                service: name.clone(),
+                dockerfile: root.join(&build.dockerfile),
+                context: if build.context.is_empty() {
+                    root.clone()
+                } else {
+                    root.join(&build.context)
+                },
+                tags,
+                build_args: service.build_args.clone(),
+                target: service.target.clone(),
+                platforms: service.platforms.clone(),
+                labels: push::labels(source.as_deref(), &plan.head, created.as_deref()),
+                metadata_file: Some(push::metadata_path(metadata_dir.path(), name)),
+            },
+            dockerfile: build.dockerfile.clone(),
+            instruction_lines: crate::dockerfile::instruction_lines(&dockerfile_text),
+        });
+    }
+    if req.dry_run {
+        print_dry_run(&jobs, &target, stdout)?;
+        return Ok(None);
+    }
+    if jobs.is_empty() {
+        return Ok(Some(vec![]));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Write {
+            path: "the async runtime".into(),
+            source,
+        })?;
+    let max_parallel = req
+        .max_parallel
+        .or(config.build.max_parallel)
+        .unwrap_or(DEFAULT_MAX_PARALLEL);
+    let results = runtime.block_on(async {
+        let registry = Arc::new(OciRegistry::new(target.clone()).map_err(|e| Error::Usage(e.to_string()))?);
+        // The daemon is needed only for images that must be built; its absence fails those.
+        let docker = match DockerCli::connect(&req.docker).await {
+            Ok(d) => {
+                if let (Some(user), Some(password)) = (&username, &req.registry_password) {
+                    d.login(&target.host, user, password).await.map_err(|e| Error::Usage(e.to_string()))?;
+                }
+                Some(Arc::new(d))
+            }
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        };
+        let docker_missing = docker.is_none();
+        let mut results = push::push_images(jobs, docker, registry, max_parallel, |r| {
+            let _ = print_progress(r, in_action, log);
+        })
+        .await;
+        if docker_missing {
+            for r in results.iter_mut().filter(|r| r.status == ImageStatus::Failed) {
+                r.error = Some(
+                    "the image must be built, but the Docker daemon cannot be reached; in a workflow the runner mounts /var/run/docker.sock into Docker container actions, elsewhere start Docker or set DOCKER_HOST"
+                        .into(),
+                );
+            }
+        }
+        Ok::<_, Error>(results)
+    })?;
+    Ok(Some(results))
+}
+
+fn print_progress(r: &ImageResult, in_action: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    let status = match r.status {
+        ImageStatus::Built => "built",
+        ImageStatus::Reused => "reused",
+        ImageStatus::Failed => "FAILED",
+    };
+    let title = format!("{}: {status} in {:.1}s", r.service, r.seconds);
+    if in_action {
+        if let Some(log) = &r.log {
+            print_group(out, &format!("build {}", r.service), log)?;
+        }
+    }
+    writeln!(out, "{}", commands::one_line(&title))
+}
+
+fn print_dry_run(
+    jobs: &[ImageJob],
+    target: &RegistryTarget,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let w = write_err("stdout");
+    for job in jobs {
+        writeln!(out, "# {}", job.service).map_err(&w)?;
+        writeln!(
+            out,
+            "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
+            target.host, job.repository, job.content_tag
+        )
+        .map_err(&w)?;
+        let fake = DockerCli::describe_build(&job.build);
+        writeln!(out, "docker {}", fake.join(" ")).map_err(&w)?;
+        for tag in job
+            .commit_tags
+            .iter()
+            .chain(std::iter::once(&job.content_tag))
+        {
+            writeln!(out, "docker push {}:{tag}", job.image).map_err(&w)?;
+        }
+    }
+    Ok(())
+}
+
+/// `build --format json`: the plan plus `images`.
+#[derive(Serialize)]
+struct BuildReport<'a> {
+    #[serde(flatten)]
+    plan: &'a Plan,
+    images: &'a [ImageResult],
+}
+
+/// Reports a build: stdout, and in action mode outputs, summary and annotations.
+pub(crate) fn report_build(
+    req: &Request,
+    config: &Config,
+    plan: &Plan,
+    images: &Option<Vec<ImageResult>>,
+    stdout: &mut dyn Write,
+    stderr: &mut dyn Write,
+) -> Result<(), Error> {
+    let Some(images) = images else { return Ok(()) };
+    match req.format {
+        Format::Json => {
+            let json = serde_json::to_string_pretty(&BuildReport { plan, images })
+                .expect("a report serializes");
+            writeln!(stdout, "{json}").map_err(write_err("stdout"))?;
+        }
+        Format::Text => {
+            write!(stdout, "{}", text::render_plan(plan)).map_err(write_err("stdout"))?;
+            write!(stdout, "{}", text::render_images(images)).map_err(write_err("stdout"))?;
+        }
+    }
+    for r in images.iter().filter(|r| r.status == ImageStatus::Failed) {
+        let message = format!("{}: {}", r.service, r.error.clone().unwrap_or_default());
+        if req.action.is_some() {
+            let a = Annotation {
+                level: Level::Error,
+                file: r.failed_at.as_ref().map(|(f, _)| f.clone()),
+                line: r.failed_at.as_ref().map(|(_, l)| *l),
+                title: Some(format!("{} failed to build", r.service)),
+                message,
+            };
+            writeln!(stderr, "{a}").map_err(write_err("stderr"))?;
+        } else {
+            writeln!(stderr, "error: {}", commands::one_line(&message))
+                .map_err(write_err("stderr"))?;
+        }
+    }
+    if let Some(a) = &req.action {
+        if let Some(path) = &a.output {
+            let mut out = outputs::plan_outputs(plan, config);
+            let map: BTreeMap<&str, &str> = images
+                .iter()
+                .filter_map(|r| r.image.as_deref().map(|i| (r.service.as_str(), i)))
+                .collect();
+            out.push((
+                "images".into(),
+                serde_json::to_string(&map).expect("strings serialize"),
+            ));
+            outputs::append(path, &out).map_err(write_err(&path.display().to_string()))?;
+        }
+        if let Some(path) = &a.summary {
+            summary::append(path, &summary::render(plan, Some(images)))
+                .map_err(write_err(&path.display().to_string()))?;
+        }
+    }
+    Ok(())
+}

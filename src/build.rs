@@ -1,0 +1,345 @@
+//! Build: images of the changed services through the Docker CLI, as the runner provides it
+//! (the daemon's socket mounted, the CLI in the action image). `docker buildx build --push`
+//! when the buildx plugin is there, else `docker build` and, in [`crate::push`], `docker push`.
+//!
+//! Logins go to a private `DOCKER_CONFIG` that lives as long as [`DockerCli`], passwords through
+//! stdin; nothing here ever puts a secret on a command line.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+
+use crate::registry::Secret;
+
+/// The Docker daemon or CLI could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error(
+        "cannot run `{program}`; the action image ships the Docker CLI, locally install Docker"
+    )]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot reach the Docker daemon: {message}. In a workflow, a Docker container action gets the runner's /var/run/docker.sock mounted; elsewhere start Docker or set DOCKER_HOST, and check that this user may use the socket")]
+    Daemon { message: String },
+    #[error("`docker login` to {host} failed: {message}")]
+    Login { host: String, message: String },
+    #[error("cannot create a private DOCKER_CONFIG folder")]
+    ConfigDir(#[source] std::io::Error),
+    #[error("{what} did not finish within {limit:?}")]
+    Timeout { what: String, limit: Duration },
+}
+
+/// The Docker CLI with a private config folder.
+pub struct DockerCli {
+    program: PathBuf,
+    config: tempfile::TempDir,
+    buildx: bool,
+}
+
+/// One image to build.
+#[derive(Debug, Clone)]
+pub struct BuildJob {
+    pub service: String,
+    /// Absolute paths.
+    pub dockerfile: PathBuf,
+    pub context: PathBuf,
+    /// Full references (`host/repo:tag`), the content tag first.
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub platforms: Vec<String>,
+    pub labels: BTreeMap<String, String>,
+    /// buildx only: where to write the metadata file with the pushed digest.
+    pub metadata_file: Option<PathBuf>,
+}
+
+/// The result of running one Docker command.
+#[derive(Debug, Clone)]
+pub struct CommandLog {
+    pub success: bool,
+    /// stdout and stderr, interleaved as they came.
+    pub output: String,
+}
+
+impl DockerCli {
+    /// Checks that the daemon answers and whether buildx is installed.
+    ///
+    /// # Errors
+    /// [`DockerError::Daemon`] when the daemon does not answer, with how to fix it.
+    pub async fn connect(program: &Path) -> Result<DockerCli, DockerError> {
+        let config = tempfile::Builder::new()
+            .prefix("monoship-docker-")
+            .tempdir()
+            .map_err(DockerError::ConfigDir)?;
+        let cli = DockerCli {
+            program: program.to_path_buf(),
+            config,
+            buildx: false,
+        };
+        let version = cli
+            .run_captured(
+                &["version", "--format", "{{.Server.Version}}"],
+                Duration::from_secs(30),
+            )
+            .await?;
+        if !version.success {
+            return Err(DockerError::Daemon {
+                message: last_lines(&version.output, 3).replace('\n', " "),
+            });
+        }
+        let buildx = cli
+            .run_captured(&["buildx", "version"], Duration::from_secs(30))
+            .await?
+            .success;
+        Ok(DockerCli { buildx, ..cli })
+    }
+
+    /// Whether `docker buildx` is available (multi-platform builds and the metadata file need it).
+    pub fn has_buildx(&self) -> bool {
+        self.buildx
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.program);
+        cmd.arg("--config")
+            .arg(self.config.path())
+            .env("DOCKER_CLI_HINTS", "false")
+            .env("BUILDKIT_PROGRESS", "plain")
+            .kill_on_drop(true);
+        cmd
+    }
+
+    async fn run_captured(
+        &self,
+        args: &[&str],
+        limit: Duration,
+    ) -> Result<CommandLog, DockerError> {
+        let mut cmd = self.command();
+        cmd.args(args);
+        run(cmd, None, limit, &args.join(" ")).await
+    }
+
+    /// Logs in to `host`; the password goes through stdin into the private config.
+    ///
+    /// # Errors
+    /// [`DockerError::Login`] with Docker's message (which never contains the password).
+    pub async fn login(
+        &self,
+        host: &str,
+        username: &str,
+        password: &Secret,
+    ) -> Result<(), DockerError> {
+        let mut cmd = self.command();
+        cmd.args(["login", host, "--username", username, "--password-stdin"]);
+        let log = run(
+            cmd,
+            Some(password.expose().as_bytes()),
+            Duration::from_secs(60),
+            "docker login",
+        )
+        .await?;
+        if log.success {
+            Ok(())
+        } else {
+            Err(DockerError::Login {
+                host: host.to_string(),
+                message: last_lines(&log.output, 2).replace('\n', " "),
+            })
+        }
+    }
+
+    /// The arguments of `docker [buildx] build` for a job, as this CLI would run it.
+    pub fn build_args(&self, job: &BuildJob) -> Vec<String> {
+        build_command(job, self.buildx)
+    }
+
+    /// The arguments of a plain `docker build`, for dry runs.
+    pub fn describe_build(job: &BuildJob) -> Vec<String> {
+        build_command(job, false)
+    }
+
+    /// Runs the build; its whole log comes back either way.
+    ///
+    /// # Errors
+    /// Only when Docker cannot be started or the build exceeds `limit`.
+    pub async fn build(&self, job: &BuildJob, limit: Duration) -> Result<CommandLog, DockerError> {
+        let mut cmd = self.command();
+        cmd.args(self.build_args(job));
+        run(cmd, None, limit, &format!("the build of {}", job.service)).await
+    }
+
+    /// Pushes one tag (the legacy builder's second step).
+    ///
+    /// # Errors
+    /// Only when Docker cannot be started or the push exceeds `limit`.
+    pub async fn push(&self, reference: &str, limit: Duration) -> Result<CommandLog, DockerError> {
+        let mut cmd = self.command();
+        cmd.args(["push", reference]);
+        run(cmd, None, limit, &format!("docker push {reference}")).await
+    }
+}
+
+/// `docker [buildx] build` arguments for a job.
+fn build_command(job: &BuildJob, buildx: bool) -> Vec<String> {
+    let mut args: Vec<String> = if buildx {
+        vec!["buildx".into(), "build".into(), "--push".into()]
+    } else {
+        vec!["build".into()]
+    };
+    args.push("--file".into());
+    args.push(job.dockerfile.display().to_string());
+    for (k, v) in &job.build_args {
+        args.push("--build-arg".into());
+        args.push(format!("{k}={v}"));
+    }
+    if let Some(t) = &job.target {
+        args.push("--target".into());
+        args.push(t.clone());
+    }
+    if !job.platforms.is_empty() {
+        args.push("--platform".into());
+        args.push(job.platforms.join(","));
+    }
+    for (k, v) in &job.labels {
+        args.push("--label".into());
+        args.push(format!("{k}={v}"));
+    }
+    for t in &job.tags {
+        args.push("--tag".into());
+        args.push(t.clone());
+    }
+    if buildx {
+        // One image manifest, no attestation index: what ECR, Lambda and `docker pull` expect.
+        args.push("--provenance=false".into());
+        if let Some(m) = &job.metadata_file {
+            args.push("--metadata-file".into());
+            args.push(m.display().to_string());
+        }
+    }
+    args.push(job.context.display().to_string());
+    args
+}
+
+async fn run(
+    mut cmd: Command,
+    stdin: Option<&[u8]>,
+    limit: Duration,
+    what: &str,
+) -> Result<CommandLog, DockerError> {
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .map_err(|source| DockerError::Spawn { program, source })?;
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        // A closed pipe means the command failed; its output says why.
+        let _ = pipe.write_all(data).await;
+        drop(pipe);
+    }
+    let output = tokio::time::timeout(limit, child.wait_with_output())
+        .await
+        .map_err(|_| DockerError::Timeout {
+            what: what.to_string(),
+            limit,
+        })?
+        .map_err(|source| DockerError::Spawn {
+            program: what.to_string(),
+            source,
+        })?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    Ok(CommandLog {
+        success: output.status.success(),
+        output: text,
+    })
+}
+
+/// The last `n` non-empty lines of a log, without the legacy builder's deprecation notice.
+pub fn last_lines(log: &str, n: usize) -> String {
+    let notice = [
+        "DEPRECATED: The legacy builder",
+        "Install the buildx component",
+        "docs.docker.com/go/buildx",
+    ];
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !notice.iter().any(|n| l.contains(n)))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// The Dockerfile line of the step that failed, read from a build log: BuildKit names it
+/// (`Dockerfile:12`); the legacy builder numbers steps (`Step 3/5 :`), which map to
+/// instructions in order.
+pub fn failed_line(log: &str, instruction_lines: &[usize]) -> Option<usize> {
+    let buildkit = log.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix("Dockerfile:")?;
+        rest.split(|c: char| !c.is_ascii_digit())
+            .next()?
+            .parse::<usize>()
+            .ok()
+    });
+    if buildkit.is_some() {
+        return buildkit;
+    }
+    let step = log.lines().rev().find_map(|l| {
+        let rest = l.trim().strip_prefix("Step ")?;
+        let (n, _) = rest.split_once('/')?;
+        n.parse::<usize>().ok()
+    })?;
+    instruction_lines.get(step.checked_sub(1)?).copied()
+}
+
+/// Writes a log to stdout inside a collapsible group, with workflow commands in it disabled
+/// so a build's output cannot forge annotations or masks.
+pub fn print_group(out: &mut dyn Write, title: &str, log: &str) -> std::io::Result<()> {
+    let token = crate::report::outputs::random_delimiter();
+    writeln!(out, "{}", crate::report::commands::group(title))?;
+    writeln!(out, "::stop-commands::{token}")?;
+    for line in log.lines() {
+        writeln!(out, "{line}")?;
+    }
+    writeln!(out, "::{token}::")?;
+    writeln!(out, "{}", crate::report::commands::END_GROUP)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_lines_come_from_buildkit_or_legacy_step_numbers() {
+        let buildkit = "#5 [2/3] COPY missing /x\nERROR: failed to solve\nDockerfile:7\n--------------------\n   7 | >>> COPY missing /x\n";
+        assert_eq!(failed_line(buildkit, &[]), Some(7));
+        let legacy = "Step 1/3 : FROM scratch\n ---> \nStep 2/3 : COPY missing /x\nCOPY failed: file not found in build context\n";
+        assert_eq!(failed_line(legacy, &[1, 4, 9]), Some(4));
+        assert_eq!(failed_line("no idea", &[1]), None);
+    }
+
+    #[test]
+    fn groups_stop_commands_inside_logs() {
+        let mut out = Vec::new();
+        print_group(&mut out, "build cart", "step\n::error::forged\n").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "::group::build cart");
+        let token = lines[1].strip_prefix("::stop-commands::").unwrap();
+        assert!(token.len() > 20);
+        assert_eq!(lines[4], format!("::{token}::"));
+        assert_eq!(lines[5], "::endgroup::");
+    }
+}

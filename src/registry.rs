@@ -1,0 +1,686 @@
+//! OCI registries through the distribution API: does a tag exist, what digest does it point
+//! to, and copying a manifest to more tags (how a reused image gets its commit tags without a
+//! rebuild). Login for `docker push` is the Docker CLI's business ([`crate::build`]); this
+//! client authenticates itself with the same credentials (Basic, or the Bearer token flow).
+
+use std::fmt;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::header::{
+    HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE,
+};
+use reqwest::{Method, StatusCode};
+
+/// Every manifest type a tag may point to; the registry answers with the one it stores.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// A password or token: never printed, not even by `{:?}`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Where images go: `HOST[:PORT][/PREFIX]`, with optional credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryTarget {
+    /// `host[:port]` as Docker writes it in image names.
+    pub host: String,
+    /// Folder prefix inside the registry (`acme` in `ghcr.io/acme`), without slashes at the ends.
+    pub prefix: String,
+    /// Plain HTTP: loopback registries (as Docker treats them) or an explicit `http://`.
+    pub insecure: bool,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+}
+
+/// A registry address or answer that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("registry `{url}` is not `HOST[:PORT][/PREFIX]`: {why}")]
+    BadUrl { url: String, why: String },
+    #[error("image repository `{name}` is not valid: {why}")]
+    BadRepository { name: String, why: String },
+    #[error("the registry {host} refused the credentials for {what} (HTTP {status}); check the username and MONOSHIP_REGISTRY_PASSWORD (input `registry-password`)")]
+    Unauthorized {
+        host: String,
+        what: String,
+        status: u16,
+    },
+    #[error("the registry {host} answered HTTP {status} for {what} {attempts} times; it may be down, try again later")]
+    ServerError {
+        host: String,
+        what: String,
+        status: u16,
+        attempts: u32,
+    },
+    #[error("cannot reach the registry {host} for {what} after {attempts} attempts")]
+    Unreachable {
+        host: String,
+        what: String,
+        attempts: u32,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the registry {host} answered HTTP {status} for {what}: {message}")]
+    Status {
+        host: String,
+        what: String,
+        status: u16,
+        message: String,
+    },
+    #[error("the registry {host} sent no Docker-Content-Digest for {what}")]
+    NoDigest { host: String, what: String },
+}
+
+impl RegistryTarget {
+    /// Parses `HOST[:PORT][/PREFIX]`, optionally with an `http://` or `https://` scheme.
+    ///
+    /// # Errors
+    /// When the host is empty or the prefix is not a valid repository path.
+    pub fn parse(
+        url: &str,
+        username: Option<String>,
+        password: Option<Secret>,
+    ) -> Result<RegistryTarget, RegistryError> {
+        let bad = |why: &str| RegistryError::BadUrl {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (Some(s.to_ascii_lowercase()), r),
+            None => (None, url),
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c == '@') {
+            return Err(bad("the host is missing or has spaces"));
+        }
+        if !prefix.is_empty() {
+            validate_repository(prefix).map_err(|e| bad(&e.to_string()))?;
+        }
+        let hostname = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        let loopback =
+            hostname == "localhost" || hostname.starts_with("127.") || hostname == "[::1]";
+        let insecure = match scheme.as_deref() {
+            Some("http") => true,
+            Some("https") => false,
+            Some(other) => return Err(bad(&format!("unknown scheme `{other}`"))),
+            None => loopback,
+        };
+        Ok(RegistryTarget {
+            host: host.to_string(),
+            prefix: prefix.to_string(),
+            insecure,
+            username,
+            password,
+        })
+    }
+
+    /// The image name of a repository in this registry: `host/prefix/repository`.
+    pub fn image(&self, repository: &str) -> String {
+        format!("{}/{}", self.host, self.path(repository))
+    }
+
+    /// The repository path inside the registry: `prefix/repository`.
+    pub fn path(&self, repository: &str) -> String {
+        if self.prefix.is_empty() {
+            repository.to_string()
+        } else {
+            format!("{}/{repository}", self.prefix)
+        }
+    }
+
+    fn base_url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.insecure { "http" } else { "https" },
+            self.host
+        )
+    }
+}
+
+/// Checks an image repository path the way the distribution spec does: lowercase components
+/// of `[a-z0-9]` separated by `.`, `_`, `__` or `-`, joined with `/`.
+///
+/// # Errors
+/// With the reason when it is not valid.
+pub fn validate_repository(name: &str) -> Result<(), RegistryError> {
+    let bad = |why: &str| RegistryError::BadRepository {
+        name: name.to_string(),
+        why: why.to_string(),
+    };
+    if name.is_empty() || name.len() > 255 {
+        return Err(bad("it must have 1 to 255 characters"));
+    }
+    for component in name.split('/') {
+        let bytes = component.as_bytes();
+        if bytes.is_empty() {
+            return Err(bad("it has an empty path component"));
+        }
+        if !bytes[0].is_ascii_lowercase() && !bytes[0].is_ascii_digit()
+            || !bytes[bytes.len() - 1].is_ascii_lowercase()
+                && !bytes[bytes.len() - 1].is_ascii_digit()
+        {
+            return Err(bad(
+                "each component must start and end with a lowercase letter or digit",
+            ));
+        }
+        let mut prev_sep = false;
+        let mut underscores = 0;
+        for &b in bytes {
+            match b {
+                b'a'..=b'z' | b'0'..=b'9' => {
+                    prev_sep = false;
+                    underscores = 0;
+                }
+                b'_' => {
+                    underscores += 1;
+                    if underscores > 2 || (prev_sep && underscores == 1) {
+                        return Err(bad("separators must stand between letters or digits"));
+                    }
+                    prev_sep = true;
+                }
+                b'.' if !prev_sep => prev_sep = true,
+                b'-' => prev_sep = true,
+                _ => return Err(bad("use lowercase letters, digits and `.`, `_`, `-` only")),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A client for one registry.
+pub struct OciRegistry {
+    target: RegistryTarget,
+    http: reqwest::Client,
+    retries: u32,
+    retry_delay: Duration,
+}
+
+/// A manifest as stored: its bytes and media type, so a copy is byte-identical.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+    pub digest: String,
+}
+
+impl OciRegistry {
+    /// A client with bounded timeouts and 3 retries on 5xx and connection errors.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built (no TLS roots).
+    pub fn new(target: RegistryTarget) -> Result<OciRegistry, RegistryError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(60))
+            .user_agent(concat!("monoship/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|source| RegistryError::Unreachable {
+                host: target.host.clone(),
+                what: "setting up the HTTP client".into(),
+                attempts: 0,
+                source,
+            })?;
+        Ok(OciRegistry {
+            target,
+            http,
+            retries: 3,
+            retry_delay: Duration::from_millis(500),
+        })
+    }
+
+    /// Sets the first retry delay (doubled on each retry); tests make it short.
+    pub fn with_retry_delay(mut self, delay: Duration) -> OciRegistry {
+        self.retry_delay = delay;
+        self
+    }
+
+    pub fn target(&self) -> &RegistryTarget {
+        &self.target
+    }
+
+    /// The digest `repository:tag` points to, or `None` when the tag does not exist.
+    /// `repository` is the full path inside the registry (with the prefix, see
+    /// [`RegistryTarget::path`]).
+    ///
+    /// # Errors
+    /// When the registry refuses the credentials, keeps failing, or cannot be reached.
+    pub async fn tag_digest(
+        &self,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let what = format!("{}:{tag}", repository);
+        let url = format!(
+            "{}/v2/{}/manifests/{tag}",
+            self.target.base_url(),
+            repository
+        );
+        let response = self
+            .send(
+                Method::HEAD,
+                &url,
+                None,
+                &what,
+                &format!("repository:{}:pull", repository),
+            )
+            .await?;
+        match response.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => {
+                digest_header(response.headers())
+                    .map(Some)
+                    .ok_or(RegistryError::NoDigest {
+                        host: self.target.host.clone(),
+                        what,
+                    })
+            }
+            s => Err(self.status_error(&what, s, String::new())),
+        }
+    }
+
+    /// Reads the manifest of `repository:reference` as stored.
+    ///
+    /// # Errors
+    /// As [`OciRegistry::tag_digest`], and when it does not exist.
+    pub async fn manifest(
+        &self,
+        repository: &str,
+        reference: &str,
+    ) -> Result<Manifest, RegistryError> {
+        let what = format!("{}:{reference}", repository);
+        let url = format!(
+            "{}/v2/{}/manifests/{reference}",
+            self.target.base_url(),
+            repository
+        );
+        let response = self
+            .send(
+                Method::GET,
+                &url,
+                None,
+                &what,
+                &format!("repository:{}:pull", repository),
+            )
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.status_error(&what, status, body));
+        }
+        let media_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/vnd.oci.image.manifest.v1+json")
+            .to_string();
+        let digest = digest_header(response.headers());
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                host: self.target.host.clone(),
+                what: what.clone(),
+                attempts: 1,
+                source,
+            })?
+            .to_vec();
+        let digest = digest.unwrap_or_else(|| sha256_digest(&bytes));
+        Ok(Manifest {
+            media_type,
+            bytes,
+            digest,
+        })
+    }
+
+    /// Stores `manifest` under `tag` (a retag: no layer moves); returns the digest the
+    /// registry reports.
+    ///
+    /// # Errors
+    /// As [`OciRegistry::tag_digest`]; an immutable registry refusing an existing tag is an error.
+    pub async fn put_manifest(
+        &self,
+        repository: &str,
+        tag: &str,
+        manifest: &Manifest,
+    ) -> Result<String, RegistryError> {
+        let what = format!("{}:{tag}", repository);
+        let url = format!(
+            "{}/v2/{}/manifests/{tag}",
+            self.target.base_url(),
+            repository
+        );
+        let response = self
+            .send(
+                Method::PUT,
+                &url,
+                Some((&manifest.media_type, &manifest.bytes)),
+                &what,
+                &format!("repository:{}:pull,push", repository),
+            )
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.status_error(&what, status, body));
+        }
+        Ok(digest_header(response.headers()).unwrap_or_else(|| manifest.digest.clone()))
+    }
+
+    fn status_error(&self, what: &str, status: StatusCode, body: String) -> RegistryError {
+        let host = self.target.host.clone();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return RegistryError::Unauthorized {
+                host,
+                what: what.to_string(),
+                status: status.as_u16(),
+            };
+        }
+        let message = body.chars().take(300).collect::<String>();
+        RegistryError::Status {
+            host,
+            what: what.to_string(),
+            status: status.as_u16(),
+            message,
+        }
+    }
+
+    /// Sends a request, authenticating when challenged and retrying 5xx and connection errors.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(&str, &[u8])>,
+        what: &str,
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let mut auth: Option<HeaderValue> = None;
+        let mut challenged = false;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut request = self
+                .http
+                .request(method.clone(), url)
+                .header(ACCEPT, MANIFEST_TYPES);
+            if let Some(a) = &auth {
+                request = request.header(AUTHORIZATION, a.clone());
+            }
+            if let Some((media_type, bytes)) = body {
+                request = request
+                    .header(CONTENT_TYPE, media_type)
+                    .body(bytes.to_vec());
+            }
+            let outcome = request.send().await;
+            let response = match outcome {
+                Ok(r) => r,
+                Err(source) => {
+                    if attempt > self.retries {
+                        return Err(RegistryError::Unreachable {
+                            host: self.target.host.clone(),
+                            what: what.to_string(),
+                            attempts: attempt,
+                            source,
+                        });
+                    }
+                    self.backoff(attempt).await;
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status == StatusCode::UNAUTHORIZED && !challenged {
+                challenged = true;
+                let challenge = response
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_string();
+                auth = Some(self.authorize(&challenge, scope).await?);
+                attempt -= 1;
+                continue;
+            }
+            if status.is_server_error() {
+                if attempt > self.retries {
+                    return Err(RegistryError::ServerError {
+                        host: self.target.host.clone(),
+                        what: what.to_string(),
+                        status: status.as_u16(),
+                        attempts: attempt,
+                    });
+                }
+                tracing::info!(host = %self.target.host, %status, what, attempt, "registry error, retrying");
+                self.backoff(attempt).await;
+                continue;
+            }
+            return Ok(response);
+        }
+    }
+
+    async fn backoff(&self, attempt: u32) {
+        tokio::time::sleep(self.retry_delay * 2u32.saturating_pow(attempt.saturating_sub(1))).await;
+    }
+
+    fn basic(&self) -> Option<HeaderValue> {
+        let user = self.target.username.as_deref()?;
+        let password = self
+            .target
+            .password
+            .as_ref()
+            .map(Secret::expose)
+            .unwrap_or("");
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let mut value = HeaderValue::from_str(&format!("Basic {encoded}")).ok()?;
+        value.set_sensitive(true);
+        Some(value)
+    }
+
+    /// Answers a `WWW-Authenticate` challenge: Basic with the credentials, or a Bearer token
+    /// fetched from the realm (anonymously when there are no credentials).
+    async fn authorize(&self, challenge: &str, scope: &str) -> Result<HeaderValue, RegistryError> {
+        let unauthorized = || RegistryError::Unauthorized {
+            host: self.target.host.clone(),
+            what: "logging in".into(),
+            status: 401,
+        };
+        let (kind, params) = parse_challenge(challenge);
+        if kind.eq_ignore_ascii_case("basic") {
+            return self.basic().ok_or_else(unauthorized);
+        }
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(unauthorized)?;
+        let mut query: Vec<(&str, String)> = Vec::new();
+        if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+            query.push(("service", service.clone()));
+        }
+        query.push((
+            "scope",
+            params
+                .iter()
+                .find(|(k, _)| k == "scope")
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| scope.to_string()),
+        ));
+        let mut headers = HeaderMap::new();
+        if let Some(b) = self.basic() {
+            headers.insert(AUTHORIZATION, b);
+        }
+        let mut url = reqwest::Url::parse(&realm).map_err(|_| unauthorized())?;
+        for (k, v) in &query {
+            url.query_pairs_mut().append_pair(k, v);
+        }
+        let response = self
+            .http
+            .get(url)
+            .headers(headers)
+            .send()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                host: self.target.host.clone(),
+                what: "its token service".into(),
+                attempts: 1,
+                source,
+            })?;
+        if !response.status().is_success() {
+            return Err(RegistryError::Unauthorized {
+                host: self.target.host.clone(),
+                what: "a token".into(),
+                status: response.status().as_u16(),
+            });
+        }
+        #[derive(serde::Deserialize)]
+        struct TokenAnswer {
+            token: Option<String>,
+            access_token: Option<String>,
+        }
+        let answer: TokenAnswer =
+            response
+                .json()
+                .await
+                .map_err(|source| RegistryError::Unreachable {
+                    host: self.target.host.clone(),
+                    what: "its token answer".into(),
+                    attempts: 1,
+                    source,
+                })?;
+        let token = answer
+            .token
+            .or(answer.access_token)
+            .ok_or_else(unauthorized)?;
+        let mut value =
+            HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| unauthorized())?;
+        value.set_sensitive(true);
+        Ok(value)
+    }
+}
+
+fn digest_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// `sha256:<hex>` of some bytes.
+pub fn sha256_digest(bytes: &[u8]) -> String {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    format!("sha256:{}", hex(d.as_ref()))
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Splits `Bearer realm="x",service="y"` into the scheme and its parameters.
+fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let (kind, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+    let mut params = Vec::new();
+    let mut rest = rest.trim();
+    while !rest.is_empty() {
+        let Some((key, after)) = rest.split_once('=') else {
+            break;
+        };
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let (value, remaining) = if let Some(quoted) = after.strip_prefix('"') {
+            match quoted.find('"') {
+                Some(end) => (quoted[..end].to_string(), &quoted[end + 1..]),
+                None => (quoted.to_string(), ""),
+            }
+        } else {
+            match after.find(',') {
+                Some(end) => (after[..end].to_string(), &after[end..]),
+                None => (after.to_string(), ""),
+            }
+        };
+        params.push((key, value));
+        rest = remaining.trim_start_matches(',').trim();
+    }
+    (kind.to_string(), params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_prefixes_ports_and_schemes() {
+        let t = RegistryTarget::parse("ghcr.io/acme/team", None, None).unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.prefix.as_str(), t.insecure),
+            ("ghcr.io", "acme/team", false)
+        );
+        assert_eq!(t.image("cart"), "ghcr.io/acme/team/cart");
+        let t = RegistryTarget::parse("127.0.0.1:5000", None, None).unwrap();
+        assert!(t.insecure);
+        assert_eq!(t.image("cart"), "127.0.0.1:5000/cart");
+        let t = RegistryTarget::parse("http://registry.internal:5000/x", None, None).unwrap();
+        assert!(t.insecure);
+        for bad in ["", "/x", "ftp://h", "host/UPPER", "a b"] {
+            assert!(RegistryTarget::parse(bad, None, None).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn repository_names_follow_the_distribution_spec() {
+        for ok in ["cart", "shop/cart", "a.b-c__d", "x9"] {
+            assert!(validate_repository(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "Cart",
+            "-cart",
+            "cart-",
+            "a//b",
+            "a___b",
+            "a..b",
+            "caf\u{e9}",
+        ] {
+            assert!(validate_repository(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn challenges_parse() {
+        let (kind, params) = parse_challenge(
+            r#"Bearer realm="https://ghcr.io/token",service="ghcr.io",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(kind, "Bearer");
+        assert_eq!(params[0], ("realm".into(), "https://ghcr.io/token".into()));
+        assert_eq!(params[2], ("scope".into(), "repository:a/b:pull".into()));
+        let (kind, params) = parse_challenge(r#"Basic realm="Registry Realm""#);
+        assert_eq!((kind.as_str(), params.len()), ("Basic", 1));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        let t = RegistryTarget::parse("h", Some("u".into()), Some(s)).unwrap();
+        assert!(!format!("{t:?}").contains("hunter2"));
+    }
+}
