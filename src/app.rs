@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 mod images;
+mod rollouts;
 
 use crate::cli::{ActionEnv, Command, Format, Request};
 use crate::config::{self, Config, ConfigError, Problem};
@@ -129,14 +130,46 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
             report_plan(req, &config, &plan, stdout, stderr)?;
             Ok(0)
         }
-        Command::Build => {
+        Command::Build | Command::Ship => {
+            // A ship that cannot use its cluster stops before anything is pushed.
+            let cluster = match req.command {
+                Command::Ship if !req.dry_run => Some(rollouts::connect(req)?),
+                _ => None,
+            };
             let images = images::build_stage(req, &config, &plan, &stage, &git, stdout, stderr)?;
-            images::report_build(req, &config, &plan, &images, stdout, stderr)?;
-            let failed = images.as_ref().is_some_and(|i| {
+            let rollouts = match (&cluster, &images) {
+                (Some(cluster), Some(images)) => Some(rollouts::deploy_stage(
+                    req, cluster, &config, &plan, images, &git,
+                )?),
+                _ if req.command == Command::Ship && req.dry_run => {
+                    rollouts::print_dry_run(req, &config, &plan, stdout)?;
+                    None
+                }
+                _ => None,
+            };
+            images::report_build(
+                req,
+                &config,
+                &plan,
+                &images,
+                rollouts.as_deref(),
+                stdout,
+                stderr,
+            )?;
+            let build_failed = images.as_ref().is_some_and(|i| {
                 i.iter()
                     .any(|r| r.status == crate::push::ImageStatus::Failed)
             });
-            Ok(if failed { 1 } else { 0 })
+            let deploy_failed = rollouts.as_ref().is_some_and(|r| {
+                r.iter().any(|r| {
+                    matches!(
+                        r.status,
+                        crate::deploy::RolloutStatus::Failed
+                            | crate::deploy::RolloutStatus::RolledBack
+                    )
+                })
+            });
+            Ok(if build_failed || deploy_failed { 1 } else { 0 })
         }
     }
 }

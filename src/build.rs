@@ -171,9 +171,32 @@ impl DockerCli {
     /// # Errors
     /// Only when Docker cannot be started or the build exceeds `limit`.
     pub async fn build(&self, job: &BuildJob, limit: Duration) -> Result<CommandLog, DockerError> {
+        // The legacy builder turns each `--label` into a step that commits a layer (about half
+        // a second each); one LABEL line appended to a copy of the Dockerfile costs one step.
+        let mut labelled = None;
+        let mut job = job.clone();
+        if !self.buildx && job.target.is_none() && !job.labels.is_empty() {
+            let dir = tempfile::Builder::new()
+                .prefix("monoship-dockerfile-")
+                .tempdir()
+                .map_err(DockerError::ConfigDir)?;
+            let copy = dir.path().join("Dockerfile");
+            let mut text = std::fs::read_to_string(&job.dockerfile).unwrap_or_default();
+            text.push_str(&label_line(&job.labels));
+            std::fs::write(&copy, text).map_err(DockerError::ConfigDir)?;
+            let own_ignore = PathBuf::from(format!("{}.dockerignore", job.dockerfile.display()));
+            if own_ignore.exists() {
+                let _ = std::fs::copy(&own_ignore, dir.path().join("Dockerfile.dockerignore"));
+            }
+            job.dockerfile = copy;
+            job.labels.clear();
+            labelled = Some(dir);
+        }
         let mut cmd = self.command();
-        cmd.args(self.build_args(job));
-        run(cmd, None, limit, &format!("the build of {}", job.service)).await
+        cmd.args(self.build_args(&job));
+        let log = run(cmd, None, limit, &format!("the build of {}", job.service)).await;
+        drop(labelled);
+        log
     }
 
     /// Pushes one tag (the legacy builder's second step).
@@ -185,6 +208,16 @@ impl DockerCli {
         cmd.args(["push", reference]);
         run(cmd, None, limit, &format!("docker push {reference}")).await
     }
+}
+
+/// One `LABEL` instruction holding every label, quoted.
+fn label_line(labels: &BTreeMap<String, String>) -> String {
+    let quote = |s: &str| format!("\"{}\"", s.replace(['"', '\\', '\n', '\r'], "_"));
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
+        .collect();
+    format!("\nLABEL {}\n", pairs.join(" "))
 }
 
 /// `docker [buildx] build` arguments for a job.
@@ -328,6 +361,19 @@ mod tests {
         let legacy = "Step 1/3 : FROM scratch\n ---> \nStep 2/3 : COPY missing /x\nCOPY failed: file not found in build context\n";
         assert_eq!(failed_line(legacy, &[1, 4, 9]), Some(4));
         assert_eq!(failed_line("no idea", &[1]), None);
+    }
+
+    #[test]
+    fn labels_become_one_quoted_instruction() {
+        let labels: BTreeMap<String, String> = [
+            ("a.b".to_string(), "x\"y".to_string()),
+            ("c".to_string(), "z w".to_string()),
+        ]
+        .into();
+        assert_eq!(
+            label_line(&labels),
+            "\nLABEL \"a.b\"=\"x_y\" \"c\"=\"z w\"\n"
+        );
     }
 
     #[test]

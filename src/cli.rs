@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub enum Command {
     Plan,
     Build,
+    Ship,
 }
 
 /// How to print the result on stdout.
@@ -30,6 +31,8 @@ pub struct ActionEnv {
     pub api_url: String,
     /// `$GITHUB_SERVER_URL`, for the image's source label.
     pub server_url: String,
+    /// `$GITHUB_RUN_ID`, for the run link recorded on workloads.
+    pub run_id: Option<String>,
     pub token: Option<String>,
     pub output: Option<PathBuf>,
     pub summary: Option<PathBuf>,
@@ -59,7 +62,37 @@ pub struct Request {
     pub max_parallel: Option<usize>,
     /// The Docker CLI to run (`MONOSHIP_DOCKER`, default `docker`).
     pub docker: PathBuf,
+    pub deploy: DeployOptions,
     pub action: Option<ActionEnv>,
+}
+
+/// How `ship` deploys.
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    /// Kubeconfig file; `None`: `KUBECONFIG`, `~/.kube/config`, in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Undo a failed rollout as `kubectl rollout undo` does (default on).
+    pub rollback: bool,
+    /// Deploy even over a workload that runs a newer commit.
+    pub force: bool,
+    /// Deploy nothing when any build failed (default on).
+    pub atomic: bool,
+    /// How long each rollout may take.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for DeployOptions {
+    fn default() -> Self {
+        DeployOptions {
+            kubeconfig: None,
+            context: None,
+            rollback: true,
+            force: false,
+            atomic: true,
+            timeout: std::time::Duration::from_secs(600),
+        }
+    }
 }
 
 #[derive(Debug, Parser)]
@@ -83,6 +116,15 @@ enum Sub {
         shared: Shared,
         #[command(flatten)]
         push: PushArgs,
+    },
+    /// Build, then deploy the new images by digest and follow each rollout.
+    Ship {
+        #[command(flatten)]
+        shared: Shared,
+        #[command(flatten)]
+        push: PushArgs,
+        #[command(flatten)]
+        deploy: DeployArgs,
     },
     /// Print the JSON Schema of the config file.
     Schema,
@@ -130,6 +172,41 @@ struct PushArgs {
     max_parallel: Option<usize>,
 }
 
+#[derive(Debug, clap::Args)]
+struct DeployArgs {
+    /// Kubeconfig of the cluster to deploy to (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Kubeconfig context.
+    #[arg(long)]
+    context: Option<String>,
+    /// Leave a failed rollout as it is instead of undoing it.
+    #[arg(long)]
+    no_rollback: bool,
+    /// Deploy even over a workload that runs a newer commit.
+    #[arg(long)]
+    force: bool,
+    /// Deploy the services that built even when another failed.
+    #[arg(long)]
+    no_atomic: bool,
+    /// Seconds each rollout may take.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+impl DeployArgs {
+    fn options(self) -> DeployOptions {
+        DeployOptions {
+            kubeconfig: self.kubeconfig,
+            context: self.context,
+            rollback: !self.no_rollback,
+            force: self.force,
+            atomic: !self.no_atomic,
+            timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+        }
+    }
+}
+
 /// What the process was asked to do.
 pub enum Invocation {
     Run(Box<Request>),
@@ -174,6 +251,15 @@ pub fn parse(
             in_action,
             env,
         )))),
+        Some(Sub::Ship {
+            shared,
+            push,
+            deploy,
+        }) => {
+            let mut r = request(Command::Ship, shared, Some(push), in_action, env);
+            r.deploy = deploy.options();
+            Ok(Invocation::Run(Box::new(r)))
+        }
     }
 }
 
@@ -206,6 +292,7 @@ fn request(
             .map(crate::registry::Secret::new),
         max_parallel: push.max_parallel,
         docker: docker_program(env),
+        deploy: DeployOptions::default(),
         action: if in_action {
             Some(action_env(env))
         } else {
@@ -231,6 +318,7 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
         repository: nonempty("GITHUB_REPOSITORY"),
         api_url: nonempty("GITHUB_API_URL").unwrap_or_else(|| "https://api.github.com".into()),
         server_url: nonempty("GITHUB_SERVER_URL").unwrap_or_else(|| "https://github.com".into()),
+        run_id: nonempty("GITHUB_RUN_ID"),
         token: nonempty("INPUT_TOKEN").or_else(|| nonempty("GITHUB_TOKEN")),
         output: nonempty("GITHUB_OUTPUT").map(PathBuf::from),
         summary: nonempty("GITHUB_STEP_SUMMARY").map(PathBuf::from),
@@ -258,12 +346,12 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
     let command = match input("command").as_deref().unwrap_or("ship") {
         "plan" => Command::Plan,
         "build" => Command::Build,
-        other @ "ship" => {
+        "ship" => Command::Ship,
+        other => {
             return Err(UsageError(format!(
-                "input `command: {other}` is not available in this version of monoship yet; set `command: plan`"
+                "input `command` must be plan, build or ship, not `{other}`"
             )))
         }
-        other => return Err(UsageError(format!("input `command` must be plan, build or ship, not `{other}`"))),
     };
     let workspace = env("GITHUB_WORKSPACE")
         .map(PathBuf::from)
@@ -303,6 +391,23 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
             })?),
         },
         docker: docker_program(env),
+        deploy: DeployOptions {
+            kubeconfig: input("kubeconfig").map(PathBuf::from),
+            context: input("context"),
+            rollback: input("rollback").map_or(Ok(true), |_| flag("rollback"))?,
+            force: flag("force")?,
+            atomic: input("atomic").map_or(Ok(true), |_| flag("atomic"))?,
+            timeout: match input("timeout") {
+                None => std::time::Duration::from_secs(600),
+                Some(v) => std::time::Duration::from_secs(
+                    v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        UsageError(format!(
+                            "input `timeout` must be a positive number of seconds, not `{v}`"
+                        ))
+                    })?,
+                ),
+            },
+        },
         action: Some(action_env(env)),
     })
 }

@@ -10,6 +10,7 @@ use super::{write_err, Error, PlanStage};
 use crate::build::{print_group, BuildJob, DockerCli};
 use crate::cli::{Format, Request};
 use crate::config::Config;
+use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::detect::git::Git;
 use crate::inputs::{self, BuildSettings};
 use crate::plan::Plan;
@@ -218,12 +219,14 @@ fn print_dry_run(
     Ok(())
 }
 
-/// `build --format json`: the plan plus `images`.
+/// `build --format json`: the plan plus `images`; `ship` adds `rollouts`.
 #[derive(Serialize)]
 struct BuildReport<'a> {
     #[serde(flatten)]
     plan: &'a Plan,
     images: &'a [ImageResult],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rollouts: Option<&'a [RolloutResult]>,
 }
 
 /// Reports a build: stdout, and in action mode outputs, summary and annotations.
@@ -232,19 +235,52 @@ pub(crate) fn report_build(
     config: &Config,
     plan: &Plan,
     images: &Option<Vec<ImageResult>>,
+    rollouts: Option<&[RolloutResult]>,
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(), Error> {
     let Some(images) = images else { return Ok(()) };
     match req.format {
         Format::Json => {
-            let json = serde_json::to_string_pretty(&BuildReport { plan, images })
-                .expect("a report serializes");
+            let json = serde_json::to_string_pretty(&BuildReport {
+                plan,
+                images,
+                rollouts,
+            })
+            .expect("a report serializes");
             writeln!(stdout, "{json}").map_err(write_err("stdout"))?;
         }
         Format::Text => {
             write!(stdout, "{}", text::render_plan(plan)).map_err(write_err("stdout"))?;
             write!(stdout, "{}", text::render_images(images)).map_err(write_err("stdout"))?;
+            if let Some(r) = rollouts {
+                write!(stdout, "{}", text::render_rollouts(r)).map_err(write_err("stdout"))?;
+            }
+        }
+    }
+    for r in rollouts
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| matches!(r.status, RolloutStatus::Failed | RolloutStatus::RolledBack))
+    {
+        let message = format!(
+            "{} ({}): {}",
+            r.service,
+            r.workload,
+            r.reason.clone().unwrap_or_default()
+        );
+        if req.action.is_some() {
+            let a = Annotation {
+                level: Level::Error,
+                file: None,
+                line: None,
+                title: Some(format!("{} failed to deploy", r.service)),
+                message,
+            };
+            writeln!(stderr, "{a}").map_err(write_err("stderr"))?;
+        } else {
+            writeln!(stderr, "error: {}", commands::one_line(&message))
+                .map_err(write_err("stderr"))?;
         }
     }
     for r in images.iter().filter(|r| r.status == ImageStatus::Failed) {
@@ -274,10 +310,26 @@ pub(crate) fn report_build(
                 "images".into(),
                 serde_json::to_string(&map).expect("strings serialize"),
             ));
+            if let Some(r) = rollouts {
+                let names = |pred: fn(&RolloutStatus) -> bool| {
+                    let mut v: Vec<&str> = r
+                        .iter()
+                        .filter(|x| pred(&x.status))
+                        .map(|x| x.service.as_str())
+                        .collect();
+                    v.dedup();
+                    serde_json::to_string(&v).expect("strings serialize")
+                };
+                out.push(("deployed".into(), names(|s| *s == RolloutStatus::Succeeded)));
+                out.push((
+                    "failed".into(),
+                    names(|s| matches!(s, RolloutStatus::Failed | RolloutStatus::RolledBack)),
+                ));
+            }
             outputs::append(path, &out).map_err(write_err(&path.display().to_string()))?;
         }
         if let Some(path) = &a.summary {
-            summary::append(path, &summary::render(plan, Some(images)))
+            summary::append(path, &summary::render(plan, Some(images), rollouts))
                 .map_err(write_err(&path.display().to_string()))?;
         }
     }

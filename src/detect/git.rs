@@ -172,6 +172,19 @@ impl GitRepo {
         }
     }
 
+    /// Whether commit `a` is an ancestor of commit `b`; `None` when git cannot tell (a commit
+    /// missing from this clone).
+    pub fn is_ancestor(&self, a: &str, b: &str) -> Option<bool> {
+        check_rev(a).ok()?;
+        check_rev(b).ok()?;
+        let output = self.run(&["merge-base", "--is-ancestor", a, b]).ok()?;
+        match output.status.code() {
+            Some(0) => Some(true),
+            Some(1) => Some(false),
+            _ => None,
+        }
+    }
+
     /// Whether this clone is shallow (history cut off at some depth).
     pub fn is_shallow(&self) -> bool {
         self.run(&["rev-parse", "--is-shallow-repository"])

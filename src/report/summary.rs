@@ -54,11 +54,15 @@ fn why(node: &NodePlan) -> String {
 
 /// Renders the summary of a plan.
 pub fn render_plan(plan: &Plan) -> String {
-    render(plan, None)
+    render(plan, None, None)
 }
 
 /// Renders the summary of a run: the plan, and the images when they were built.
-pub fn render(plan: &Plan, images: Option<&[crate::push::ImageResult]>) -> String {
+pub fn render(
+    plan: &Plan,
+    images: Option<&[crate::push::ImageResult]>,
+    rollouts: Option<&[crate::deploy::RolloutResult]>,
+) -> String {
     let mut out = String::from("### monoship plan\n\n");
     let range = match &plan.base {
         Some(base) => format!("`{}`..`{}`", short(base), short(&plan.head)),
@@ -113,8 +117,35 @@ pub fn render(plan: &Plan, images: Option<&[crate::push::ImageResult]>) -> Strin
                 )
             }
         };
+        let rollout_cell = rollouts
+            .map(|all| {
+                let mine: Vec<String> = all
+                    .iter()
+                    .filter(|r| r.service == s.name)
+                    .map(|r| {
+                        let status = serde_json::to_value(r.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        let reason = r
+                            .reason
+                            .as_deref()
+                            .map(|x| {
+                                format!(": {}", cell(&x.chars().take(200).collect::<String>()))
+                            })
+                            .unwrap_or_default();
+                        format!("<code>{}</code> {status}{reason}", cell(&r.workload))
+                    })
+                    .collect();
+                if mine.is_empty() {
+                    "–".to_string()
+                } else {
+                    mine.join("<br>")
+                }
+            })
+            .unwrap_or_else(|| "–".into());
         let row = format!(
-            "| {} | {} | {} | {image_cell} | {digest_cell} | – | {time_cell} |\n",
+            "| {} | {} | {} | {image_cell} | {digest_cell} | {rollout_cell} | {time_cell} |\n",
             cell(&s.name),
             if s.changed { "yes" } else { "no" },
             why(s)

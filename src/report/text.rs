@@ -126,3 +126,28 @@ pub fn render_images(images: &[crate::push::ImageResult]) -> String {
     }
     out
 }
+
+/// Renders rollout results: one line per workload.
+pub fn render_rollouts(rollouts: &[crate::deploy::RolloutResult]) -> String {
+    if rollouts.is_empty() {
+        return "rollouts: none\n".into();
+    }
+    let mut out = format!("rollouts ({}):\n", rollouts.len());
+    for r in rollouts {
+        let status = serde_json::to_value(r.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let reason = r
+            .reason
+            .as_deref()
+            .map(|x| format!(": {x}"))
+            .unwrap_or_default();
+        out.push_str(&one_line(&format!(
+            "  {}  {}  {status} in {:.1}s{reason}",
+            r.service, r.workload, r.seconds
+        )));
+        out.push('\n');
+    }
+    out
+}

@@ -310,18 +310,20 @@ fn an_unreadable_event_payload_is_exit_2() {
 }
 
 #[test]
-fn build_and_ship_are_refused_until_they_exist() {
+fn an_unknown_command_input_is_exit_2() {
     let (repo, base) = repo();
     let r = run_action(
         repo.path(),
         "workflow_dispatch",
         &fixture("workflow_dispatch.json"),
         &base,
-        &[("INPUT_COMMAND", "ship")],
+        &[("INPUT_COMMAND", "deploy")],
     );
     assert_eq!(r.run.code, 2);
     assert!(
-        r.run.stderr.contains("set `command: plan`"),
+        r.run
+            .stderr
+            .contains("input `command` must be plan, build or ship, not `deploy`"),
         "{}",
         r.run.stderr
     );

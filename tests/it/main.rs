@@ -4,9 +4,12 @@
 mod support;
 
 mod action;
+mod aws;
 mod bigrepo;
 mod build;
+mod deploy;
 mod example;
 mod github;
 mod plan_git;
 mod registry;
+mod ship;

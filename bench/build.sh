@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Benchmarks `monoship build` on the example shop with one changed service (email) against a
+# plain `docker build` + `docker push` of that service, on the local Docker daemon and a
+# local registry (Debian's docker-registry), then a re-run with nothing changed.
+#
+#   bench/build.sh            (RUNS=5 by default)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+runs=${RUNS:-5}
+cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin monoship
+bin="$root/target/release/monoship"
+
+work=$(mktemp -d)
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/registry.yml" <<YML
+version: 0.1
+log: {level: error}
+storage: {filesystem: {rootdirectory: $work/data}}
+http: {addr: 127.0.0.1:$port}
+YML
+docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
+registry_pid=$!
+trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
+until curl -s "http://127.0.0.1:$port/v2/" >/dev/null; do sleep 0.1; done
+
+repo="$work/shop"
+cp -r "$root/examples/shop" "$repo"
+git() { command git -C "$repo" -c user.name=bench -c user.email=bench@example.invalid -c commit.gpgsign=false "$@"; }
+git init -q -b main && git add -A && git commit -q -m base
+"$bin" build -C "$repo" --services all --registry "127.0.0.1:$port" >/dev/null 2>&1   # warm the daemon's base layers
+
+now() { date +%s.%N; }
+ms() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.0f", (b - a) * 1000 }'; }
+mono=(); plain=(); labelled=(); rerun=()
+for i in $(seq "$runs"); do
+  echo "run $i $(date +%s%N)" >> "$repo/src/email/templates/welcome.txt"
+  git commit -q -am "email change $i"
+  t0=$(now); "$bin" build -C "$repo" --base HEAD~1 --registry "127.0.0.1:$port" >/dev/null 2>&1; t1=$(now)
+  mono+=("$(ms "$t0" "$t1")")
+  t0=$(now); "$bin" build -C "$repo" --base HEAD~1 --registry "127.0.0.1:$port" >/dev/null 2>&1; t1=$(now)
+  rerun+=("$(ms "$t0" "$t1")")
+  echo "plain $i $(date +%s%N)" >> "$repo/src/email/templates/welcome.txt"
+  t0=$(now)
+  docker build -q -t "127.0.0.1:$port/plain/email:$i" "$repo/src/email" >/dev/null 2>&1
+  docker push -q "127.0.0.1:$port/plain/email:$i" >/dev/null
+  t1=$(now)
+  plain+=("$(ms "$t0" "$t1")")
+  echo "labelled $i $(date +%s%N)" >> "$repo/src/email/templates/welcome.txt"
+  t0=$(now)
+  docker build -q --label org.opencontainers.image.revision="$(git rev-parse HEAD)" \
+    --label org.opencontainers.image.created="$(git show -s --format=%cI HEAD)" \
+    -t "127.0.0.1:$port/labelled/email:$i" "$repo/src/email" >/dev/null 2>&1
+  docker push -q "127.0.0.1:$port/labelled/email:$i" >/dev/null
+  t1=$(now)
+  labelled+=("$(ms "$t0" "$t1")")
+  git checkout -q -- .
+done
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), docker $(docker version --format '{{.Server.Version}}')"
+echo "monoship build, 1 of 4 services changed: median $(median "${mono[@]}") ms  (${mono[*]})"
+echo "docker build + docker push of it:        median $(median "${plain[@]}") ms  (${plain[*]})"
+echo "the same with monoship's two OCI labels:  median $(median "${labelled[@]}") ms  (${labelled[*]})"
+echo "monoship build re-run, nothing to build:  median $(median "${rerun[@]}") ms  (${rerun[*]})"

@@ -1,0 +1,170 @@
+//! Which containers of a pod template run a service's image.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+
+/// A container picked for the new image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picked {
+    pub name: String,
+    /// `true` for an entry of `initContainers`.
+    pub init: bool,
+    /// The image it runs now.
+    pub image: String,
+}
+
+/// The repository of an image reference, normalized as Docker names images: without tag or
+/// digest, `docker.io` and `library/` filled in, so `nginx:1.27`, `docker.io/library/nginx`
+/// and `index.docker.io/library/nginx@sha256:...` are one repository. The colon of a
+/// registry port (`host:5000/shop/cart`) is not a tag separator.
+pub fn repository_of(image: &str) -> String {
+    let without_digest = image.split_once('@').map_or(image, |(name, _)| name);
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    let name = match without_digest[last_slash..].rfind(':') {
+        Some(colon) => &without_digest[..last_slash + colon],
+        None => without_digest,
+    };
+    let (first, rest) = name.split_once('/').unwrap_or(("", name));
+    let has_registry =
+        !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
+    let normalized = if has_registry {
+        name.to_string()
+    } else if first.is_empty() {
+        format!("docker.io/library/{rest}")
+    } else {
+        format!("docker.io/{name}")
+    };
+    match normalized.strip_prefix("index.docker.io/") {
+        Some(path) => format!("docker.io/{path}"),
+        None => normalized,
+    }
+}
+
+/// The containers (and init containers) to update: the one named `container`, else every one
+/// whose image belongs to `repository`.
+///
+/// # Errors
+/// When nothing matches; the message lists what the template runs, so the user can fix the
+/// config's `container` or the registry.
+pub fn pick_containers(
+    template: &PodTemplateSpec,
+    container: Option<&str>,
+    repository: &str,
+) -> Result<Vec<Picked>, String> {
+    let spec = template.spec.clone().unwrap_or_default();
+    let all: Vec<Picked> = spec
+        .containers
+        .iter()
+        .map(|c| (c, false))
+        .chain(spec.init_containers.iter().flatten().map(|c| (c, true)))
+        .map(|(c, init)| Picked {
+            name: c.name.clone(),
+            init,
+            image: c.image.clone().unwrap_or_default(),
+        })
+        .collect();
+    let wanted = repository_of(repository);
+    let picked: Vec<Picked> = all
+        .iter()
+        .filter(|c| match container {
+            Some(name) => c.name == name,
+            None => repository_of(&c.image) == wanted,
+        })
+        .cloned()
+        .collect();
+    if !picked.is_empty() {
+        return Ok(picked);
+    }
+    let listing = all
+        .iter()
+        .map(|c| {
+            let kind = if c.init { " (init)" } else { "" };
+            format!("{}{kind} runs {}", c.name, c.image)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(match container {
+        Some(name) => format!("no container named {name:?}; the pod template has: {listing}"),
+        None => format!(
+            "no container runs an image of {repository}; the pod template has: {listing} \
+             (set `container` in the deploy config to pick one)"
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn repositories_are_normalized_like_docker() {
+        let table = [
+            ("127.0.0.1:5000/shop/cart:old", "127.0.0.1:5000/shop/cart"),
+            ("127.0.0.1:5000/shop/cart", "127.0.0.1:5000/shop/cart"),
+            (
+                "127.0.0.1:5000/shop/cart@sha256:0123",
+                "127.0.0.1:5000/shop/cart",
+            ),
+            (
+                "127.0.0.1:5000/shop/cart:v1@sha256:0123",
+                "127.0.0.1:5000/shop/cart",
+            ),
+            ("localhost:5000/cart:1", "localhost:5000/cart"),
+            ("localhost/cart", "localhost/cart"),
+            ("nginx", "docker.io/library/nginx"),
+            ("nginx:1.27", "docker.io/library/nginx"),
+            ("library/nginx", "docker.io/library/nginx"),
+            ("docker.io/library/nginx:1", "docker.io/library/nginx"),
+            ("index.docker.io/library/nginx", "docker.io/library/nginx"),
+            ("org/app:v1", "docker.io/org/app"),
+            (
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/cart:abc",
+                "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/cart",
+            ),
+        ];
+        for (image, want) in table {
+            assert_eq!(repository_of(image), want, "{image}");
+        }
+    }
+
+    fn template() -> PodTemplateSpec {
+        serde_json::from_value(json!({"spec": {
+        "initContainers": [{"name": "migrate", "image": "127.0.0.1:5000/shop/cart:old"}],
+        "containers": [
+            {"name": "cart", "image": "127.0.0.1:5000/shop/cart:old"},
+            {"name": "proxy", "image": "127.0.0.1:5000/shop/cart-proxy:1"},
+            {"name": "other-port", "image": "127.0.0.1:5001/shop/cart:old"},
+        ]}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn containers_are_picked_by_repository_with_a_registry_port() {
+        let picked = pick_containers(&template(), None, "127.0.0.1:5000/shop/cart").unwrap();
+        let names: Vec<_> = picked.iter().map(|p| (p.name.as_str(), p.init)).collect();
+        assert_eq!(names, [("cart", false), ("migrate", true)]);
+    }
+
+    #[test]
+    fn a_named_container_wins_over_the_repository() {
+        let picked = pick_containers(&template(), Some("proxy"), "ignored/repo").unwrap();
+        assert_eq!(picked.len(), 1);
+        assert_eq!(picked[0].image, "127.0.0.1:5000/shop/cart-proxy:1");
+    }
+
+    #[test]
+    fn no_match_lists_what_runs() {
+        let err = pick_containers(&template(), None, "ghcr.io/shop/cart").unwrap_err();
+        assert!(
+            err.contains("no container runs an image of ghcr.io/shop/cart"),
+            "{err}"
+        );
+        assert!(
+            err.contains("proxy runs 127.0.0.1:5000/shop/cart-proxy:1"),
+            "{err}"
+        );
+        assert!(err.contains("migrate (init) runs"), "{err}");
+        let err = pick_containers(&template(), Some("web"), "x").unwrap_err();
+        assert!(err.starts_with("no container named \"web\""), "{err}");
+    }
+}

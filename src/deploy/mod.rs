@@ -1,0 +1,733 @@
+//! Deploy: put a service's new image (by digest) into its Kubernetes workloads and follow the
+//! rollout until `kubectl rollout status` would call it done, or until a new pod shows a state
+//! that never recovers; then optionally roll back the way `kubectl rollout undo` does.
+//!
+//! [`deploy`] never returns an error: every outcome, including an unreachable cluster, is a
+//! [`RolloutResult`] whose `reason` says what happened, so one service's failure does not stop
+//! the report of the others.
+
+mod cluster;
+pub mod image;
+pub mod pods;
+pub mod rollout;
+mod undo;
+mod wait;
+mod watch;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
+use serde::Serialize;
+use serde_json::{json, Value};
+
+pub use cluster::{Cluster, TokenError, TOKEN_REFRESH};
+pub use rollout::{rollout_status, Status};
+
+/// Annotation on the workload: the commit whose image it runs.
+pub const COMMIT_ANNOTATION: &str = "monoship.dev/commit";
+/// Annotation on the workload: the CI run that deployed it.
+pub const RUN_URL_ANNOTATION: &str = "monoship.dev/run-url";
+/// Annotation on the workload: the image the patched container ran before.
+pub const PREVIOUS_IMAGE_ANNOTATION: &str = "monoship.dev/previous-image";
+/// The annotation `kubectl rollout history` shows as CHANGE-CAUSE.
+pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
+/// The field manager of monoship's patches.
+pub const FIELD_MANAGER: &str = "monoship";
+
+/// How many times a patch is re-read and retried after `409 Conflict`.
+const CONFLICT_ATTEMPTS: usize = 3;
+
+/// A workload kind that has a rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+impl WorkloadKind {
+    /// The lowercase name kubectl uses: `deployment`, `statefulset`, `daemonset`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "deployment",
+            WorkloadKind::StatefulSet => "statefulset",
+            WorkloadKind::DaemonSet => "daemonset",
+        }
+    }
+
+    fn api_resource(self) -> ApiResource {
+        match self {
+            WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
+            WorkloadKind::StatefulSet => ApiResource::erase::<StatefulSet>(&()),
+            WorkloadKind::DaemonSet => ApiResource::erase::<DaemonSet>(&()),
+        }
+    }
+}
+
+/// One workload: kind, namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for Workload {
+    /// `kind/namespace/name`, the `workload` of `ship --format json`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+/// Reads a config's `workload: kind/name`. Kinds are accepted as kubectl accepts them:
+/// singular, plural, short name (`deploy`, `sts`, `ds`) or with the group (`deployment.apps`),
+/// in any case. The namespace is `namespace` when given, else `default_ns`.
+///
+/// # Errors
+/// When `spec` is not `kind/name`, the kind has no rollout, or the name is empty.
+pub fn parse_workload(
+    spec: &str,
+    namespace: Option<&str>,
+    default_ns: &str,
+) -> Result<Workload, DeployError> {
+    let bad = |why: &str| DeployError::Workload {
+        spec: spec.to_string(),
+        why: why.to_string(),
+    };
+    let (kind, name) = spec
+        .split_once('/')
+        .ok_or_else(|| bad("write it as kind/name, e.g. deployment/cart"))?;
+    let kind = kind.to_ascii_lowercase();
+    let kind = kind.strip_suffix(".apps").unwrap_or(&kind);
+    let kind = match kind {
+        "deployment" | "deployments" | "deploy" => WorkloadKind::Deployment,
+        "statefulset" | "statefulsets" | "sts" => WorkloadKind::StatefulSet,
+        "daemonset" | "daemonsets" | "ds" => WorkloadKind::DaemonSet,
+        _ => return Err(bad("the kind must be deployment, statefulset or daemonset")),
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(bad("the name must be one path segment after the kind"));
+    }
+    let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or(default_ns);
+    Ok(Workload {
+        kind,
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// Decides whether the commit a workload runs is newer than the one being deployed; see
+/// [`DeployRequest::older_than_deployed`].
+pub type NewerCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What to deploy where.
+#[derive(Clone)]
+pub struct DeployRequest {
+    /// The service's name, for messages.
+    pub service: String,
+    pub workload: Workload,
+    /// The container to update. `None`: every container and init container whose image
+    /// belongs to `repository` (compared without tag or digest; see [`image::repository_of`]).
+    pub container: Option<String>,
+    /// The image name without tag or digest, e.g. `127.0.0.1:5000/shop/cart`.
+    pub repository: String,
+    /// The image to run, by digest: `repository@sha256:...`.
+    pub image: String,
+    /// The commit the image was built from; recorded in the `monoship.dev/commit` annotation.
+    pub commit: String,
+    /// The CI run, recorded in the `monoship.dev/run-url` annotation.
+    pub run_url: Option<String>,
+    /// How long the rollout may take, from the first request. A rollback gets the same time
+    /// again.
+    pub timeout: Duration,
+    /// On failure, restore the previous pod template as `kubectl rollout undo` does and wait
+    /// for it.
+    pub rollback: bool,
+    /// Deploy even when the workload runs a newer commit.
+    pub force: bool,
+    /// Safety check against going backwards. Called with the commit recorded on the workload
+    /// (when there is one and it differs from `commit`); returns `true` when that commit is
+    /// newer than `commit`, e.g. `commit` is its ancestor in git. The deploy is then
+    /// `skipped` unless `force`. `None` deploys whatever runs.
+    pub older_than_deployed: Option<NewerCheck>,
+}
+
+impl fmt::Debug for DeployRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeployRequest")
+            .field("service", &self.service)
+            .field("workload", &self.workload)
+            .field("container", &self.container)
+            .field("repository", &self.repository)
+            .field("image", &self.image)
+            .field("commit", &self.commit)
+            .field("run_url", &self.run_url)
+            .field("timeout", &self.timeout)
+            .field("rollback", &self.rollback)
+            .field("force", &self.force)
+            .field(
+                "older_than_deployed",
+                &self.older_than_deployed.as_ref().map(|_| ".."),
+            )
+            .finish()
+    }
+}
+
+/// How a deploy ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutStatus {
+    Succeeded,
+    Failed,
+    RolledBack,
+    Skipped,
+}
+
+/// One workload's outcome, as `ship --format json` reports it under `rollouts`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutResult {
+    pub service: String,
+    /// `kind/namespace/name`.
+    pub workload: String,
+    pub status: RolloutStatus,
+    /// Why it failed, was rolled back or skipped; for a success, a note such as
+    /// "already running".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub seconds: f64,
+    /// Events of the failing pod (`kubectl describe` lines), for logs and summaries.
+    #[serde(skip)]
+    pub events: Vec<String>,
+    /// The image the updated container ran before.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub previous_image: Option<String>,
+}
+
+/// What can go wrong before a rollout is followed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    #[error("cannot load the kubeconfig {path}")]
+    Kubeconfig {
+        path: String,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no cluster to deploy to: set --kubeconfig, $KUBECONFIG or ~/.kube/config")]
+    NoCluster(#[source] kube::config::InferConfigError),
+    #[error("cannot use the cluster endpoint {endpoint}")]
+    Endpoint {
+        endpoint: String,
+        #[source]
+        source: TokenError,
+    },
+    #[error("cannot get a token for the cluster")]
+    Token(#[source] TokenError),
+    #[error("cannot set up the Kubernetes client")]
+    Client(#[source] kube::Error),
+    #[error("`{spec}` is not a workload: {why}")]
+    Workload { spec: String, why: String },
+    #[error("{action}")]
+    Api {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl DeployError {
+    fn api(action: impl Into<String>) -> impl FnOnce(kube::Error) -> DeployError {
+        let action = action.into();
+        move |source| DeployError::Api { action, source }
+    }
+}
+
+/// A kube error in one line: the API server's message for API errors.
+fn describe(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                let next = s.to_string();
+                if !text.contains(&next) {
+                    text = format!("{text}: {next}");
+                }
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// The error and its causes in one line; an API error is told by the API server's message.
+fn chain(error: &DeployError) -> String {
+    if let DeployError::Api { action, source } = error {
+        return format!("{action}: {}", describe(source));
+    }
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text = format!("{text}: {next}");
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// A workload as read from the API server.
+#[derive(Debug, Clone)]
+pub enum WorkloadObject {
+    Deployment(Box<Deployment>),
+    StatefulSet(Box<StatefulSet>),
+    DaemonSet(Box<DaemonSet>),
+}
+
+impl WorkloadObject {
+    fn from_dynamic(kind: WorkloadKind, object: DynamicObject) -> Result<Self, DeployError> {
+        let bad = |e: serde_json::Error| {
+            DeployError::Refused(format!(
+                "the API server returned a {} this version cannot read: {e}",
+                kind.as_str()
+            ))
+        };
+        let value = serde_json::to_value(object).map_err(bad)?;
+        Ok(match kind {
+            WorkloadKind::Deployment => {
+                WorkloadObject::Deployment(serde_json::from_value(value).map_err(bad)?)
+            }
+            WorkloadKind::StatefulSet => {
+                WorkloadObject::StatefulSet(serde_json::from_value(value).map_err(bad)?)
+            }
+            WorkloadKind::DaemonSet => {
+                WorkloadObject::DaemonSet(serde_json::from_value(value).map_err(bad)?)
+            }
+        })
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            WorkloadObject::Deployment(d) => &d.metadata,
+            WorkloadObject::StatefulSet(s) => &s.metadata,
+            WorkloadObject::DaemonSet(d) => &d.metadata,
+        }
+    }
+
+    pub fn template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            WorkloadObject::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
+            WorkloadObject::StatefulSet(s) => s.spec.as_ref().map(|s| &s.template),
+            WorkloadObject::DaemonSet(d) => d.spec.as_ref().map(|s| &s.template),
+        }
+    }
+
+    pub fn selector(&self) -> Option<&LabelSelector> {
+        match self {
+            WorkloadObject::Deployment(d) => d.spec.as_ref().map(|s| &s.selector),
+            WorkloadObject::StatefulSet(s) => s.spec.as_ref().map(|s| &s.selector),
+            WorkloadObject::DaemonSet(d) => d.spec.as_ref().map(|s| &s.selector),
+        }
+    }
+
+    /// Whether the controller has seen the current spec.
+    pub fn observed(&self) -> bool {
+        let observed = match self {
+            WorkloadObject::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+            WorkloadObject::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
+            WorkloadObject::DaemonSet(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+        };
+        self.metadata().generation.unwrap_or(0) <= observed.unwrap_or(0)
+    }
+
+    fn annotation(&self, key: &str) -> Option<&str> {
+        self.metadata()
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .map(String::as_str)
+    }
+}
+
+/// A label selector as the `labelSelector` query parameter writes it.
+fn selector_query(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// A pod template as JSON without the `pod-template-hash` label the Deployment controller adds
+/// to its ReplicaSets, so templates compare as kubectl's `EqualIgnoreHash` does.
+fn template_key(template: &PodTemplateSpec) -> Value {
+    let mut template = template.clone();
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove("pod-template-hash");
+        if labels.is_empty() {
+            template.metadata.as_mut().expect("has metadata").labels = None;
+        }
+    }
+    serde_json::to_value(template).unwrap_or(Value::Null)
+}
+
+/// Deploys `req.image` to `req.workload` and follows the rollout; see the module docs.
+/// Progress lines (`cart: Waiting for deployment "cart" rollout to finish: ...`) go to
+/// `progress` as they change.
+pub async fn deploy(
+    cluster: &Cluster,
+    req: &DeployRequest,
+    progress: &(dyn Fn(&str) + Send + Sync),
+) -> RolloutResult {
+    let started = Instant::now();
+    let mut result = RolloutResult {
+        service: req.service.clone(),
+        workload: req.workload.to_string(),
+        status: RolloutStatus::Failed,
+        reason: None,
+        seconds: 0.0,
+        events: Vec::new(),
+        previous_image: None,
+    };
+    let say = |line: &str| progress(&format!("{}: {line}", req.service));
+    if let Err(error) = run(cluster, req, &say, &mut result).await {
+        result.status = RolloutStatus::Failed;
+        result.reason = Some(chain(&error));
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result
+}
+
+async fn run(
+    cluster: &Cluster,
+    req: &DeployRequest,
+    say: &(dyn Fn(&str) + Send + Sync),
+    result: &mut RolloutResult,
+) -> Result<(), DeployError> {
+    let deadline = tokio::time::Instant::now() + req.timeout;
+    let wl = &req.workload;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &wl.namespace,
+        &wl.kind.api_resource(),
+    );
+    let object = within(deadline, "reading", read_workload(&api, wl)).await?;
+    let template = object.template().cloned().unwrap_or_default();
+    let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
+        .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
+
+    if let Some(deployed) = object.annotation(COMMIT_ANNOTATION) {
+        let newer = req
+            .older_than_deployed
+            .as_ref()
+            .is_some_and(|check| deployed != req.commit && check(deployed));
+        if newer && !req.force {
+            result.status = RolloutStatus::Skipped;
+            result.reason = Some(format!(
+                "the workload runs {deployed}, newer than {}; pass --force to deploy it anyway",
+                req.commit
+            ));
+            return Ok(());
+        }
+    }
+
+    let already = picked.iter().all(|c| c.image == req.image);
+    let patched = if already {
+        say(&format!("already running {}", req.image));
+        object
+    } else {
+        result.previous_image = picked.first().map(|c| c.image.clone());
+        let patched = within(deadline, "patching", patch_image(&api, wl, req, object)).await?;
+        say(&format!(
+            "set {} to {}",
+            container_names(&patched.1),
+            req.image
+        ));
+        patched.0
+    };
+
+    let outcome = wait::wait_rollout(cluster, wl, patched, deadline, say).await?;
+    let (reason, events) = match outcome {
+        wait::Outcome::Done => {
+            result.status = RolloutStatus::Succeeded;
+            result.reason = already.then(|| format!("already running {}", req.image));
+            return Ok(());
+        }
+        wait::Outcome::Failed { reason, events } => (reason, events),
+    };
+    say(&reason);
+    result.events = events;
+    result.reason = Some(reason.clone());
+    if !req.rollback || already {
+        return Ok(());
+    }
+    say("rolling back");
+    let rollback_deadline = tokio::time::Instant::now() + req.timeout;
+    let undo = undo::undo(cluster, wl, &template, say);
+    let restored = match within(rollback_deadline, "rolling back", undo).await {
+        Ok(undo::Undo::Patched(object)) => object,
+        Ok(undo::Undo::Skipped(why)) => {
+            result.reason = Some(format!("{reason}; rollback {why}"));
+            return Ok(());
+        }
+        Err(error) => {
+            result.reason = Some(format!("{reason}; rollback failed: {}", chain(&error)));
+            return Ok(());
+        }
+    };
+    match wait::wait_rollout(cluster, wl, restored, rollback_deadline, say).await {
+        Ok(wait::Outcome::Done) => result.status = RolloutStatus::RolledBack,
+        Ok(wait::Outcome::Failed { reason: why, .. }) => {
+            result.reason = Some(format!(
+                "{reason}; the rollback did not finish either: {why}"
+            ));
+        }
+        Err(error) => {
+            result.reason = Some(format!("{reason}; rollback failed: {}", chain(&error)));
+        }
+    }
+    Ok(())
+}
+
+/// `step` (a request or two) bounded by the deploy's deadline.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, DeployError>>,
+) -> Result<T, DeployError> {
+    tokio::time::timeout_at(deadline, step)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DeployError::Refused(format!(
+                "timed out {what} the workload"
+            )))
+        })
+}
+
+fn container_names(picked: &[image::Picked]) -> String {
+    let names: Vec<String> = picked
+        .iter()
+        .map(|c| {
+            if c.init {
+                format!("init container {}", c.name)
+            } else {
+                format!("container {}", c.name)
+            }
+        })
+        .collect();
+    names.join(", ")
+}
+
+async fn read_workload(
+    api: &Api<DynamicObject>,
+    wl: &Workload,
+) -> Result<WorkloadObject, DeployError> {
+    match api.get_opt(&wl.name).await {
+        Ok(Some(object)) => WorkloadObject::from_dynamic(wl.kind, object),
+        Ok(None) => Err(DeployError::Refused(format!(
+            "{} {:?} not found in namespace {:?}",
+            wl.kind.as_str(),
+            wl.name,
+            wl.namespace
+        ))),
+        Err(e) => Err(DeployError::api(format!("cannot read {wl}"))(e)),
+    }
+}
+
+/// The strategic merge patch that sets the images and records the deploy. It carries the
+/// resourceVersion that was read, so a concurrent change makes it fail with `409 Conflict`
+/// instead of silently mixing with it.
+fn image_patch(object: &WorkloadObject, picked: &[image::Picked], req: &DeployRequest) -> Value {
+    let entries = |init: bool| -> Vec<Value> {
+        picked
+            .iter()
+            .filter(|c| c.init == init)
+            .map(|c| json!({"name": c.name, "image": req.image}))
+            .collect()
+    };
+    let mut spec = serde_json::Map::new();
+    for (key, init) in [("containers", false), ("initContainers", true)] {
+        let list = entries(init);
+        if !list.is_empty() {
+            spec.insert(key.into(), Value::Array(list));
+        }
+    }
+    let mut annotations = BTreeMap::new();
+    annotations.insert(COMMIT_ANNOTATION, json!(req.commit));
+    if let Some(url) = &req.run_url {
+        annotations.insert(RUN_URL_ANNOTATION, json!(url));
+    }
+    if let Some(previous) = picked.first() {
+        annotations.insert(PREVIOUS_IMAGE_ANNOTATION, json!(previous.image));
+    }
+    annotations.insert(
+        CHANGE_CAUSE_ANNOTATION,
+        json!(format!(
+            "monoship: {} {} (commit {})",
+            req.service, req.image, req.commit
+        )),
+    );
+    json!({
+        "metadata": {
+            "resourceVersion": object.metadata().resource_version,
+            "annotations": annotations,
+        },
+        "spec": {"template": {"spec": spec}},
+    })
+}
+
+async fn patch_image(
+    api: &Api<DynamicObject>,
+    wl: &Workload,
+    req: &DeployRequest,
+    mut object: WorkloadObject,
+) -> Result<(WorkloadObject, Vec<image::Picked>), DeployError> {
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    for attempt in 1..=CONFLICT_ATTEMPTS {
+        let template = object.template().cloned().unwrap_or_default();
+        let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
+            .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
+        let patch = image_patch(&object, &picked, req);
+        match api.patch(&wl.name, &params, &Patch::Strategic(patch)).await {
+            Ok(updated) => return Ok((WorkloadObject::from_dynamic(wl.kind, updated)?, picked)),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_ATTEMPTS => {
+                tracing::info!(workload = %wl, attempt, "conflict while patching; reading it again");
+                object = read_workload(api, wl).await?;
+            }
+            Err(e) => return Err(DeployError::api(format!("cannot patch {wl}"))(e)),
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workloads_parse_like_kubectl_resource_names() {
+        let w = parse_workload("deployment/cart", Some("shop"), "default").unwrap();
+        assert_eq!(w.to_string(), "deployment/shop/cart");
+        let w = parse_workload("Deploy/cart", None, "team").unwrap();
+        assert_eq!(w.to_string(), "deployment/team/cart");
+        let w = parse_workload("statefulsets.apps/db", Some(""), "default").unwrap();
+        assert_eq!(w.to_string(), "statefulset/default/db");
+        assert_eq!(
+            parse_workload("ds/agent", None, "x").unwrap().kind,
+            WorkloadKind::DaemonSet
+        );
+        for bad in ["cart", "job/x", "deployment/", "deployment/a/b"] {
+            let err = parse_workload(bad, None, "default")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("`{bad}` is not a workload: ")),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn selectors_render_as_query_strings() {
+        let s: LabelSelector = serde_json::from_value(json!({
+            "matchLabels": {"app": "cart", "tier": "web"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["a", "b"]},
+                {"key": "canary", "operator": "DoesNotExist"},
+                {"key": "zone", "operator": "Exists"}]}))
+        .unwrap();
+        assert_eq!(
+            selector_query(&s),
+            "app=cart,tier=web,env in (a,b),!canary,zone"
+        );
+    }
+
+    #[test]
+    fn results_serialize_as_the_ship_json_shape() {
+        let r = RolloutResult {
+            service: "cart".into(),
+            workload: "deployment/shop/cart".into(),
+            status: RolloutStatus::RolledBack,
+            reason: Some("why".into()),
+            seconds: 1.5,
+            events: vec!["hidden".into()],
+            previous_image: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&r).unwrap(),
+            json!({"service": "cart", "workload": "deployment/shop/cart", "status": "rolled-back",
+                "reason": "why", "seconds": 1.5})
+        );
+    }
+
+    #[test]
+    fn the_image_patch_merges_containers_by_name_and_records_the_deploy() {
+        let object = WorkloadObject::Deployment(Box::new(
+            serde_json::from_value(
+                json!({"metadata": {"name": "cart", "resourceVersion": "42"},
+                "spec": {"selector": {}, "template": {}}}),
+            )
+            .unwrap(),
+        ));
+        let picked = vec![
+            image::Picked {
+                name: "cart".into(),
+                init: false,
+                image: "r/cart:old".into(),
+            },
+            image::Picked {
+                name: "migrate".into(),
+                init: true,
+                image: "r/cart:old".into(),
+            },
+        ];
+        let req = DeployRequest {
+            service: "cart".into(),
+            workload: parse_workload("deployment/cart", None, "shop").unwrap(),
+            container: None,
+            repository: "r/cart".into(),
+            image: "r/cart@sha256:ab".into(),
+            commit: "c0ffee".into(),
+            run_url: None,
+            timeout: Duration::from_secs(1),
+            rollback: false,
+            force: false,
+            older_than_deployed: None,
+        };
+        assert_eq!(
+            image_patch(&object, &picked, &req),
+            json!({
+                "metadata": {"resourceVersion": "42", "annotations": {
+                    "monoship.dev/commit": "c0ffee",
+                    "monoship.dev/previous-image": "r/cart:old",
+                    "kubernetes.io/change-cause": "monoship: cart r/cart@sha256:ab (commit c0ffee)"}},
+                "spec": {"template": {"spec": {
+                    "containers": [{"name": "cart", "image": "r/cart@sha256:ab"}],
+                    "initContainers": [{"name": "migrate", "image": "r/cart@sha256:ab"}]}}}
+            })
+        );
+    }
+}

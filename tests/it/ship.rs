@@ -1,0 +1,224 @@
+//! `monoship ship` end to end: the example shop, the real Docker daemon, a real registry and
+//! the Kubernetes simulator; the cluster's state is read back after each run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use kube_sim::{Sim, SimOptions};
+use serde_json::Value;
+
+use crate::support::{example_shop, monoship, Registry, Repo, Run};
+
+struct Env {
+    registry: Registry,
+    sim: Sim,
+    kubeconfig: tempfile::NamedTempFile,
+    repo: Repo,
+    base: String,
+}
+
+fn deployment(name: &str, image: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n    seeded: \"yes\"\n{annotations}spec:\n  replicas: 2\n  progressDeadlineSeconds: 20\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: {name}\n          image: {image}\n"
+    )
+}
+
+fn wait_rolled_out(sim: &Sim, name: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let d = sim.get("deployments", "shop", name).unwrap().unwrap();
+        let status = &d["status"];
+        if status["observedGeneration"] == d["metadata"]["generation"]
+            && status["updatedReplicas"] == 2
+            && status["availableReplicas"] == 2
+            && status["replicas"] == 2
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not roll out: {status}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn setup(fail_cart: Option<&str>) -> Env {
+    let registry = Registry::start(None);
+    let sim = Sim::start_blocking(SimOptions {
+        namespaces: vec!["shop".into()],
+        tick: Duration::from_millis(50),
+        ..SimOptions::default()
+    })
+    .unwrap();
+    for name in ["cart", "frontend", "email"] {
+        sim.apply_yaml(&deployment(
+            name,
+            &format!("{}/{name}:old", registry.addr),
+            "",
+        ))
+        .unwrap();
+    }
+    for name in ["cart", "frontend", "email"] {
+        wait_rolled_out(&sim, name);
+    }
+    if let Some(f) = fail_cart {
+        // Armed after the first rollout, so it is the next new template (ours) that fails.
+        let annotation = format!("    sim.monoship.dev/fail-next: {f}\n");
+        sim.apply_yaml(&deployment(
+            "cart",
+            &format!("{}/cart:old", registry.addr),
+            &annotation,
+        ))
+        .unwrap();
+    }
+    let kubeconfig = tempfile::NamedTempFile::new().unwrap();
+    sim.write_kubeconfig(kubeconfig.path()).unwrap();
+    let (mut repo, base) = example_shop();
+    repo.write("pb/demo.proto", "syntax = \"proto3\"; // ship it\n");
+    repo.commit("protos");
+    Env {
+        registry,
+        sim,
+        kubeconfig,
+        repo,
+        base,
+    }
+}
+
+fn ship(env: &Env, extra: &[&str]) -> Run {
+    let kubeconfig = env.kubeconfig.path().display().to_string();
+    let mut args = vec![
+        "ship",
+        "--format",
+        "json",
+        "--base",
+        &env.base,
+        "--registry",
+        &env.registry.addr,
+        "--kubeconfig",
+        &kubeconfig,
+        "--timeout",
+        "60",
+    ];
+    args.extend_from_slice(extra);
+    monoship(env.repo.path(), &args, &BTreeMap::new())
+}
+
+fn image_of(env: &Env, name: &str) -> String {
+    let d = env.sim.get("deployments", "shop", name).unwrap().unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["image"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn rollout<'a>(plan: &'a Value, service: &str) -> &'a Value {
+    plan["rollouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["service"] == service)
+        .unwrap_or_else(|| panic!("no rollout for {service}: {plan}"))
+}
+
+#[test]
+fn ship_deploys_exactly_the_changed_services_by_digest() {
+    let env = setup(None);
+    let run = ship(&env, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let plan = run.json();
+    for service in ["cart", "frontend"] {
+        let image = plan["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["service"] == service)
+            .unwrap()["image"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(image.contains("@sha256:"), "{image}");
+        assert_eq!(
+            image_of(&env, service),
+            image,
+            "{service} runs the new image by digest"
+        );
+        let r = rollout(&plan, service);
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_eq!(r["workload"], format!("deployment/shop/{service}"));
+        let d = env
+            .sim
+            .get("deployments", "shop", service)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            d["metadata"]["annotations"]["monoship.dev/commit"],
+            plan["head"]
+        );
+    }
+    assert!(
+        image_of(&env, "email").ends_with("/email:old"),
+        "email did not change and was not touched"
+    );
+    assert_eq!(
+        rollout(&plan, "checkout")["status"],
+        "skipped",
+        "manifest deploys are reported, not faked"
+    );
+}
+
+#[test]
+fn a_crash_looping_rollout_fails_early_and_is_rolled_back() {
+    let env = setup(Some("CrashLoopBackOff"));
+    let old = image_of(&env, "cart");
+    let started = std::time::Instant::now();
+    let run = ship(&env, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "detected before the 20 s progress deadline"
+    );
+    let plan = run.json();
+    let cart = rollout(&plan, "cart");
+    assert_eq!(cart["status"], "rolled-back", "{cart}");
+    assert!(
+        cart["reason"]
+            .as_str()
+            .unwrap()
+            .contains("CrashLoopBackOff"),
+        "{cart}"
+    );
+    assert_eq!(image_of(&env, "cart"), old, "the previous template is back");
+    let frontend = rollout(&plan, "frontend");
+    assert_eq!(
+        frontend["status"], "skipped",
+        "frontend depends on cart: {frontend}"
+    );
+    assert!(run.stderr.contains("error: cart"), "{}", run.stderr);
+}
+
+#[test]
+fn a_ship_without_a_usable_cluster_stops_before_pushing() {
+    let registry = Registry::start(None);
+    let (mut repo, base) = example_shop();
+    repo.write("pb/demo.proto", "x\n");
+    repo.commit("protos");
+    let args = [
+        "ship",
+        "--base",
+        &base,
+        "--registry",
+        &registry.addr,
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ];
+    let run = monoship(repo.path(), &args, &BTreeMap::new());
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot use the cluster"),
+        "{}",
+        run.stderr
+    );
+    assert!(registry.catalog().is_empty(), "nothing was pushed");
+}
