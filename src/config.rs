@@ -33,16 +33,46 @@ pub struct Config {
     pub build: BuildConfig,
 }
 
-/// An OCI registry (GHCR, Docker Hub, a private one).
+/// Where images go: an OCI registry (`url`, GHCR, Docker Hub, a private one) or AWS ECR
+/// (`ecr`). Exactly one of the two.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryConfig {
     /// `HOST[:PORT][/PREFIX]`, e.g. `ghcr.io/acme`. Loopback registries use plain HTTP, as
     /// Docker does; `http://` forces it elsewhere.
-    pub url: String,
+    pub url: Option<String>,
     /// User to log in as. The password never goes in the config: it comes from the
     /// `MONOSHIP_REGISTRY_PASSWORD` environment variable (input `registry-password`).
     pub username: Option<String>,
+    /// AWS ECR: the login comes from `GetAuthorizationToken` with the AWS credentials.
+    pub ecr: Option<EcrConfig>,
+}
+
+/// AWS ECR settings. Credentials come from the default chain (environment, web identity,
+/// profiles), or from `role_to_assume` exchanged with the GitHub OIDC token inside the action
+/// (the job needs `permissions: id-token: write`).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EcrConfig {
+    /// AWS region. Default: `AWS_REGION`, then `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// Account id of the registry, for cross-account pushes. Default: the caller's account.
+    pub registry_id: Option<String>,
+    /// IAM role to assume with the GitHub OIDC token.
+    pub role_to_assume: Option<String>,
+    /// Repository prefix inside the registry, e.g. `shop` for `shop/cart`.
+    pub prefix: Option<String>,
+    /// Create missing repositories. Default: false (a missing repository is an error).
+    #[serde(default)]
+    pub create_repositories: bool,
+    /// Created repositories scan images on push. Default: true.
+    pub scan_on_push: Option<bool>,
+    /// Created repositories have immutable tags. Default: true (monoship never moves a tag:
+    /// a reused image only gains new tags).
+    pub immutable_tags: Option<bool>,
+    /// Registry host to push to instead of the one ECR names (a proxy, or a local registry
+    /// in tests).
+    pub endpoint: Option<String>,
 }
 
 /// Build settings.
@@ -401,8 +431,24 @@ fn validate(config: &Config, text: &str) -> Vec<Problem> {
         }
     }
     if let Some(registry) = &config.registry {
-        if let Err(e) = crate::registry::RegistryTarget::parse(&registry.url, None, None) {
-            problem(&["registry", "url"], None, e.to_string());
+        match (&registry.url, &registry.ecr) {
+            (Some(url), None) => {
+                if let Err(e) = crate::registry::RegistryTarget::parse(url, None, None) {
+                    problem(&["registry", "url"], None, e.to_string());
+                }
+            }
+            (None, Some(ecr)) => {
+                if let Some(prefix) = &ecr.prefix {
+                    if let Err(e) = crate::registry::validate_repository(prefix) {
+                        problem(&["registry", "ecr", "prefix"], None, e.to_string());
+                    }
+                }
+            }
+            _ => problem(
+                &["registry"],
+                None,
+                "set exactly one of `url` (an OCI registry) or `ecr` (AWS ECR)".into(),
+            ),
         }
     }
     if config.build.max_parallel == Some(0) {

@@ -39,19 +39,57 @@ pub(crate) fn build_stage(
 ) -> Result<Option<Vec<ImageResult>>, Error> {
     let in_action = req.action.is_some();
     let pull_request = super::pull_request_number(req);
-    let url = req.registry.clone().or_else(|| config.registry.as_ref().map(|r| r.url.clone())).ok_or_else(|| {
-        Error::Usage("no registry to push to: set `registry.url` in the config, or pass --registry (input `registry`)".into())
-    })?;
-    let username = req
-        .registry_username
-        .clone()
-        .or_else(|| config.registry.as_ref().and_then(|r| r.username.clone()));
-    if let (true, Some(password)) = (in_action, &req.registry_password) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| Error::Write {
+            path: "the async runtime".into(),
+            source,
+        })?;
+    let ecr_config = config
+        .registry
+        .as_ref()
+        .and_then(|r| r.ecr.clone())
+        .filter(|_| req.registry.is_none());
+    let mut ecr = None;
+    let target = if let Some(ecr_config) = &ecr_config {
+        if req.dry_run {
+            let prefix = ecr_config
+                .prefix
+                .as_ref()
+                .map(|p| format!("/{p}"))
+                .unwrap_or_default();
+            RegistryTarget::parse(
+                &format!("account.dkr.ecr.region.amazonaws.com{prefix}"),
+                None,
+                None,
+            )
+            .map_err(|e| Error::Usage(e.to_string()))?
+        } else {
+            let (client, target) = runtime.block_on(ecr_login(ecr_config, in_action))?;
+            ecr = Some(client);
+            target
+        }
+    } else {
+        let url = req
+            .registry
+            .clone()
+            .or_else(|| config.registry.as_ref().and_then(|r| r.url.clone()))
+            .ok_or_else(|| {
+                Error::Usage("no registry to push to: set `registry.url` (or `registry.ecr`) in the config, or pass --registry (input `registry`)".into())
+            })?;
+        let username = req
+            .registry_username
+            .clone()
+            .or_else(|| config.registry.as_ref().and_then(|r| r.username.clone()));
+        RegistryTarget::parse(&url, username, req.registry_password.clone())
+            .map_err(|e| Error::Usage(e.to_string()))?
+    };
+    if let (true, Some(password)) = (in_action, &target.password) {
         // Masked before anything could print it.
         writeln!(log, "{}", commands::add_mask(password.expose())).map_err(write_err("stderr"))?;
     }
-    let target = RegistryTarget::parse(&url, username.clone(), req.registry_password.clone())
-        .map_err(|e| Error::Usage(e.to_string()))?;
+    let username = target.username.clone();
     let files = inputs::work_tree_files(git.repo())?;
     let by_service = stage.matcher.docker_inputs(&files);
     let root = git.root().to_path_buf();
@@ -133,13 +171,19 @@ pub(crate) fn build_stage(
     if jobs.is_empty() {
         return Ok(Some(vec![]));
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|source| Error::Write {
-            path: "the async runtime".into(),
-            source,
-        })?;
+    if let Some(ecr) = &ecr {
+        for job in &jobs {
+            runtime
+                .block_on(ecr.ensure_repository(&job.repository))
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "service `{}`: {}",
+                        job.service,
+                        super::render_chain(&e)
+                    ))
+                })?;
+        }
+    }
     let max_parallel = req
         .max_parallel
         .or(config.build.max_parallel)
@@ -149,7 +193,7 @@ pub(crate) fn build_stage(
         // The daemon is needed only for images that must be built; its absence fails those.
         let docker = match DockerCli::connect(&req.docker).await {
             Ok(d) => {
-                if let (Some(user), Some(password)) = (&username, &req.registry_password) {
+                if let (Some(user), Some(password)) = (&username, &target.password) {
                     d.login(&target.host, user, password).await.map_err(|e| Error::Usage(e.to_string()))?;
                 }
                 Some(Arc::new(d))
@@ -175,6 +219,56 @@ pub(crate) fn build_stage(
         Ok::<_, Error>(results)
     })?;
     Ok(Some(results))
+}
+
+/// Logs in to ECR: AWS credentials (default chain or GitHub OIDC), then the registry token.
+/// Every credential is masked (in Actions) before it is used.
+async fn ecr_login(
+    ecr_config: &crate::config::EcrConfig,
+    in_action: bool,
+) -> Result<(crate::ecr::Ecr, RegistryTarget), Error> {
+    let settings = crate::aws::AwsSettings {
+        region: ecr_config.region.clone(),
+        role_to_assume: ecr_config.role_to_assume.clone(),
+        ..Default::default()
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let mask = move |secret: &str| {
+        if in_action {
+            eprintln!("{}", commands::add_mask(secret));
+        }
+    };
+    let sdk = crate::aws::load(&settings, &env, mask)
+        .await
+        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
+    let client = crate::ecr::Ecr::new(
+        &sdk,
+        crate::ecr::EcrSettings {
+            registry_id: ecr_config.registry_id.clone(),
+            create_repositories: ecr_config.create_repositories,
+            scan_on_push: ecr_config.scan_on_push.unwrap_or(true),
+            immutable_tags: ecr_config.immutable_tags.unwrap_or(true),
+            endpoint: ecr_config.endpoint.clone(),
+        },
+    );
+    let login = client
+        .login()
+        .await
+        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
+    if in_action {
+        eprintln!("{}", commands::add_mask(login.password.expose()));
+    }
+    let url = match &ecr_config.prefix {
+        Some(p) => format!("{}/{p}", login.host),
+        None => login.host.clone(),
+    };
+    let target = RegistryTarget::parse(
+        &url,
+        Some(login.username.clone()),
+        Some(login.password.clone()),
+    )
+    .map_err(|e| Error::Usage(e.to_string()))?;
+    Ok((client, target))
 }
 
 fn print_progress(r: &ImageResult, in_action: bool, out: &mut dyn Write) -> std::io::Result<()> {

@@ -32,15 +32,15 @@ async fn bounded<F: Future>(test: F) -> F::Output {
 }
 
 /// `moto_server` on a free loopback port, stopped on drop.
-struct Moto {
+pub struct Moto {
     child: Child,
-    endpoint: String,
+    pub endpoint: String,
     /// moto's output, shown when it does not start.
     log: tempfile::NamedTempFile,
 }
 
 impl Moto {
-    fn start() -> Moto {
+    pub fn start() -> Moto {
         let mut last_log = String::new();
         // A port found free can be taken before moto binds it; then try another.
         for _ in 0..3 {
@@ -96,7 +96,7 @@ fn aws_env(endpoint: &str) -> HashMap<String, String> {
     [
         ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_REGION", "us-east-1"),
-        ("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+        ("AWS_ACCESS_KEY_ID", "MONOSHIPTESTKEY00001"),
         (
             "AWS_SECRET_ACCESS_KEY",
             "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",

@@ -330,3 +330,86 @@ fn build_without_a_registry_is_exit_2() {
         run.stderr
     );
 }
+
+mod ecr {
+    use super::*;
+    use crate::aws::Moto;
+
+    /// moto's fixed ECR token, which the local registry accepts: a real login with it.
+    const ECR_PASSWORD: &str = "123456789012-auth-token";
+
+    fn with_ecr(repo: &mut Repo, registry: &Registry, create: bool) {
+        let config = std::fs::read_to_string(repo.path().join(".github/monoship.yml")).unwrap();
+        let ecr = format!("registry:\n  ecr:\n    region: us-east-1\n    prefix: shop\n    create_repositories: {create}\n    endpoint: {}\n", registry.addr);
+        repo.write(".github/monoship.yml", &format!("{config}{ecr}"));
+        repo.commit("push to ECR");
+    }
+
+    fn aws(moto: &Moto) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    #[test]
+    fn ecr_logs_in_creates_repositories_and_pushes() {
+        let moto = Moto::start();
+        let registry = Registry::start(Some(("AWS", ECR_PASSWORD)));
+        let (mut repo, base) = example_shop();
+        with_ecr(&mut repo, &registry, true);
+        repo.write("pb/demo.proto", "ecr\n");
+        let head = repo.commit("protos");
+        let env: BTreeMap<String, String> = aws(&moto).into_iter().collect();
+        let run = monoship(
+            repo.path(),
+            &["build", "--format", "json", "--base", &base],
+            &env,
+        );
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        for image in images(&run) {
+            assert_eq!(image["status"], "built", "{image}");
+            let repository = format!("shop/{}", image["service"].as_str().unwrap());
+            assert_eq!(
+                registry
+                    .digest(&repository, &head, Some(("AWS", ECR_PASSWORD)))
+                    .as_deref(),
+                image["digest"].as_str()
+            );
+        }
+        // The repositories now exist in ECR: without create_repositories the next run works.
+        let (mut again, base2) = example_shop();
+        with_ecr(&mut again, &registry, false);
+        again.write("pb/demo.proto", "ecr again\n");
+        again.commit("protos");
+        let run = monoship(
+            again.path(),
+            &["build", "--format", "json", "--base", &base2],
+            &env,
+        );
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    }
+
+    #[test]
+    fn a_missing_ecr_repository_is_exit_2_naming_the_setting() {
+        let moto = Moto::start();
+        let registry = Registry::start(Some(("AWS", ECR_PASSWORD)));
+        let (mut repo, base) = example_shop();
+        with_ecr(&mut repo, &registry, false);
+        repo.write("pb/demo.proto", "ecr\n");
+        repo.commit("protos");
+        let run = monoship(
+            repo.path(),
+            &["build", "--base", &base],
+            &aws(&moto).into_iter().collect(),
+        );
+        assert_eq!(run.code, 2, "{}", run.stderr);
+        assert!(run.stderr.contains("create_repositories"), "{}", run.stderr);
+        assert!(registry.catalog().is_empty(), "nothing was pushed");
+    }
+}
