@@ -267,20 +267,8 @@ impl OciRegistry {
         repository: &str,
         tag: &str,
     ) -> Result<Option<String>, RegistryError> {
-        let what = format!("{}:{tag}", repository);
-        let url = format!(
-            "{}/v2/{}/manifests/{tag}",
-            self.target.base_url(),
-            repository
-        );
-        let response = self
-            .send(
-                Method::HEAD,
-                &url,
-                None,
-                &what,
-                &format!("repository:{}:pull", repository),
-            )
+        let (what, response) = self
+            .manifest_request(Method::HEAD, repository, tag, None)
             .await?;
         match response.status() {
             StatusCode::NOT_FOUND => Ok(None),
@@ -305,20 +293,8 @@ impl OciRegistry {
         repository: &str,
         reference: &str,
     ) -> Result<Manifest, RegistryError> {
-        let what = format!("{}:{reference}", repository);
-        let url = format!(
-            "{}/v2/{}/manifests/{reference}",
-            self.target.base_url(),
-            repository
-        );
-        let response = self
-            .send(
-                Method::GET,
-                &url,
-                None,
-                &what,
-                &format!("repository:{}:pull", repository),
-            )
+        let (what, response) = self
+            .manifest_request(Method::GET, repository, reference, None)
             .await?;
         let status = response.status();
         if !status.is_success() {
@@ -361,20 +337,9 @@ impl OciRegistry {
         tag: &str,
         manifest: &Manifest,
     ) -> Result<String, RegistryError> {
-        let what = format!("{}:{tag}", repository);
-        let url = format!(
-            "{}/v2/{}/manifests/{tag}",
-            self.target.base_url(),
-            repository
-        );
-        let response = self
-            .send(
-                Method::PUT,
-                &url,
-                Some((&manifest.media_type, &manifest.bytes)),
-                &what,
-                &format!("repository:{}:pull,push", repository),
-            )
+        let body = Some((manifest.media_type.as_str(), manifest.bytes.as_slice()));
+        let (what, response) = self
+            .manifest_request(Method::PUT, repository, tag, body)
             .await?;
         let status = response.status();
         if !status.is_success() {
@@ -382,6 +347,28 @@ impl OciRegistry {
             return Err(self.status_error(&what, status, body));
         }
         Ok(digest_header(response.headers()).unwrap_or_else(|| manifest.digest.clone()))
+    }
+
+    /// One request on `/v2/<repository>/manifests/<reference>`; returns `repository:reference`
+    /// for messages and the response. A body means a push, which needs the push scope.
+    async fn manifest_request(
+        &self,
+        method: Method,
+        repository: &str,
+        reference: &str,
+        body: Option<(&str, &[u8])>,
+    ) -> Result<(String, reqwest::Response), RegistryError> {
+        let what = format!("{repository}:{reference}");
+        let url = format!(
+            "{}/v2/{repository}/manifests/{reference}",
+            self.target.base_url()
+        );
+        let scope = format!(
+            "repository:{repository}:{}",
+            if body.is_some() { "pull,push" } else { "pull" }
+        );
+        let response = self.send(method, &url, body, &what, &scope).await?;
+        Ok((what, response))
     }
 
     fn status_error(&self, what: &str, status: StatusCode, body: String) -> RegistryError {
