@@ -59,6 +59,17 @@ pub struct BuildJob {
     pub labels: BTreeMap<String, String>,
     /// buildx only: where to write the metadata file with the pushed digest.
     pub metadata_file: Option<PathBuf>,
+    /// buildx only: the registry reference of the layer cache (read and written).
+    pub cache: Option<RegistryCache>,
+}
+
+/// BuildKit's layer cache kept in the registry next to the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCache {
+    /// e.g. `ghcr.io/acme/cart:buildcache`.
+    pub reference: String,
+    /// ECR accepts a cache only as an image manifest with OCI media types.
+    pub ecr: bool,
 }
 
 /// The result of running one Docker command.
@@ -256,6 +267,20 @@ fn build_command(job: &BuildJob, buildx: bool) -> Vec<String> {
             args.push("--metadata-file".into());
             args.push(m.display().to_string());
         }
+        if let Some(cache) = &job.cache {
+            args.push("--cache-from".into());
+            args.push(format!("type=registry,ref={}", cache.reference));
+            let ecr = if cache.ecr {
+                ",image-manifest=true,oci-mediatypes=true"
+            } else {
+                ""
+            };
+            args.push("--cache-to".into());
+            args.push(format!(
+                "type=registry,ref={},mode=max{ecr}",
+                cache.reference
+            ));
+        }
     }
     args.push(job.context.display().to_string());
     args
@@ -361,6 +386,37 @@ mod tests {
         let legacy = "Step 1/3 : FROM scratch\n ---> \nStep 2/3 : COPY missing /x\nCOPY failed: file not found in build context\n";
         assert_eq!(failed_line(legacy, &[1, 4, 9]), Some(4));
         assert_eq!(failed_line("no idea", &[1]), None);
+    }
+
+    #[test]
+    fn registry_caches_are_buildx_only_and_ecr_compatible() {
+        let mut job = BuildJob {
+            service: "cart".into(),
+            dockerfile: "/r/Dockerfile".into(),
+            context: "/r".into(),
+            tags: vec!["h/cart:t".into()],
+            build_args: BTreeMap::new(),
+            target: None,
+            platforms: vec![],
+            labels: BTreeMap::new(),
+            metadata_file: None,
+            cache: Some(RegistryCache {
+                reference: "1.dkr.ecr.x/cart:buildcache".into(),
+                ecr: true,
+            }),
+        };
+        let buildx = build_command(&job, true).join(" ");
+        assert!(
+            buildx.contains("--cache-from type=registry,ref=1.dkr.ecr.x/cart:buildcache"),
+            "{buildx}"
+        );
+        assert!(buildx.contains("--cache-to type=registry,ref=1.dkr.ecr.x/cart:buildcache,mode=max,image-manifest=true,oci-mediatypes=true"), "{buildx}");
+        assert!(
+            !build_command(&job, false).join(" ").contains("cache"),
+            "the legacy builder cannot export a cache"
+        );
+        job.cache.as_mut().unwrap().ecr = false;
+        assert!(build_command(&job, true).join(" ").ends_with("mode=max /r"));
     }
 
     #[test]

@@ -81,6 +81,11 @@ pub struct EcrConfig {
 pub struct BuildConfig {
     /// Images built at once. Default: 2. `--max-parallel` (input `max-parallel`) overrides it.
     pub max_parallel: Option<usize>,
+    /// Keep BuildKit's layer cache in the registry next to each image (tag `buildcache`),
+    /// written for ECR with `image-manifest=true,oci-mediatypes=true`. Needs the buildx plugin;
+    /// the legacy builder cannot export a cache and ignores this. Default: false.
+    #[serde(default)]
+    pub registry_cache: bool,
 }
 
 /// One service.

@@ -159,6 +159,13 @@ pub(crate) fn build_stage(
                 platforms: service.platforms.clone(),
                 labels: push::labels(source.as_deref(), &plan.head, created.as_deref()),
                 metadata_file: Some(push::metadata_path(metadata_dir.path(), name)),
+                cache: config
+                    .build
+                    .registry_cache
+                    .then(|| crate::build::RegistryCache {
+                        reference: format!("{image}:buildcache"),
+                        ecr: ecr_config.is_some(),
+                    }),
             },
             dockerfile: build.dockerfile.clone(),
             instruction_lines: crate::dockerfile::instruction_lines(&dockerfile_text),
