@@ -63,7 +63,12 @@ pub fn render(
     images: Option<&[crate::push::ImageResult]>,
     rollouts: Option<&[crate::deploy::RolloutResult]>,
 ) -> String {
-    let mut out = String::from("### monoship plan\n\n");
+    let command = match (images.is_some(), rollouts.is_some()) {
+        (_, true) => "ship",
+        (true, false) => "build",
+        _ => "plan",
+    };
+    let mut out = format!("### monoship {command}\n\n");
     let range = match &plan.base {
         Some(base) => format!("`{}`..`{}`", short(base), short(&plan.head)),
         None => format!("at `{}`", short(&plan.head)),

@@ -222,3 +222,52 @@ fn a_ship_without_a_usable_cluster_stops_before_pushing() {
     );
     assert!(registry.catalog().is_empty(), "nothing was pushed");
 }
+
+#[test]
+fn in_action_mode_ship_writes_deployed_and_failed_outputs_and_the_rollout_column() {
+    let env = setup(None);
+    let files = tempfile::tempdir().unwrap();
+    let (output, summary) = (files.path().join("output"), files.path().join("summary"));
+    let kubeconfig = env.kubeconfig.path().display().to_string();
+    let vars = [
+        ("GITHUB_ACTIONS", "true"),
+        ("INPUT_COMMAND", "ship"),
+        ("INPUT_BASE", env.base.as_str()),
+        ("INPUT_HEAD", "HEAD"),
+        ("INPUT_REGISTRY", env.registry.addr.as_str()),
+        ("INPUT_KUBECONFIG", kubeconfig.as_str()),
+        ("INPUT_TIMEOUT", "60"),
+        ("GITHUB_REPOSITORY", "octo/shop"),
+        ("GITHUB_RUN_ID", "4242"),
+        ("GITHUB_WORKSPACE", env.repo.path().to_str().unwrap()),
+        ("GITHUB_OUTPUT", output.to_str().unwrap()),
+        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
+    ];
+    let vars: BTreeMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let run = monoship(std::path::Path::new("/"), &[], &vars);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let outputs = monoship::report::outputs::parse(&std::fs::read_to_string(&output).unwrap());
+    let get = |name: &str| {
+        outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no output {name}: {outputs:?}"))
+    };
+    assert_eq!(get("deployed"), r#"["cart","frontend"]"#);
+    assert_eq!(get("failed"), "[]");
+    let summary = std::fs::read_to_string(&summary).unwrap();
+    let cart = summary.lines().find(|l| l.starts_with("| cart ")).unwrap();
+    assert!(
+        cart.contains("<code>deployment/shop/cart</code> succeeded"),
+        "{cart}"
+    );
+    let d = env.sim.get("deployments", "shop", "cart").unwrap().unwrap();
+    assert_eq!(
+        d["metadata"]["annotations"]["monoship.dev/run-url"],
+        "https://github.com/octo/shop/actions/runs/4242"
+    );
+}
