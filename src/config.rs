@@ -31,6 +31,31 @@ pub struct Config {
     /// How images are built.
     #[serde(default)]
     pub build: BuildConfig,
+    /// The cluster `ship` deploys to when no kubeconfig is given.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// The cluster to deploy to. `--kubeconfig` (input `kubeconfig`) takes precedence.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// An EKS cluster: endpoint and CA from `DescribeCluster`, a token minted from the AWS
+    /// credentials (and re-minted before its 15 minutes run out).
+    pub eks: Option<EksClusterConfig>,
+}
+
+/// An EKS cluster by name.
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EksClusterConfig {
+    /// The cluster's name.
+    pub name: String,
+    /// AWS region. Default: `AWS_REGION`, then `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// IAM role to assume with the GitHub OIDC token (needs `permissions: id-token: write`).
+    pub role_to_assume: Option<String>,
+    /// API server URL to use instead of the one EKS names (a proxy, or a simulator in tests).
+    pub endpoint: Option<String>,
 }
 
 /// Where images go: an OCI registry (`url`, GHCR, Docker Hub, a private one) or AWS ECR

@@ -18,6 +18,7 @@ pub mod detect;
 pub mod dockerfile;
 pub mod dockerignore;
 pub mod ecr;
+pub mod eks;
 pub mod glob;
 pub mod inputs;
 pub mod plan;

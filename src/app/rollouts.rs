@@ -20,9 +20,18 @@ use crate::report::commands::one_line;
 ///
 /// # Errors
 /// When no kubeconfig can be loaded (exit 2).
-pub(crate) fn connect(req: &Request) -> Result<ClusterSession, Error> {
+pub(crate) fn connect(req: &Request, config: &Config) -> Result<ClusterSession, Error> {
     // The client's background worker lives on this runtime: the same one must run the deploys.
     let runtime = runtime()?;
+    let eks = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.eks.clone())
+        .filter(|_| req.deploy.kubeconfig.is_none());
+    if let Some(eks) = eks {
+        let cluster = runtime.block_on(connect_eks(&eks, req.action.is_some()))?;
+        return Ok(ClusterSession { runtime, cluster });
+    }
     let cluster = runtime
         .block_on(Cluster::from_kubeconfig(
             req.deploy.kubeconfig.as_deref(),
@@ -35,6 +44,64 @@ pub(crate) fn connect(req: &Request) -> Result<ClusterSession, Error> {
             ))
         })?;
     Ok(ClusterSession { runtime, cluster })
+}
+
+/// An EKS cluster: endpoint and CA from DescribeCluster, tokens minted from the credentials
+/// (each masked in Actions before use).
+async fn connect_eks(
+    eks: &crate::config::EksClusterConfig,
+    in_action: bool,
+) -> Result<Cluster, Error> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let mask = move |secret: &str| {
+        if in_action {
+            eprintln!("{}", crate::report::commands::add_mask(secret));
+        }
+    };
+    let settings = crate::aws::AwsSettings {
+        region: eks.region.clone(),
+        role_to_assume: eks.role_to_assume.clone(),
+        ..Default::default()
+    };
+    let env = |k: &str| std::env::var(k).ok();
+    let sdk = crate::aws::load(&settings, &env, mask)
+        .await
+        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
+    let info = crate::eks::describe(&sdk, &eks.name)
+        .await
+        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
+    let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
+        Error::Usage(
+            "no AWS region for the EKS cluster: set `cluster.eks.region` or AWS_REGION".into(),
+        )
+    })?;
+    let provider = sdk
+        .credentials_provider()
+        .ok_or_else(|| Error::Usage("no AWS credentials to sign the EKS token with".into()))?;
+    let credentials = provider.provide_credentials().await.map_err(|e| {
+        Error::Usage(format!(
+            "no AWS credentials to sign the EKS token with: {}",
+            super::render_chain(&e)
+        ))
+    })?;
+    let endpoint = eks.endpoint.clone().unwrap_or(info.endpoint);
+    // The CA only matters for TLS; a plain-HTTP override (a simulator) has none to check.
+    let ca = info.ca_b64.filter(|_| endpoint.starts_with("https://"));
+    let name = eks.name.clone();
+    let source = move || -> Result<String, crate::deploy::TokenError> {
+        let token = crate::eks::token(&credentials, &region, &name, std::time::SystemTime::now())?;
+        mask(&token);
+        Ok(token)
+    };
+    Cluster::with_token_source(&endpoint, ca.as_deref(), source)
+        .await
+        .map_err(|e| {
+            Error::Usage(format!(
+                "cannot use EKS cluster `{}`: {}",
+                eks.name,
+                super::render_chain(&e)
+            ))
+        })
 }
 
 /// A cluster client and the runtime its connections live on.

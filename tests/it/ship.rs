@@ -271,3 +271,108 @@ fn in_action_mode_ship_writes_deployed_and_failed_outputs_and_the_rollout_column
         "https://github.com/octo/shop/actions/runs/4242"
     );
 }
+
+mod eks {
+    use super::*;
+    use crate::aws::Moto;
+
+    async fn create_cluster(moto: &Moto, name: &str) {
+        let creds =
+            aws_credential_types::Credentials::new("testing", "testing", None, None, "test");
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&moto.endpoint)
+            .credentials_provider(creds)
+            .load()
+            .await;
+        let eks = aws_sdk_eks::Client::new(&sdk);
+        let vpc = aws_sdk_eks::types::VpcConfigRequest::builder()
+            .subnet_ids("subnet-1")
+            .build();
+        eks.create_cluster()
+            .name(name)
+            .role_arn("arn:aws:iam::123456789012:role/eks")
+            .resources_vpc_config(vpc)
+            .send()
+            .await
+            .expect("moto creates the cluster");
+    }
+
+    #[test]
+    fn ship_to_an_eks_cluster_by_name_with_a_signed_token() {
+        let moto = Moto::start();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(create_cluster(&moto, "prod"));
+        let registry = Registry::start(None);
+        // The simulator checks every request's EKS token: prefix, STS host, signed x-k8s-aws-id,
+        // expiry, and the SigV4 signature with the secret it is given.
+        let sim = Sim::start_blocking(SimOptions {
+            namespaces: vec!["shop".into()],
+            tick: Duration::from_millis(50),
+            eks_cluster: Some("prod".into()),
+            eks_credentials: vec![("testing".into(), "testing".into())],
+            ..SimOptions::default()
+        })
+        .unwrap();
+        for name in ["cart", "frontend", "email"] {
+            sim.apply_yaml(&deployment(
+                name,
+                &format!("{}/{name}:old", registry.addr),
+                "",
+            ))
+            .unwrap();
+        }
+        for name in ["cart", "frontend", "email"] {
+            wait_rolled_out(&sim, name);
+        }
+        let (mut repo, base) = example_shop();
+        let config = std::fs::read_to_string(repo.path().join(".github/monoship.yml")).unwrap();
+        repo.write(".github/monoship.yml", &format!("{config}cluster:\n  eks:\n    name: prod\n    region: us-east-1\n    endpoint: {}\n", sim.url()));
+        repo.write("pb/demo.proto", "eks\n");
+        repo.commit("to prod");
+        let vars: BTreeMap<String, String> = [
+            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let run = monoship(
+            repo.path(),
+            &[
+                "ship",
+                "--format",
+                "json",
+                "--base",
+                &base,
+                "--registry",
+                &registry.addr,
+                "--timeout",
+                "60",
+            ],
+            &vars,
+        );
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let plan = run.json();
+        assert_eq!(rollout(&plan, "cart")["status"], "succeeded");
+        let authorized = sim
+            .requests()
+            .iter()
+            .filter(|r| {
+                r.authorization
+                    .as_deref()
+                    .is_some_and(|a| a.starts_with("Bearer k8s-aws-v1."))
+            })
+            .count();
+        assert!(authorized > 0, "requests carried EKS tokens");
+        assert!(
+            !run.stderr.contains("k8s-aws-v1."),
+            "tokens are never printed outside Actions"
+        );
+    }
+}
