@@ -189,6 +189,18 @@ pub enum RolloutStatus {
     Skipped,
 }
 
+impl RolloutStatus {
+    /// The word the JSON report uses: `succeeded`, `failed`, `rolled-back`, `skipped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RolloutStatus::Succeeded => "succeeded",
+            RolloutStatus::Failed => "failed",
+            RolloutStatus::RolledBack => "rolled-back",
+            RolloutStatus::Skipped => "skipped",
+        }
+    }
+}
+
 /// One workload's outcome, as `ship --format json` reports it under `rollouts`.
 #[derive(Debug, Clone, Serialize)]
 pub struct RolloutResult {

@@ -128,10 +128,7 @@ pub fn render(
                     .iter()
                     .filter(|r| r.service == s.name)
                     .map(|r| {
-                        let status = serde_json::to_value(r.status)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_string))
-                            .unwrap_or_default();
+                        let status = r.status.as_str();
                         let reason = r
                             .reason
                             .as_deref()

@@ -134,10 +134,7 @@ pub fn render_rollouts(rollouts: &[crate::deploy::RolloutResult]) -> String {
     }
     let mut out = format!("rollouts ({}):\n", rollouts.len());
     for r in rollouts {
-        let status = serde_json::to_value(r.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let status = r.status.as_str();
         let reason = r
             .reason
             .as_deref()
@@ -150,4 +147,27 @@ pub fn render_rollouts(rollouts: &[crate::deploy::RolloutResult]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::deploy::RolloutStatus;
+
+    #[test]
+    fn rollout_words_match_the_json_report() {
+        for s in [
+            RolloutStatus::Succeeded,
+            RolloutStatus::Failed,
+            RolloutStatus::RolledBack,
+            RolloutStatus::Skipped,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
+    }
+
+    #[test]
+    fn file_counts_read_like_english() {
+        assert_eq!(super::files_phrase(1), "1 changed file");
+        assert_eq!(super::files_phrase(50_000), "50,000 changed files");
+    }
 }

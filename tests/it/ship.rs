@@ -43,14 +43,8 @@ fn wait_rolled_out(sim: &Sim, name: &str) {
     }
 }
 
-fn setup(fail_cart: Option<&str>) -> Env {
-    let registry = Registry::start(None);
-    let sim = Sim::start_blocking(SimOptions {
-        namespaces: vec!["shop".into()],
-        tick: Duration::from_millis(50),
-        ..SimOptions::default()
-    })
-    .unwrap();
+/// Three rolled-out Deployments in namespace `shop`, running `<registry>/<name>:old`.
+fn seed(sim: &Sim, registry: &Registry) {
     for name in ["cart", "frontend", "email"] {
         sim.apply_yaml(&deployment(
             name,
@@ -60,8 +54,19 @@ fn setup(fail_cart: Option<&str>) -> Env {
         .unwrap();
     }
     for name in ["cart", "frontend", "email"] {
-        wait_rolled_out(&sim, name);
+        wait_rolled_out(sim, name);
     }
+}
+
+fn setup(fail_cart: Option<&str>) -> Env {
+    let registry = Registry::start(None);
+    let sim = Sim::start_blocking(SimOptions {
+        namespaces: vec!["shop".into()],
+        tick: Duration::from_millis(50),
+        ..SimOptions::default()
+    })
+    .unwrap();
+    seed(&sim, &registry);
     if let Some(f) = fail_cart {
         // Armed after the first rollout, so it is the next new template (ours) that fails.
         let annotation = format!("    sim.monoship.dev/fail-next: {f}\n");
@@ -317,17 +322,7 @@ mod eks {
             ..SimOptions::default()
         })
         .unwrap();
-        for name in ["cart", "frontend", "email"] {
-            sim.apply_yaml(&deployment(
-                name,
-                &format!("{}/{name}:old", registry.addr),
-                "",
-            ))
-            .unwrap();
-        }
-        for name in ["cart", "frontend", "email"] {
-            wait_rolled_out(&sim, name);
-        }
+        seed(&sim, &registry);
         let (mut repo, base) = example_shop();
         let config = std::fs::read_to_string(repo.path().join(".github/monoship.yml")).unwrap();
         repo.write(".github/monoship.yml", &format!("{config}cluster:\n  eks:\n    name: prod\n    region: us-east-1\n    endpoint: {}\n", sim.url()));
