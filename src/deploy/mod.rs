@@ -265,28 +265,14 @@ impl DeployError {
 fn describe(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                let next = s.to_string();
-                if !text.contains(&next) {
-                    text = format!("{text}: {next}");
-                }
-                source = s.source();
-            }
-            text
-        }
+        other => one_line_chain(other),
     }
 }
 
-/// The error and its causes in one line; an API error is told by the API server's message.
-fn chain(error: &DeployError) -> String {
-    if let DeployError::Api { action, source } = error {
-        return format!("{action}: {}", describe(source));
-    }
+/// An error and the causes that add something, joined on one line.
+fn one_line_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(s) = source {
         let next = s.to_string();
         if !text.contains(&next) {
@@ -295,6 +281,14 @@ fn chain(error: &DeployError) -> String {
         source = s.source();
     }
     text
+}
+
+/// The error and its causes in one line; an API error is told by the API server's message.
+fn chain(error: &DeployError) -> String {
+    if let DeployError::Api { action, source } = error {
+        return format!("{action}: {}", describe(source));
+    }
+    one_line_chain(error)
 }
 
 /// A workload as read from the API server.

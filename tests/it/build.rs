@@ -11,10 +11,7 @@ use crate::support::{example_shop, monoship, Registry, Repo, Run};
 fn build(repo: &Path, registry: &str, extra: &[&str], env: &[(&str, &str)]) -> Run {
     let mut args = vec!["build", "--format", "json", "--registry", registry];
     args.extend_from_slice(extra);
-    let env: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env = crate::support::env_map(env);
     monoship(repo, &args, &env)
 }
 
@@ -148,10 +145,7 @@ fn a_failing_dockerfile_fails_its_service_only_with_an_annotation_on_the_line() 
         ("GITHUB_WORKSPACE", repo.path().to_str().unwrap()),
         ("GITHUB_OUTPUT", output.to_str().unwrap()),
     ];
-    let env: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env = crate::support::env_map(&env);
     let run = monoship(Path::new("/"), &[], &env);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     let annotation = run
@@ -210,10 +204,7 @@ fn registry_credentials_log_in_and_never_show_up() {
         ("GITHUB_OUTPUT", output.to_str().unwrap()),
         ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
     ];
-    let env: BTreeMap<String, String> = env
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let env = crate::support::env_map(&env);
     let run = monoship(Path::new("/"), &[], &env);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert!(registry

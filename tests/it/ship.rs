@@ -248,10 +248,7 @@ fn in_action_mode_ship_writes_deployed_and_failed_outputs_and_the_rollout_column
         ("GITHUB_OUTPUT", output.to_str().unwrap()),
         ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
     ];
-    let vars: BTreeMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    let vars = crate::support::env_map(&vars);
     let run = monoship(std::path::Path::new("/"), &[], &vars);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let outputs = monoship::report::outputs::parse(&std::fs::read_to_string(&output).unwrap());

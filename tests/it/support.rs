@@ -308,3 +308,11 @@ pub fn example_shop() -> (Repo, String) {
     let base = repo.commit("the shop");
     (repo, base)
 }
+
+/// An environment for [`monoship`] from string pairs.
+pub fn env_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
