@@ -133,7 +133,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
         Command::Build | Command::Ship => {
             // A ship that cannot use its cluster stops before anything is pushed.
             let cluster = match req.command {
-                Command::Ship if !req.dry_run => Some(rollouts::connect(req, &config)?),
+                Command::Ship if !req.dry_run => Some(rollouts::connect(req, &config, &plan, &git)?),
                 _ => None,
             };
             let images = images::build_stage(req, &config, &plan, &stage, &git, stdout, stderr)?;

@@ -9,18 +9,37 @@ use std::time::Instant;
 use super::{write_err, Error};
 use crate::cli::Request;
 use crate::config::Config;
-use crate::deploy::{self, Cluster, DeployRequest, RolloutResult, RolloutStatus};
+use crate::deploy::manifests::{self, Document};
+use crate::deploy::{self, Cluster, DeployRequest, ManifestDeploy, RolloutResult, RolloutStatus};
 use crate::detect::git::Git;
 use crate::plan::Plan;
 use crate::push::{ImageResult, ImageStatus};
-use crate::report::commands::one_line;
+use crate::report::commands::{one_line, Annotation, Level};
 
 /// Loads the cluster's kubeconfig, before anything is built: a `ship` that cannot reach its
 /// cluster should stop before it pushes.
 ///
 /// # Errors
 /// When no kubeconfig can be loaded (exit 2).
-pub(crate) fn connect(req: &Request, config: &Config) -> Result<ClusterSession, Error> {
+pub(crate) fn connect(
+    req: &Request,
+    config: &Config,
+    plan: &Plan,
+    git: &Git,
+) -> Result<ClusterSession, Error> {
+    let manifests = read_manifests(config, plan, git)?;
+    let (runtime, cluster) = connect_cluster(req, config)?;
+    Ok(ClusterSession {
+        runtime,
+        cluster,
+        manifests,
+    })
+}
+
+fn connect_cluster(
+    req: &Request,
+    config: &Config,
+) -> Result<(tokio::runtime::Runtime, Cluster), Error> {
     // The client's background worker lives on this runtime: the same one must run the deploys.
     let runtime = runtime()?;
     let eks = config
@@ -30,7 +49,7 @@ pub(crate) fn connect(req: &Request, config: &Config) -> Result<ClusterSession, 
         .filter(|_| req.deploy.kubeconfig.is_none());
     if let Some(eks) = eks {
         let cluster = runtime.block_on(connect_eks(&eks, req.action.is_some()))?;
-        return Ok(ClusterSession { runtime, cluster });
+        return Ok((runtime, cluster));
     }
     let cluster = runtime
         .block_on(Cluster::from_kubeconfig(
@@ -43,7 +62,7 @@ pub(crate) fn connect(req: &Request, config: &Config) -> Result<ClusterSession, 
                 super::render_chain(&e)
             ))
         })?;
-    Ok(ClusterSession { runtime, cluster })
+    Ok((runtime, cluster))
 }
 
 /// An EKS cluster: endpoint and CA from DescribeCluster, tokens minted from the credentials
@@ -88,7 +107,10 @@ async fn connect_eks(
     // The CA only matters for TLS; a plain-HTTP override (a simulator) has none to check.
     let ca = info.ca_b64.filter(|_| endpoint.starts_with("https://"));
     let name = eks.name.clone();
+    let current = Arc::new(std::sync::Mutex::new(credentials));
+    tokio::spawn(keep_fresh(provider.clone(), Arc::clone(&current)));
     let source = move || -> Result<String, crate::deploy::TokenError> {
+        let credentials = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let token = crate::eks::token(&credentials, &region, &name, std::time::SystemTime::now())?;
         mask(&token);
         Ok(token)
@@ -104,10 +126,127 @@ async fn connect_eks(
         })
 }
 
-/// A cluster client and the runtime its connections live on.
+/// Replaces temporary credentials (an assumed role's last an hour) five minutes before they
+/// expire, for as long as the run lasts, so tokens minted late in a long ship are still
+/// signed with valid keys.
+async fn keep_fresh(
+    provider: aws_credential_types::provider::SharedCredentialsProvider,
+    current: Arc<std::sync::Mutex<aws_credential_types::Credentials>>,
+) {
+    use aws_credential_types::provider::ProvideCredentials;
+    const EARLY: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+    const RETRY: std::time::Duration = std::time::Duration::from_secs(30);
+    loop {
+        let expiry = current.lock().unwrap_or_else(|p| p.into_inner()).expiry();
+        let Some(expiry) = expiry else { return };
+        let wait = expiry
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .saturating_sub(EARLY)
+            .max(RETRY);
+        tokio::time::sleep(wait).await;
+        match provider.provide_credentials().await {
+            Ok(fresh) => *current.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
+            Err(error) => tracing::warn!(
+                error = %super::render_chain(&error),
+                "could not renew the AWS credentials for the EKS token; retrying"
+            ),
+        }
+    }
+}
+
+/// A cluster client and the runtime its connections live on, with the manifests to apply.
 pub(crate) struct ClusterSession {
     runtime: tokio::runtime::Runtime,
     cluster: Cluster,
+    manifests: ManifestFiles,
+}
+
+/// The documents of each changed service's `manifests` targets, by service and deploy entry.
+type ManifestFiles = BTreeMap<(String, usize), Vec<Document>>;
+
+/// Reads the manifests of every changed service from the work tree, before anything is built,
+/// so a missing file or a broken document stops the run with nothing pushed.
+///
+/// # Errors
+/// When a pattern matches no file or a document cannot be used (exit 2, with file and line).
+fn read_manifests(config: &Config, plan: &Plan, git: &Git) -> Result<ManifestFiles, Error> {
+    let mut out = ManifestFiles::new();
+    let mut files: Option<Vec<String>> = None;
+    for t in targets(config, plan) {
+        let Some(patterns) = &t.manifests else {
+            continue;
+        };
+        let candidates = match &mut files {
+            Some(f) => f,
+            None => files.insert(repository_files(git)?),
+        };
+        let mut documents = Vec::new();
+        for path in matching(patterns, candidates, &t.service)? {
+            let text = std::fs::read_to_string(git.root().join(&path)).map_err(|e| {
+                Error::Usage(format!(
+                    "cannot read manifest {path} of service {}: {e}",
+                    t.service
+                ))
+            })?;
+            documents.extend(manifests::read_documents(&path, &text).map_err(|e| {
+                Error::Usage(format!("service {}: bad manifest {e}; fix the file or the service's `deploy.manifests`", t.service))
+            })?);
+        }
+        out.insert((t.service.clone(), t.index), documents);
+    }
+    Ok(out)
+}
+
+/// Tracked files and untracked ones, as paths from the repository root.
+fn repository_files(git: &Git) -> Result<Vec<String>, Error> {
+    let mut files: Vec<String> = git
+        .repo()
+        .index_entries()?
+        .into_iter()
+        .map(|e| e.path)
+        .collect();
+    files.extend(git.repo().work_tree_differences()?);
+    files.sort();
+    files.dedup();
+    Ok(files)
+}
+
+/// The files that `patterns` (globs from the root; `!` excludes) select, sorted.
+fn matching(patterns: &[String], files: &[String], service: &str) -> Result<Vec<String>, Error> {
+    let mut include = globset::GlobSetBuilder::new();
+    let mut exclude = globset::GlobSetBuilder::new();
+    for p in patterns {
+        let (negated, pattern) = crate::glob::split_negation(p);
+        let glob = crate::glob::compile(pattern).map_err(|e| {
+            Error::Usage(format!(
+                "service {service}: bad manifest glob `{p}`: {}",
+                e.kind()
+            ))
+        })?;
+        if negated {
+            exclude.add(glob);
+        } else {
+            include.add(glob);
+        }
+    }
+    let build = |b: globset::GlobSetBuilder| {
+        b.build()
+            .map_err(|e| Error::Usage(format!("service {service}: bad manifest globs: {e}")))
+    };
+    let (include, exclude) = (build(include)?, build(exclude)?);
+    let picked: Vec<String> = files
+        .iter()
+        .filter(|f| include.is_match(f.as_str()) && !exclude.is_match(f.as_str()))
+        .cloned()
+        .collect();
+    if picked.is_empty() {
+        return Err(Error::Usage(format!(
+            "service {service}: `deploy.manifests` {} matches no file in the repository",
+            patterns.join(", ")
+        )));
+    }
+    Ok(picked)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -123,9 +262,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Error> {
 /// One workload to update, before its dependencies are considered.
 struct Target {
     service: String,
+    /// The position of the entry in the service's `deploy` list.
+    index: usize,
     spec: String,
     namespace: Option<String>,
     container: Option<String>,
+    /// The globs of a `manifests` target.
+    manifests: Option<Vec<String>>,
 }
 
 fn targets(config: &Config, plan: &Plan) -> Vec<Target> {
@@ -134,16 +277,18 @@ fn targets(config: &Config, plan: &Plan) -> Vec<Target> {
         let Some(service) = config.services.get(name) else {
             continue;
         };
-        for d in &service.deploy {
+        for (index, d) in service.deploy.iter().enumerate() {
             let spec = match &d.workload {
                 Some(w) => w.clone(),
                 None => format!("manifests {}", d.manifests.join(", ")),
             };
             out.push(Target {
                 service: name.clone(),
+                index,
                 spec,
                 namespace: d.namespace.clone(),
                 container: d.container.clone(),
+                manifests: d.workload.is_none().then(|| d.manifests.clone()),
             });
         }
     }
@@ -224,8 +369,18 @@ pub(crate) fn deploy_stage(
         });
     let repo = git.repo().clone();
     let head = plan.head.clone();
-    let older: deploy::NewerCheck =
-        Arc::new(move |deployed: &str| repo.is_ancestor(&head, deployed) == Some(true));
+    let head_time = repo.commit_seconds(&head);
+    // Git decides when the clone has both commits; else the recorded commit times do (a run
+    // of an older commit does not have the newer one).
+    let older: deploy::NewerCheck = Arc::new(move |deployed: &str, time: Option<&str>| match repo
+        .is_ancestor(&head, deployed)
+    {
+        Some(newer) => newer,
+        None => matches!(
+            (time.and_then(|t| t.parse::<i64>().ok()), head_time),
+            (Some(theirs), Some(ours)) if theirs > ours
+        ),
+    });
     // Dependencies first: a service waits for every service it depends on.
     let mut pending: Vec<Target> = targets;
     let mut finished: BTreeMap<String, bool> = BTreeMap::new();
@@ -243,57 +398,101 @@ pub(crate) fn deploy_stage(
         } else {
             (ready, waiting)
         };
-        let mut requests = Vec::new();
+        let mut jobs: Vec<Job> = Vec::new();
         for t in &ready {
             let failed_dep = service_dependencies(config, &t.service)
                 .into_iter()
                 .find(|d| finished.get(d) == Some(&false));
             let image = images
                 .iter()
-                .find(|i| i.service == t.service && i.image.is_some());
-            let workload = match t.spec.starts_with("manifests ") {
-                true => None,
-                false => deploy::parse_workload(
-                    &t.spec,
-                    t.namespace.as_deref(),
-                    cluster.default_namespace(),
-                )
-                .ok(),
-            };
-            match (failed_dep, image, workload) {
-                (Some(dep), _, _) => results.push(skipped(t, t.spec.clone(), format!("its dependency {dep} failed to deploy"))),
-                (_, _, None) if t.spec.starts_with("manifests ") => results.push(skipped(t, t.spec.clone(), "deploying manifests is not available in this version of monoship; use a `workload` target".into())),
-                (_, _, None) => results.push(skipped(t, t.spec.clone(), format!("`{}` is not a workload", t.spec))),
-                (_, None, Some(w)) => {
-                    let why = if config.services.get(&t.service).is_some_and(|s| s.dockerfile.is_none()) { "the service has no dockerfile, so there is no new image" } else { "its image is not in the registry" };
-                    results.push(skipped(t, w.to_string(), why.into()));
-                }
-                (None, Some(image), Some(w)) => {
-                    let reference = image.image.clone().unwrap_or_default();
-                    let repository = reference.split_once('@').map(|(r, _)| r.to_string()).unwrap_or_default();
-                    requests.push(DeployRequest {
-                        service: t.service.clone(),
-                        workload: w,
-                        container: t.container.clone(),
-                        repository,
-                        image: reference,
-                        commit: plan.head.clone(),
-                        run_url: run_url.clone(),
-                        timeout: req.deploy.timeout,
-                        rollback: req.deploy.rollback,
-                        force: req.deploy.force,
-                        older_than_deployed: Some(older.clone()),
-                    });
-                }
+                .find(|i| i.service == t.service && i.image.is_some())
+                .and_then(|i| i.image.clone());
+            let unbuilt = config
+                .services
+                .get(&t.service)
+                .is_some_and(|s| s.dockerfile.is_none());
+            if let Some(dep) = failed_dep {
+                results.push(skipped(
+                    t,
+                    t.spec.clone(),
+                    format!("its dependency {dep} failed to deploy"),
+                ));
+                continue;
             }
+            if t.manifests.is_some() {
+                let documents = session
+                    .manifests
+                    .get(&(t.service.clone(), t.index))
+                    .cloned()
+                    .unwrap_or_default();
+                match (&image, unbuilt) {
+                    (None, false) => results.push(skipped(
+                        t,
+                        t.spec.clone(),
+                        "its image is not in the registry".into(),
+                    )),
+                    _ => jobs.push(Job::Manifests(manifest_deploy(
+                        req,
+                        cluster,
+                        t,
+                        documents,
+                        image.as_deref(),
+                        &plan.head,
+                        head_time,
+                        &run_url,
+                        &older,
+                    ))),
+                }
+                continue;
+            }
+            let workload = match deploy::parse_workload(
+                &t.spec,
+                t.namespace.as_deref(),
+                cluster.default_namespace(),
+            ) {
+                Ok(w) => w,
+                Err(e) => {
+                    results.push(skipped(t, t.spec.clone(), e.to_string()));
+                    continue;
+                }
+            };
+            let Some(reference) = image else {
+                let why = if unbuilt {
+                    "the service has no dockerfile, so there is no new image"
+                } else {
+                    "its image is not in the registry"
+                };
+                results.push(skipped(t, workload.to_string(), why.into()));
+                continue;
+            };
+            let repository = reference
+                .split_once('@')
+                .map(|(r, _)| r.to_string())
+                .unwrap_or_default();
+            jobs.push(Job::Workload(DeployRequest {
+                service: t.service.clone(),
+                workload,
+                container: t.container.clone(),
+                repository,
+                image: reference,
+                commit: plan.head.clone(),
+                commit_time: head_time,
+                run_url: run_url.clone(),
+                timeout: req.deploy.timeout,
+                rollback: req.deploy.rollback,
+                force: req.deploy.force,
+                older_than_deployed: Some(older.clone()),
+            }));
         }
         let started = Instant::now();
-        let done = runtime.block_on(futures::future::join_all(
-            requests
-                .iter()
-                .map(|r| deploy::deploy(cluster, r, &progress)),
-        ));
+        let done = runtime.block_on(futures::future::join_all(jobs.iter().map(|job| async {
+            match job {
+                Job::Workload(r) => vec![deploy::deploy(cluster, r, &progress).await],
+                Job::Manifests(m) => deploy::apply_manifests(cluster, m, &progress).await,
+            }
+        })));
         tracing::debug!(elapsed = ?started.elapsed(), count = done.len(), "rollouts finished");
+        let done = done.into_iter().flatten();
         for r in done {
             let ok = matches!(r.status, RolloutStatus::Succeeded);
             let entry = finished.entry(r.service.clone()).or_insert(true);
@@ -309,6 +508,69 @@ pub(crate) fn deploy_stage(
         (a.service.as_str(), a.workload.as_str()).cmp(&(b.service.as_str(), b.workload.as_str()))
     });
     Ok(results)
+}
+
+/// One deploy to run: a workload patched, or manifests applied.
+enum Job {
+    Workload(DeployRequest),
+    Manifests(ManifestDeploy),
+}
+
+/// A `manifests` target with the service's image substituted by digest (when it has one);
+/// every image found is told on stderr, and a target where none matched gets a warning.
+#[allow(clippy::too_many_arguments)]
+fn manifest_deploy(
+    req: &Request,
+    cluster: &Cluster,
+    t: &Target,
+    mut documents: Vec<Document>,
+    image: Option<&str>,
+    head: &str,
+    commit_time: Option<i64>,
+    run_url: &Option<String>,
+    older: &deploy::NewerCheck,
+) -> ManifestDeploy {
+    if let Some(image) = image {
+        let repository = image.split_once('@').map_or(image, |(r, _)| r);
+        let uses = manifests::substitute(&mut documents, repository, image);
+        for u in &uses {
+            eprintln!("{}", one_line(&format!("{}: {}", t.service, u.describe())));
+        }
+        if !uses.iter().any(|u| u.replaced_by.is_some()) {
+            let message = format!(
+                "{}: no container in {} runs an image of repository `{}`, so the manifests were applied without the new image",
+                t.service,
+                t.spec,
+                manifests::repository_path(repository)
+            );
+            match (req.action.is_some(), documents.first()) {
+                (true, Some(doc)) => {
+                    let mut warning = Annotation::new(Level::Warning, message);
+                    warning.file = Some(doc.file.clone());
+                    warning.line = Some(doc.line);
+                    eprintln!("{warning}");
+                }
+                _ => eprintln!("warning: {}", one_line(&message)),
+            }
+        }
+    }
+    ManifestDeploy {
+        service: t.service.clone(),
+        label: t.spec.clone(),
+        documents,
+        namespace: t
+            .namespace
+            .clone()
+            .unwrap_or_else(|| cluster.default_namespace().to_string()),
+        image: image.unwrap_or("the images as written").to_string(),
+        commit: head.to_string(),
+        commit_time,
+        run_url: run_url.clone(),
+        timeout: req.deploy.timeout,
+        rollback: req.deploy.rollback,
+        force: req.deploy.force,
+        older_than_deployed: Some(older.clone()),
+    }
 }
 
 /// `ship --dry-run`: what would be deployed where.

@@ -2,6 +2,7 @@
 //! names none.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -85,10 +86,11 @@ impl Cluster {
     /// minter.
     ///
     /// The source is called once here (so a broken source fails now, not mid-deploy), then
-    /// again for the first request made [`TOKEN_REFRESH`] after the last call. Every request
-    /// carries `Authorization: Bearer <the current token>`, set by a layer of the client's
-    /// service stack. When a refresh fails, the previous token is kept and the failure is
-    /// logged (never the token). The default namespace is `default`.
+    /// again for the first request made [`TOKEN_REFRESH`] after the last call, or after the
+    /// API server answered `401 Unauthorized` (an expired token, or a clock that disagrees).
+    /// Every request carries `Authorization: Bearer <the current token>`, set by a layer of
+    /// the client's service stack. When a refresh fails, the previous token is kept and the
+    /// failure is logged (never the token). The default namespace is `default`.
     ///
     /// # Errors
     /// When the endpoint or CA is malformed, or the first token cannot be minted.
@@ -96,6 +98,22 @@ impl Cluster {
         endpoint: &str,
         ca_b64: Option<&str>,
         source: F,
+    ) -> Result<Cluster, DeployError>
+    where
+        F: Fn() -> Result<String, TokenError> + Send + Sync + 'static,
+    {
+        Self::with_token_source_every(endpoint, ca_b64, source, TOKEN_REFRESH).await
+    }
+
+    /// [`Cluster::with_token_source`] with another refresh interval than [`TOKEN_REFRESH`].
+    ///
+    /// # Errors
+    /// As [`Cluster::with_token_source`].
+    pub async fn with_token_source_every<F>(
+        endpoint: &str,
+        ca_b64: Option<&str>,
+        source: F,
+        refresh: Duration,
     ) -> Result<Cluster, DeployError>
     where
         F: Fn() -> Result<String, TokenError> + Send + Sync + 'static,
@@ -123,17 +141,18 @@ impl Cluster {
         let tokens = Arc::new(TokenCache {
             source: Box::new(source),
             current: Mutex::new(None),
+            refresh,
+            rejected: AtomicBool::new(false),
         });
         tokens.first().map_err(DeployError::Token)?;
-        let layer = tower::util::MapRequestLayer::new(move |mut request: http::Request<Body>| {
-            if let Some(value) = tokens.header() {
-                request.headers_mut().insert(AUTHORIZATION, value);
-            }
-            request
-        });
         let client = ClientBuilder::try_from(config)
             .map_err(DeployError::Client)?
-            .with_layer(&layer)
+            // Cloneable, so a refused request can be sent again.
+            .with_layer(&tower::buffer::BufferLayer::new(64))
+            .with_layer(&tower::layer::layer_fn(move |inner| Reauth {
+                inner,
+                tokens: Arc::clone(&tokens),
+            }))
             .build();
         Ok(Cluster {
             client,
@@ -159,6 +178,9 @@ impl Cluster {
 struct TokenCache {
     source: Box<dyn Fn() -> Result<String, TokenError> + Send + Sync>,
     current: Mutex<Option<(HeaderValue, Instant)>>,
+    refresh: Duration,
+    /// Set when the API server answered 401: the next request mints a new token.
+    rejected: AtomicBool,
 }
 
 impl TokenCache {
@@ -168,11 +190,19 @@ impl TokenCache {
         Ok(())
     }
 
+    fn authorize(&self, request: &mut http::Request<Body>) {
+        if let Some(value) = self.header() {
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+    }
+
     fn header(&self) -> Option<HeaderValue> {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let fresh = current
-            .as_ref()
-            .is_some_and(|(_, minted)| minted.elapsed() < TOKEN_REFRESH);
+        let rejected = self.rejected.swap(false, Ordering::Relaxed);
+        let fresh = !rejected
+            && current
+                .as_ref()
+                .is_some_and(|(_, minted)| minted.elapsed() < self.refresh);
         if !fresh {
             match (self.source)().and_then(bearer) {
                 Ok(value) => *current = Some((value, Instant::now())),
@@ -183,6 +213,64 @@ impl TokenCache {
             }
         }
         current.as_ref().map(|(value, _)| value.clone())
+    }
+}
+
+/// Puts the current token on every request; after a `401 Unauthorized` it mints a new token
+/// and sends the request once more (when its body can be replayed, which every body but a
+/// stream can).
+#[derive(Clone)]
+struct Reauth<S> {
+    inner: S,
+    tokens: Arc<TokenCache>,
+}
+
+impl<S, B> tower::Service<http::Request<Body>> for Reauth<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send,
+    B: Send + 'static,
+{
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<http::Response<B>, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let replay = request.body().try_clone().map(|body| {
+            let mut again = http::Request::new(body);
+            *again.method_mut() = request.method().clone();
+            *again.uri_mut() = request.uri().clone();
+            *again.version_mut() = request.version();
+            *again.headers_mut() = request.headers().clone();
+            again
+        });
+        self.tokens.authorize(&mut request);
+        let first = self.inner.call(request);
+        // `inner` was made ready for the first call; the replay waits for its own readiness.
+        let mut inner = self.inner.clone();
+        let tokens = Arc::clone(&self.tokens);
+        Box::pin(async move {
+            let response = first.await?;
+            if response.status() != http::StatusCode::UNAUTHORIZED {
+                return Ok(response);
+            }
+            tracing::info!("the cluster refused the token (401); minting a new one");
+            tokens.rejected.store(true, Ordering::Relaxed);
+            let Some(mut again) = replay else {
+                return Ok(response);
+            };
+            tokens.authorize(&mut again);
+            futures::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+            inner.call(again).await
+        })
     }
 }
 

@@ -6,8 +6,10 @@
 //! [`RolloutResult`] whose `reason` says what happened, so one service's failure does not stop
 //! the report of the others.
 
+mod apply;
 mod cluster;
 pub mod image;
+pub mod manifests;
 pub mod pods;
 pub mod rollout;
 mod undo;
@@ -26,11 +28,15 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use apply::{apply_manifests, ManifestDeploy};
 pub use cluster::{Cluster, TokenError, TOKEN_REFRESH};
 pub use rollout::{rollout_status, Status};
 
 /// Annotation on the workload: the commit whose image it runs.
 pub const COMMIT_ANNOTATION: &str = "monoship.dev/commit";
+/// Annotation on the workload: the committer time of that commit, in Unix seconds, to order
+/// deploys whose commits the local clone does not have.
+pub const COMMIT_TIME_ANNOTATION: &str = "monoship.dev/commit-time";
 /// Annotation on the workload: the CI run that deployed it.
 pub const RUN_URL_ANNOTATION: &str = "monoship.dev/run-url";
 /// Annotation on the workload: the image the patched container ran before.
@@ -122,9 +128,26 @@ pub fn parse_workload(
     })
 }
 
-/// Decides whether the commit a workload runs is newer than the one being deployed; see
+/// Decides whether the commit a workload runs is newer than the one being deployed, given
+/// that commit and its `monoship.dev/commit-time` annotation; see
 /// [`DeployRequest::older_than_deployed`].
-pub type NewerCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+pub type NewerCheck = Arc<dyn Fn(&str, Option<&str>) -> bool + Send + Sync>;
+
+/// The commit `object` runs, when `check` says it is newer than `commit`.
+fn newer_deployed(
+    object: &WorkloadObject,
+    commit: &str,
+    check: Option<&NewerCheck>,
+) -> Option<String> {
+    let deployed = object.annotation(COMMIT_ANNOTATION)?;
+    let time = object.annotation(COMMIT_TIME_ANNOTATION);
+    (deployed != commit && check.is_some_and(|c| c(deployed, time))).then(|| deployed.to_string())
+}
+
+/// The reason of a deploy skipped because the workload runs a newer commit.
+fn newer_reason(wl: &Workload, deployed: &str, commit: &str) -> String {
+    format!("{wl} runs {deployed}, newer than {commit}; pass --force to deploy it anyway")
+}
 
 /// What to deploy where.
 #[derive(Clone)]
@@ -141,6 +164,8 @@ pub struct DeployRequest {
     pub image: String,
     /// The commit the image was built from; recorded in the `monoship.dev/commit` annotation.
     pub commit: String,
+    /// Its committer time (Unix seconds); recorded in `monoship.dev/commit-time`.
+    pub commit_time: Option<i64>,
     /// The CI run, recorded in the `monoship.dev/run-url` annotation.
     pub run_url: Option<String>,
     /// How long the rollout may take, from the first request. A rollback gets the same time
@@ -152,8 +177,9 @@ pub struct DeployRequest {
     /// Deploy even when the workload runs a newer commit.
     pub force: bool,
     /// Safety check against going backwards. Called with the commit recorded on the workload
-    /// (when there is one and it differs from `commit`); returns `true` when that commit is
-    /// newer than `commit`, e.g. `commit` is its ancestor in git. The deploy is then
+    /// (when there is one and it differs from `commit`) and its recorded time; returns `true`
+    /// when that commit is newer than `commit`, e.g. `commit` is its ancestor in git. It is
+    /// asked again after every `409 Conflict`, so a concurrent newer deploy always wins. The deploy is then
     /// `skipped` unless `force`. `None` deploys whatever runs.
     pub older_than_deployed: Option<NewerCheck>,
 }
@@ -167,6 +193,7 @@ impl fmt::Debug for DeployRequest {
             .field("repository", &self.repository)
             .field("image", &self.image)
             .field("commit", &self.commit)
+            .field("commit_time", &self.commit_time)
             .field("run_url", &self.run_url)
             .field("timeout", &self.timeout)
             .field("rollback", &self.rollback)
@@ -442,19 +469,13 @@ async fn run(
     let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
         .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
 
-    if let Some(deployed) = object.annotation(COMMIT_ANNOTATION) {
-        let newer = req
-            .older_than_deployed
-            .as_ref()
-            .is_some_and(|check| deployed != req.commit && check(deployed));
-        if newer && !req.force {
-            result.status = RolloutStatus::Skipped;
-            result.reason = Some(format!(
-                "the workload runs {deployed}, newer than {}; pass --force to deploy it anyway",
-                req.commit
-            ));
-            return Ok(());
-        }
+    let newer = |o: &WorkloadObject| {
+        newer_deployed(o, &req.commit, req.older_than_deployed.as_ref()).filter(|_| !req.force)
+    };
+    if let Some(deployed) = newer(&object) {
+        result.status = RolloutStatus::Skipped;
+        result.reason = Some(newer_reason(wl, &deployed, &req.commit));
+        return Ok(());
     }
 
     let already = picked.iter().all(|c| c.image == req.image);
@@ -463,32 +484,81 @@ async fn run(
         object
     } else {
         result.previous_image = picked.first().map(|c| c.image.clone());
-        let patched = within(deadline, "patching", patch_image(&api, wl, req, object)).await?;
+        let patching = patch_image(&api, wl, req, object, &newer);
+        let (patched, picked) = match within(deadline, "patching", patching).await? {
+            Patched::Done(object, picked) => (object, picked),
+            Patched::Newer(deployed) => {
+                result.status = RolloutStatus::Skipped;
+                result.reason = Some(newer_reason(wl, &deployed, &req.commit));
+                return Ok(());
+            }
+        };
         say(&format!(
             "set {} to {}",
-            container_names(&patched.1),
+            container_names(&picked),
             req.image
         ));
-        patched.0
+        patched
     };
 
+    let previous = (!already && req.rollback).then_some(template);
+    follow(
+        cluster,
+        wl,
+        patched,
+        previous,
+        req.timeout,
+        deadline,
+        say,
+        result,
+    )
+    .await?;
+    if already && result.status == RolloutStatus::Succeeded {
+        result.reason = Some(format!("already running {}", req.image));
+    }
+    Ok(())
+}
+
+/// Follows a rollout to its end and, when it fails, rolls back to `previous` (the pod
+/// template before the deploy) when given, with `timeout` for the rollback. Sets `result`'s
+/// status and reason.
+#[allow(clippy::too_many_arguments)]
+async fn follow(
+    cluster: &Cluster,
+    wl: &Workload,
+    patched: WorkloadObject,
+    previous: Option<PodTemplateSpec>,
+    timeout: Duration,
+    deadline: tokio::time::Instant,
+    say: &(dyn Fn(&str) + Send + Sync),
+    result: &mut RolloutResult,
+) -> Result<(), DeployError> {
+    let ours = patched.template().map(template_key);
     let outcome = wait::wait_rollout(cluster, wl, patched, deadline, say).await?;
+    // Another deploy may have changed the workload meanwhile: then this rollout is not ours to
+    // judge, and rolling back would undo theirs.
+    if let Some(why) = superseded(cluster, wl, ours.as_ref(), deadline).await {
+        say(&why);
+        result.status = RolloutStatus::Skipped;
+        result.reason = Some(why);
+        return Ok(());
+    }
     let (reason, events) = match outcome {
         wait::Outcome::Done => {
             result.status = RolloutStatus::Succeeded;
-            result.reason = already.then(|| format!("already running {}", req.image));
             return Ok(());
         }
         wait::Outcome::Failed { reason, events } => (reason, events),
     };
     say(&reason);
+    result.status = RolloutStatus::Failed;
     result.events = events;
     result.reason = Some(reason.clone());
-    if !req.rollback || already {
+    let Some(template) = previous else {
         return Ok(());
-    }
+    };
     say("rolling back");
-    let rollback_deadline = tokio::time::Instant::now() + req.timeout;
+    let rollback_deadline = tokio::time::Instant::now() + timeout;
     let undo = undo::undo(cluster, wl, &template, say);
     let restored = match within(rollback_deadline, "rolling back", undo).await {
         Ok(undo::Undo::Patched(object)) => object,
@@ -513,6 +583,44 @@ async fn run(
         }
     }
     Ok(())
+}
+
+/// Why the rollout was superseded, when the workload's pod template is no longer `ours`: the
+/// images it runs now and the commit recorded by whoever changed it.
+async fn superseded(
+    cluster: &Cluster,
+    wl: &Workload,
+    ours: Option<&Value>,
+    deadline: tokio::time::Instant,
+) -> Option<String> {
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        cluster.client.clone(),
+        &wl.namespace,
+        &wl.kind.api_resource(),
+    );
+    // A rollout that ran out of time still gets a few seconds for this one read.
+    let deadline = deadline.max(tokio::time::Instant::now() + Duration::from_secs(5));
+    let current = within(deadline, "reading", read_workload(&api, wl))
+        .await
+        .ok()?;
+    let template = current.template()?;
+    if Some(&template_key(template)) == ours {
+        return None;
+    }
+    let images: Vec<String> = template
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter_map(|c| c.image.clone())
+        .collect();
+    let by = current
+        .annotation(COMMIT_ANNOTATION)
+        .map(|c| format!(" (commit {c})"))
+        .unwrap_or_default();
+    Some(format!(
+        "superseded: while this rollout ran, another deploy changed {wl}, which now runs {}{by}; not judged and not rolled back",
+        images.join(", ")
+    ))
 }
 
 /// `step` (a request or two) bounded by the deploy's deadline.
@@ -560,6 +668,13 @@ async fn read_workload(
     }
 }
 
+/// How an image patch ended.
+enum Patched {
+    Done(WorkloadObject, Vec<image::Picked>),
+    /// A concurrent deploy of a newer commit got there first; nothing was patched.
+    Newer(String),
+}
+
 /// The strategic merge patch that sets the images and records the deploy. It carries the
 /// resourceVersion that was read, so a concurrent change makes it fail with `409 Conflict`
 /// instead of silently mixing with it.
@@ -580,6 +695,9 @@ fn image_patch(object: &WorkloadObject, picked: &[image::Picked], req: &DeployRe
     }
     let mut annotations = BTreeMap::new();
     annotations.insert(COMMIT_ANNOTATION, json!(req.commit));
+    if let Some(time) = req.commit_time {
+        annotations.insert(COMMIT_TIME_ANNOTATION, json!(time.to_string()));
+    }
     if let Some(url) = &req.run_url {
         annotations.insert(RUN_URL_ANNOTATION, json!(url));
     }
@@ -607,7 +725,8 @@ async fn patch_image(
     wl: &Workload,
     req: &DeployRequest,
     mut object: WorkloadObject,
-) -> Result<(WorkloadObject, Vec<image::Picked>), DeployError> {
+    newer: &(dyn Fn(&WorkloadObject) -> Option<String> + Send + Sync),
+) -> Result<Patched, DeployError> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
@@ -618,10 +737,19 @@ async fn patch_image(
             .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
         let patch = image_patch(&object, &picked, req);
         match api.patch(&wl.name, &params, &Patch::Strategic(patch)).await {
-            Ok(updated) => return Ok((WorkloadObject::from_dynamic(wl.kind, updated)?, picked)),
+            Ok(updated) => {
+                return Ok(Patched::Done(
+                    WorkloadObject::from_dynamic(wl.kind, updated)?,
+                    picked,
+                ))
+            }
             Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_ATTEMPTS => {
                 tracing::info!(workload = %wl, attempt, "conflict while patching; reading it again");
                 object = read_workload(api, wl).await?;
+                // Whoever changed it may have deployed a newer commit.
+                if let Some(deployed) = newer(&object) {
+                    return Ok(Patched::Newer(deployed));
+                }
             }
             Err(e) => return Err(DeployError::api(format!("cannot patch {wl}"))(e)),
         }
@@ -717,6 +845,7 @@ mod tests {
             repository: "r/cart".into(),
             image: "r/cart@sha256:ab".into(),
             commit: "c0ffee".into(),
+            commit_time: None,
             run_url: None,
             timeout: Duration::from_secs(1),
             rollback: false,

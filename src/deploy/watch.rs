@@ -26,7 +26,12 @@ pub struct ObjectWatch {
     resource_version: Option<String>,
     stream: Option<BoxStream<'static, kube::Result<WatchEvent<DynamicObject>>>>,
     retry: Duration,
+    /// 401 answers in a row; a token source mints a new token after one, so a few are retried.
+    unauthorized: u32,
 }
+
+/// How many 401 answers in a row a list survives.
+const UNAUTHORIZED_RETRIES: u32 = 3;
 
 impl ObjectWatch {
     /// Watches the objects of `api` matching a field selector and/or a label selector.
@@ -38,6 +43,7 @@ impl ObjectWatch {
             resource_version: None,
             stream: None,
             retry: FIRST_RETRY,
+            unauthorized: 0,
         }
     }
 
@@ -63,7 +69,16 @@ impl ObjectWatch {
                             Some(list.metadata.resource_version.unwrap_or_default());
                         self.stream = None;
                         self.retry = FIRST_RETRY;
+                        self.unauthorized = 0;
                         return Ok(Change::Listed(list.items));
+                    }
+                    Err(kube::Error::Api(s))
+                        if s.code == 401 && self.unauthorized < UNAUTHORIZED_RETRIES =>
+                    {
+                        self.unauthorized += 1;
+                        tracing::debug!("list refused with 401; retrying with a new token");
+                        self.back_off().await;
+                        continue;
                     }
                     Err(kube::Error::Api(s)) if is_refusal(s.code) => {
                         return Err(kube::Error::Api(s))
@@ -131,6 +146,7 @@ impl ObjectWatch {
             self.resource_version = Some(v.clone());
         }
         self.retry = FIRST_RETRY;
+        self.unauthorized = 0;
     }
 
     async fn back_off(&mut self) {

@@ -329,6 +329,20 @@ impl GitRepo {
     }
 }
 
+impl GitRepo {
+    /// The committer time of a commit in Unix seconds; `None` when the clone lacks it.
+    pub fn commit_seconds(&self, commit: &str) -> Option<i64> {
+        check_rev(commit).ok()?;
+        let output = self
+            .run(&["show", "-s", "--format=%ct", commit, "--"])
+            .ok()?;
+        if !output.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&output.stdout).trim().parse().ok()
+    }
+}
+
 fn check_rev(rev: &str) -> Result<(), GitError> {
     if rev.is_empty()
         || rev.starts_with('-')

@@ -165,6 +165,7 @@ fn request(workload: &str, image: &str) -> DeployRequest {
         repository: REPO.into(),
         image: image.into(),
         commit: "c0ffee".into(),
+        commit_time: None,
         run_url: Some("https://ci.example/runs/7".into()),
         timeout: Duration::from_secs(20),
         rollback: true,
@@ -562,7 +563,7 @@ async fn an_older_commit_is_skipped_unless_forced() {
     let asked = Arc::new(Mutex::new(Vec::new()));
     let check = {
         let asked = asked.clone();
-        Arc::new(move |deployed: &str| {
+        Arc::new(move |deployed: &str, _time: Option<&str>| {
             asked.lock().unwrap().push(deployed.to_string());
             deployed == "newer1"
         })
@@ -575,7 +576,7 @@ async fn an_older_commit_is_skipped_unless_forced() {
     assert_eq!(result.status, RolloutStatus::Skipped);
     assert_eq!(
         result.reason.as_deref(),
-        Some("the workload runs newer1, newer than c0ffee; pass --force to deploy it anyway")
+        Some("deployment/shop/cart runs newer1, newer than c0ffee; pass --force to deploy it anyway")
     );
     assert_eq!(*asked.lock().unwrap(), ["newer1"]);
     assert_eq!(env.template_image("deployments", "cart", 0), OLD);

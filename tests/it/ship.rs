@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kube_sim::{Sim, SimOptions};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::{example_shop, monoship, Registry, Repo, Run};
 
@@ -59,10 +59,18 @@ fn seed(sim: &Sim, registry: &Registry) {
 }
 
 fn setup(fail_cart: Option<&str>) -> Env {
+    setup_armed(fail_cart, Duration::from_millis(50))
+}
+
+fn setup_with_tick(tick: Duration) -> Env {
+    setup_armed(None, tick)
+}
+
+fn setup_armed(fail_cart: Option<&str>, tick: Duration) -> Env {
     let registry = Registry::start(None);
     let sim = Sim::start_blocking(SimOptions {
         namespaces: vec!["shop".into()],
-        tick: Duration::from_millis(50),
+        tick,
         ..SimOptions::default()
     })
     .unwrap();
@@ -166,11 +174,95 @@ fn ship_deploys_exactly_the_changed_services_by_digest() {
         image_of(&env, "email").ends_with("/email:old"),
         "email did not change and was not touched"
     );
+    // checkout deploys from its manifests: applied server-side, the image substituted.
+    let checkout = rollout(&plan, "checkout");
+    assert_eq!(checkout["status"], "succeeded", "{checkout}");
+    assert_eq!(checkout["workload"], "deployment/shop/checkout");
+    let image = plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == "checkout")
+        .unwrap()["image"]
+        .clone();
+    assert_eq!(json!(image_of(&env, "checkout")), image);
+    let d = env
+        .sim
+        .get("deployments", "shop", "checkout")
+        .unwrap()
+        .unwrap();
     assert_eq!(
-        rollout(&plan, "checkout")["status"],
-        "skipped",
-        "manifest deploys are reported, not faked"
+        d["metadata"]["annotations"]["monoship.dev/commit"],
+        plan["head"]
     );
+    let managers: Vec<&Value> = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["manager"])
+        .collect();
+    assert!(managers.contains(&&json!("monoship")), "{managers:?}");
+    assert!(
+        run.stderr.contains(&format!(
+            "checkout: deploy/checkout/deployment.yaml:16: Deployment/checkout container checkout: checkout:placeholder -> {}",
+            image.as_str().unwrap()
+        )),
+        "each substitution is told with its line: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn a_failing_manifest_rollout_is_rolled_back_to_the_applied_version_before() {
+    let env = setup(None);
+    let old = format!("{}/checkout:old", env.registry.addr);
+    env.sim
+        .apply_yaml(&deployment("checkout", &old, ""))
+        .unwrap();
+    wait_rolled_out(&env.sim, "checkout");
+    let armed = deployment(
+        "checkout",
+        &old,
+        "    sim.monoship.dev/fail-next: ImagePullBackOff\n",
+    );
+    env.sim.apply_yaml(&armed).unwrap();
+    let run = ship(&env, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let plan = run.json();
+    let checkout = rollout(&plan, "checkout");
+    assert_eq!(checkout["status"], "rolled-back", "{checkout}");
+    let reason = checkout["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("ErrImagePull") || reason.contains("ImagePullBackOff"),
+        "{checkout}"
+    );
+    assert_eq!(
+        image_of(&env, "checkout"),
+        old,
+        "the template before is back"
+    );
+    assert_eq!(rollout(&plan, "cart")["status"], "succeeded");
+}
+
+#[test]
+fn a_broken_manifest_stops_ship_before_anything_is_pushed() {
+    let env = setup(None);
+    let mut repo = env.repo;
+    repo.write(
+        "deploy/checkout/extra.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  labels: {a: b}\n",
+    );
+    repo.commit("a manifest without a name");
+    let env = Env { repo, ..env };
+    let run = ship(&env, &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("deploy/checkout/extra.yaml:1: ConfigMap has no `metadata.name`"),
+        "{}",
+        run.stderr
+    );
+    assert!(env.registry.catalog().is_empty(), "nothing was pushed");
 }
 
 #[test]
@@ -259,7 +351,7 @@ fn in_action_mode_ship_writes_deployed_and_failed_outputs_and_the_rollout_column
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("no output {name}: {outputs:?}"))
     };
-    assert_eq!(get("deployed"), r#"["cart","frontend"]"#);
+    assert_eq!(get("deployed"), r#"["cart","checkout","frontend"]"#);
     assert_eq!(get("failed"), "[]");
     let summary = std::fs::read_to_string(&summary).unwrap();
     let cart = summary.lines().find(|l| l.starts_with("| cart ")).unwrap();
@@ -300,8 +392,9 @@ mod eks {
             .expect("moto creates the cluster");
     }
 
-    #[test]
-    fn ship_to_an_eks_cluster_by_name_with_a_signed_token() {
+    /// Ships the example's proto change to an EKS cluster named `prod` in moto, served by a
+    /// simulator that accepts tokens for `token_lifetime` and moves every `tick`.
+    fn ship_to_eks(token_lifetime: Duration, tick: Duration) -> (Run, Sim) {
         let moto = Moto::start();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -313,7 +406,8 @@ mod eks {
         // expiry, and the SigV4 signature with the secret it is given.
         let sim = Sim::start_blocking(SimOptions {
             namespaces: vec!["shop".into()],
-            tick: Duration::from_millis(50),
+            tick,
+            eks_token_lifetime: token_lifetime,
             eks_cluster: Some("prod".into()),
             eks_credentials: vec![("testing".into(), "testing".into())],
             ..SimOptions::default()
@@ -349,6 +443,12 @@ mod eks {
             ],
             &vars,
         );
+        (run, sim)
+    }
+
+    #[test]
+    fn ship_to_an_eks_cluster_by_name_with_a_signed_token() {
+        let (run, sim) = ship_to_eks(Duration::from_secs(15 * 60), Duration::from_millis(50));
         assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
         let plan = run.json();
         assert_eq!(rollout(&plan, "cart")["status"], "succeeded");
@@ -367,4 +467,103 @@ mod eks {
             "tokens are never printed outside Actions"
         );
     }
+
+    #[test]
+    fn a_token_that_expires_during_the_rollout_is_replaced_and_the_rollout_finishes() {
+        // Tokens live 2 s here instead of 15 minutes, and the rollouts take longer than that.
+        let (run, sim) = ship_to_eks(Duration::from_secs(2), Duration::from_millis(400));
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let plan = run.json();
+        for service in ["cart", "frontend", "checkout"] {
+            assert_eq!(rollout(&plan, service)["status"], "succeeded", "{plan}");
+        }
+        let requests = sim.requests();
+        let refused = requests.iter().filter(|r| r.status == 401).count();
+        assert!(refused > 0, "a token expired during the run");
+        let tokens: std::collections::BTreeSet<&str> = requests
+            .iter()
+            .filter(|r| r.status != 401)
+            .filter_map(|r| r.authorization.as_deref())
+            .collect();
+        assert!(
+            tokens.len() >= 2,
+            "a new token was minted and accepted: {}",
+            tokens.len()
+        );
+        let last = requests.last().unwrap();
+        assert_ne!(last.status, 401, "the run ended on an accepted token");
+    }
+}
+
+/// Two runs deploy cart at once: an older commit (A) and a newer one (B), from separate
+/// clones as two CI runs would be, so A's clone does not know B. Whatever the interleaving,
+/// B's image ends up running, B succeeds, and A never fails, rolls back or overwrites B.
+#[test]
+fn two_concurrent_deploys_of_one_service_leave_the_newer_commit_running() {
+    let env = setup_with_tick(Duration::from_millis(200));
+    let newer_dir = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("git")
+        .args(["clone", "-q"])
+        .arg(env.repo.path())
+        .arg(newer_dir.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut newer = Repo::attach(newer_dir);
+    newer.write("src/cart/main.go", "package main // B\n");
+    newer.commit("cart B");
+    let older_head = env.repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    let newer_head = newer.git(&["rev-parse", "HEAD"]).trim().to_string();
+
+    let run_in = |dir: std::path::PathBuf| {
+        let (base, registry) = (env.base.clone(), env.registry.addr.clone());
+        let kubeconfig = env.kubeconfig.path().display().to_string();
+        std::thread::spawn(move || {
+            let args = [
+                "ship",
+                "--format",
+                "json",
+                "--base",
+                &base,
+                "--registry",
+                &registry,
+                "--kubeconfig",
+                &kubeconfig,
+                "--timeout",
+                "60",
+            ];
+            monoship(&dir, &args, &BTreeMap::new())
+        })
+    };
+    let a = run_in(env.repo.path().to_path_buf());
+    let b = run_in(newer.path().to_path_buf());
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(b.code, 0, "B: {}\n{}", b.stdout, b.stderr);
+    assert_eq!(a.code, 0, "A never fails: {}\n{}", a.stdout, a.stderr);
+    let (a, b) = (a.json(), b.json());
+    assert_eq!(a["head"], older_head.as_str());
+    assert_eq!(b["head"], newer_head.as_str());
+    assert_eq!(rollout(&b, "cart")["status"], "succeeded", "{b}");
+    let a_cart = rollout(&a, "cart");
+    assert!(
+        a_cart["status"] == "succeeded" || a_cart["status"] == "skipped",
+        "{a_cart}"
+    );
+    let b_image = b["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == "cart")
+        .unwrap()["image"]
+        .clone();
+    assert_eq!(
+        json!(image_of(&env, "cart")),
+        b_image,
+        "B's image runs: A={a_cart}"
+    );
+    let d = env.sim.get("deployments", "shop", "cart").unwrap().unwrap();
+    assert_eq!(
+        d["metadata"]["annotations"]["monoship.dev/commit"],
+        newer_head.as_str()
+    );
 }

@@ -29,6 +29,9 @@ pub struct SimOptions {
     /// `eks_cluster`). Tokens from other access key ids are accepted on their shape alone.
     /// By default empty.
     pub eks_credentials: Vec<(String, String)>,
+    /// How long an EKS token is accepted after its `X-Amz-Date`. By default 15 minutes, as
+    /// EKS does; tests shorten it to make a token expire during a rollout.
+    pub eks_token_lifetime: Duration,
     /// How often the controllers run. By default 100 ms, which rolls out a 2-replica
     /// Deployment in about a second.
     pub tick: Duration,
@@ -47,6 +50,7 @@ impl Default for SimOptions {
             token: None,
             eks_cluster: None,
             eks_credentials: Vec::new(),
+            eks_token_lifetime: Duration::from_secs(crate::auth::EKS_TOKEN_LIFETIME_SECS as u64),
             tick: Duration::from_millis(100),
             nodes: 2,
             namespaces: Vec::new(),
