@@ -584,12 +584,18 @@ pub(crate) fn print_dry_run(
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     for t in targets(config, plan) {
-        writeln!(
-            out,
-            "deploy {}: patch {} to the image built above, then wait for its rollout",
-            t.service, t.spec
-        )
-        .map_err(write_err("stdout"))?;
+        let line = match &t.manifests {
+            Some(globs) => format!(
+                "deploy {}: apply {} server-side (field manager monoship) with the image built above substituted by digest, then wait for their rollouts",
+                t.service,
+                globs.join(", ")
+            ),
+            None => format!(
+                "deploy {}: patch {} to the image built above, then wait for its rollout",
+                t.service, t.spec
+            ),
+        };
+        writeln!(out, "{line}").map_err(write_err("stdout"))?;
     }
     Ok(())
 }
