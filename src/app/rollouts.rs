@@ -415,7 +415,7 @@ pub(crate) fn deploy_stage(
                 results.push(skipped(
                     t,
                     t.spec.clone(),
-                    format!("its dependency {dep} failed to deploy"),
+                    format!("its dependency {dep} was not deployed"),
                 ));
                 continue;
             }
@@ -494,7 +494,9 @@ pub(crate) fn deploy_stage(
         tracing::debug!(elapsed = ?started.elapsed(), count = done.len(), "rollouts finished");
         let done = done.into_iter().flatten();
         for r in done {
-            let ok = matches!(r.status, RolloutStatus::Succeeded);
+            // A deploy skipped because a newer commit runs (or superseded) leaves a working
+            // service behind: its dependents go ahead.
+            let ok = !matches!(r.status, RolloutStatus::Failed | RolloutStatus::RolledBack);
             let entry = finished.entry(r.service.clone()).or_insert(true);
             *entry = *entry && ok;
             results.push(r);

@@ -567,3 +567,78 @@ fn two_concurrent_deploys_of_one_service_leave_the_newer_commit_running() {
         newer_head.as_str()
     );
 }
+
+#[test]
+fn a_workload_running_a_newer_commit_is_not_taken_back() {
+    let mut env = setup(None);
+    let older = env.repo.git(&["rev-parse", "HEAD"]).trim().to_string();
+    env.repo
+        .write("src/cart/main.go", "package main // later\n");
+    let newer = env.repo.commit("a later cart");
+    env.repo.git(&["reset", "-q", "--hard", &older]);
+    let annotation = format!("    monoship.dev/commit: {newer}\n");
+    let running = format!("{}/cart:newer", env.registry.addr);
+    env.sim
+        .apply_yaml(&deployment("cart", &running, &annotation))
+        .unwrap();
+    wait_rolled_out(&env.sim, "cart");
+    let run = ship(&env, &[]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let plan = run.json();
+    let cart = rollout(&plan, "cart");
+    assert_eq!(cart["status"], "skipped", "{cart}");
+    assert!(
+        cart["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("runs {newer}, newer than {older}; pass --force")),
+        "{cart}"
+    );
+    assert_eq!(
+        image_of(&env, "cart"),
+        running,
+        "the newer commit keeps running"
+    );
+    assert_eq!(
+        rollout(&plan, "frontend")["status"],
+        "succeeded",
+        "a dependency that runs a newer commit does not hold its dependents back"
+    );
+    let forced = ship(&env, &["--force"]);
+    assert_eq!(forced.code, 0, "{}", forced.stderr);
+    assert_eq!(rollout(&forced.json(), "cart")["status"], "succeeded");
+    assert_ne!(image_of(&env, "cart"), running);
+}
+
+#[test]
+fn watches_cut_during_the_rollouts_are_resumed() {
+    let env = setup_with_tick(Duration::from_millis(200));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let run = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(300));
+                env.sim.drop_watches();
+            }
+        });
+        let run = ship(&env, &[]);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        run
+    });
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let plan = run.json();
+    for service in ["cart", "frontend", "checkout"] {
+        assert_eq!(rollout(&plan, service)["status"], "succeeded", "{plan}");
+    }
+    let watches = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.uri.contains("watch=true") || r.uri.contains("watch=1"))
+        .count();
+    // Three rollouts open about six watches when nothing cuts them; 42 were seen here.
+    assert!(
+        watches >= 12,
+        "watches were opened again after each cut: {watches}"
+    );
+}
