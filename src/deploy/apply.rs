@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::manifests::Document;
 use super::{
-    chain, describe, follow, newer_deployed, newer_reason, within, Cluster, DeployError,
+    chain, describe, follow, newer_deployed, newer_reason, with_retries, within, Cluster, DeployError,
     NewerCheck, RolloutResult, RolloutStatus, Workload, WorkloadKind, WorkloadObject,
     CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, COMMIT_TIME_ANNOTATION, FIELD_MANAGER,
     RUN_URL_ANNOTATION,
@@ -152,7 +152,7 @@ async fn prepare_and_apply(
     for r in &resolved {
         let Some(wl) = &r.workload else { continue };
         let api = dynamic_api(cluster, r);
-        let existing = match api.get_opt(&wl.name).await {
+        let existing = match with_retries("reading", || api.get_opt(&wl.name)).await {
             Ok(found) => found
                 .map(|o| WorkloadObject::from_dynamic(wl.kind, o))
                 .transpose()?,
@@ -205,7 +205,7 @@ async fn prepare_and_apply(
                 {
                     attempt += 1;
                     let wl = r.workload.as_ref().expect("only workloads carry a version");
-                    let current = match api.get_opt(&wl.name).await {
+                    let current = match with_retries("reading", || api.get_opt(&wl.name)).await {
                         Ok(found) => found
                             .map(|o| WorkloadObject::from_dynamic(wl.kind, o))
                             .transpose()?,
@@ -269,8 +269,10 @@ async fn resolve<'a>(
                 .split_once('/')
                 .unwrap_or(("", doc.api_version.as_str()));
             let gvk = GroupVersionKind::gvk(group, version, &doc.kind);
-            let pinned = kube::discovery::pinned_kind(&cluster.client, &gvk)
-                .await
+            let pinned = with_retries("discovery", || {
+                kube::discovery::pinned_kind(&cluster.client, &gvk)
+            })
+            .await
                 .map_err(|e| {
                     DeployError::Refused(format!(
                         "the cluster does not serve {} {} ({}:{}): {}",

@@ -48,6 +48,40 @@ pub const FIELD_MANAGER: &str = "monoship";
 
 /// How many times a patch is re-read and retried after `409 Conflict`.
 const CONFLICT_ATTEMPTS: usize = 3;
+/// How many times a request is sent when the API server is briefly unable to answer.
+const TRANSIENT_ATTEMPTS: u32 = 4;
+
+/// Whether an error is worth the same request again: throttling, a server error, or a
+/// connection that failed.
+fn transient(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(s) => s.code == 429 || (500..600).contains(&s.code),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
+/// `request` again after a transient failure, with a doubling pause from 250 ms, at most
+/// [`TRANSIENT_ATTEMPTS`] times in all. Every request retried this way is idempotent: reads,
+/// and patches that carry the resourceVersion they were made from.
+async fn with_retries<T, F, Fut>(what: &str, mut request: F) -> kube::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = kube::Result<T>>,
+{
+    let mut pause = Duration::from_millis(250);
+    for attempt in 1.. {
+        match request().await {
+            Err(e) if attempt < TRANSIENT_ATTEMPTS && transient(&e) => {
+                tracing::info!(attempt, error = %describe(&e), "{what} failed; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            done => return done,
+        }
+    }
+    unreachable!("the last attempt returns")
+}
 
 /// A workload kind that has a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -656,7 +690,7 @@ async fn read_workload(
     api: &Api<DynamicObject>,
     wl: &Workload,
 ) -> Result<WorkloadObject, DeployError> {
-    match api.get_opt(&wl.name).await {
+    match with_retries("reading the workload", || api.get_opt(&wl.name)).await {
         Ok(Some(object)) => WorkloadObject::from_dynamic(wl.kind, object),
         Ok(None) => Err(DeployError::Refused(format!(
             "{} {:?} not found in namespace {:?}",
@@ -736,7 +770,8 @@ async fn patch_image(
         let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
             .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
         let patch = image_patch(&object, &picked, req);
-        match api.patch(&wl.name, &params, &Patch::Strategic(patch)).await {
+        let patch = Patch::Strategic(patch);
+        match with_retries("patching", || api.patch(&wl.name, &params, &patch)).await {
             Ok(updated) => {
                 return Ok(Patched::Done(
                     WorkloadObject::from_dynamic(wl.kind, updated)?,
