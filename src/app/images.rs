@@ -16,8 +16,8 @@ use crate::inputs::{self, BuildSettings};
 use crate::plan::Plan;
 use crate::push::{self, ImageJob, ImageResult, ImageStatus};
 use crate::registry::{OciRegistry, RegistryTarget};
-use crate::report::commands::{self, Annotation, Level};
-use crate::report::{outputs, summary, text};
+use crate::report::commands;
+use crate::report::{annotations, outputs, summary, text};
 
 /// Default number of images built at once.
 pub const DEFAULT_MAX_PARALLEL: usize = 2;
@@ -211,8 +211,19 @@ pub(crate) fn build_stage(
             }
         };
         let docker_missing = docker.is_none();
+        // push_images starts jobs in order, `max_parallel` at a time, and the next one as
+        // soon as one finishes: the progress lines follow that order.
+        let names: Vec<String> = jobs.iter().map(|j| j.service.clone()).collect();
+        let mut next = max_parallel.max(1).min(names.len());
+        for (i, name) in names.iter().enumerate().take(next) {
+            let _ = writeln!(log, "{}", text::image_started(name, i + 1, names.len()));
+        }
         let mut results = push::push_images(jobs, docker, registry, max_parallel, |r| {
             let _ = print_progress(r, in_action, log);
+            if let Some(name) = names.get(next) {
+                next += 1;
+                let _ = writeln!(log, "{}", text::image_started(name, next, names.len()));
+            }
         })
         .await;
         if docker_missing {
@@ -279,18 +290,12 @@ async fn ecr_login(
 }
 
 fn print_progress(r: &ImageResult, in_action: bool, out: &mut dyn Write) -> std::io::Result<()> {
-    let status = match r.status {
-        ImageStatus::Built => "built",
-        ImageStatus::Reused => "reused",
-        ImageStatus::Failed => "FAILED",
-    };
-    let title = format!("{}: {status} in {:.1}s", r.service, r.seconds);
     if in_action {
         if let Some(log) = &r.log {
             print_group(out, &format!("build {}", r.service), log)?;
         }
     }
-    writeln!(out, "{}", commands::one_line(&title))
+    writeln!(out, "{}", text::image_finished(r))
 }
 
 fn print_dry_run(
@@ -352,50 +357,51 @@ pub(crate) fn report_build(
             writeln!(stdout, "{json}").map_err(write_err("stdout"))?;
         }
         Format::Text => {
-            write!(stdout, "{}", text::render_plan(plan)).map_err(write_err("stdout"))?;
-            write!(stdout, "{}", text::render_images(images)).map_err(write_err("stdout"))?;
+            let style = text::Style::new(req.color);
+            write!(stdout, "{}", text::render_plan(plan, style)).map_err(write_err("stdout"))?;
+            write!(stdout, "{}", text::render_images(images, style))
+                .map_err(write_err("stdout"))?;
             if let Some(r) = rollouts {
-                write!(stdout, "{}", text::render_rollouts(r)).map_err(write_err("stdout"))?;
+                write!(stdout, "{}", text::render_rollouts(r, style))
+                    .map_err(write_err("stdout"))?;
             }
         }
     }
-    for r in rollouts
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| matches!(r.status, RolloutStatus::Failed | RolloutStatus::RolledBack))
-    {
-        let message = format!(
-            "{} ({}): {}",
-            r.service,
-            r.workload,
-            r.reason.clone().unwrap_or_default()
+    if req.action.is_some() {
+        // Every annotation of the run at once, so GitHub's 10 per level hold for all of them.
+        let config_path = req.workdir.join(&req.config);
+        let config_text = std::fs::read_to_string(&config_path).unwrap_or_default();
+        let config_path = config_path.display().to_string();
+        let found = annotations::run_findings(
+            plan,
+            images,
+            rollouts,
+            annotations::ConfigFile {
+                path: &config_path,
+                text: &config_text,
+            },
         );
-        if req.action.is_some() {
-            let a = Annotation {
-                level: Level::Error,
-                file: None,
-                line: None,
-                title: Some(format!("{} failed to deploy", r.service)),
-                message,
-            };
+        for a in annotations::within_limits(found, Some("see the job summary")) {
             writeln!(stderr, "{a}").map_err(write_err("stderr"))?;
-        } else {
-            writeln!(stderr, "error: {}", commands::one_line(&message))
-                .map_err(write_err("stderr"))?;
         }
-    }
-    for r in images.iter().filter(|r| r.status == ImageStatus::Failed) {
-        let message = format!("{}: {}", r.service, r.error.clone().unwrap_or_default());
-        if req.action.is_some() {
-            let a = Annotation {
-                level: Level::Error,
-                file: r.failed_at.as_ref().map(|(f, _)| f.clone()),
-                line: r.failed_at.as_ref().map(|(_, l)| *l),
-                title: Some(format!("{} failed to build", r.service)),
-                message,
-            };
-            writeln!(stderr, "{a}").map_err(write_err("stderr"))?;
-        } else {
+    } else {
+        let failed_rollouts = rollouts
+            .unwrap_or_default()
+            .iter()
+            .filter(|r| matches!(r.status, RolloutStatus::Failed | RolloutStatus::RolledBack))
+            .map(|r| {
+                format!(
+                    "{} ({}): {}",
+                    r.service,
+                    r.workload,
+                    r.reason.clone().unwrap_or_default()
+                )
+            });
+        let failed_images = images
+            .iter()
+            .filter(|r| r.status == ImageStatus::Failed)
+            .map(|r| format!("{}: {}", r.service, r.error.clone().unwrap_or_default()));
+        for message in failed_rollouts.chain(failed_images) {
             writeln!(stderr, "error: {}", commands::one_line(&message))
                 .map_err(write_err("stderr"))?;
         }
@@ -430,7 +436,7 @@ pub(crate) fn report_build(
             outputs::append(path, &out).map_err(write_err(&path.display().to_string()))?;
         }
         if let Some(path) = &a.summary {
-            summary::append(path, &summary::render(plan, Some(images), rollouts))
+            summary::append(path, &summary::render(plan, config, Some(images), rollouts))
                 .map_err(write_err(&path.display().to_string()))?;
         }
     }

@@ -1,15 +1,28 @@
 //! The job summary (`$GITHUB_STEP_SUMMARY`): one Markdown table row per service, with the
-//! reasons, kept far below GitHub's 1 MiB limit.
+//! reasons, then a Mermaid graph of how changes spread through `depends_on`; all of it kept
+//! far below GitHub's 1 MiB limit.
 
+use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
 use std::path::Path;
 
+use crate::config::Config;
 use crate::plan::{NodePlan, Plan};
 
 /// GitHub rejects summaries over 1 MiB; stay well below so later steps have room.
 pub const MAX_SUMMARY_BYTES: usize = 512 * 1024;
 /// Reasons shown per row; the rest are counted.
 pub const REASONS_PER_ROW: usize = 3;
+/// Warnings shown, and characters shown of each; they are repeated as annotations.
+const WARNINGS_SHOWN: usize = 10;
+const WARNING_CHARS: usize = 1000;
+/// Services and groups beyond which the graph is left out: a Mermaid layout of hundreds of
+/// nodes is unreadable, and GitHub stops rendering at 500 edges or 50,000 characters.
+pub const MAX_GRAPH_NODES: usize = 200;
+const MAX_GRAPH_EDGES: usize = 500;
+const MAX_GRAPH_CHARS: usize = 50_000;
+/// Characters of a name shown in a graph node.
+const LABEL_CHARS: usize = 60;
 
 /// Makes text safe inside a Markdown table cell: no HTML, no cell breaks, no line breaks.
 pub fn cell(s: &str) -> String {
@@ -52,14 +65,17 @@ fn why(node: &NodePlan) -> String {
     parts.join("<br>")
 }
 
-/// Renders the summary of a plan.
-pub fn render_plan(plan: &Plan) -> String {
-    render(plan, None, None)
+/// Renders the summary of a plan; `config` gives the graph its `depends_on` edges.
+pub fn render_plan(plan: &Plan, config: &Config) -> String {
+    render(plan, config, None, None)
 }
 
-/// Renders the summary of a run: the plan, and the images when they were built.
+/// Renders the summary of a run: the plan, the images when they were built, the rollouts
+/// when they were deployed, and the dependency graph. Never longer than [`MAX_SUMMARY_BYTES`]:
+/// rows that do not fit are counted instead.
 pub fn render(
     plan: &Plan,
+    config: &Config,
     images: Option<&[crate::push::ImageResult]>,
     rollouts: Option<&[crate::deploy::RolloutResult]>,
 ) -> String {
@@ -83,9 +99,38 @@ pub fn render(
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default(),
     ));
-    for w in &plan.warnings {
-        out.push_str(&format!("> [!WARNING]\n> {}\n\n", cell(w)));
+    for w in plan.warnings.iter().take(WARNINGS_SHOWN) {
+        out.push_str(&format!(
+            "> [!WARNING]\n> {}\n\n",
+            cell(&clip(w, WARNING_CHARS))
+        ));
     }
+    if plan.warnings.len() > WARNINGS_SHOWN {
+        out.push_str(&format!(
+            "{} more warnings are in the log.\n\n",
+            plan.warnings.len() - WARNINGS_SHOWN
+        ));
+    }
+    let failed: BTreeSet<&str> = images
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.status == crate::push::ImageStatus::Failed)
+        .map(|r| r.service.as_str())
+        .chain(
+            rollouts
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| {
+                    matches!(
+                        r.status,
+                        crate::deploy::RolloutStatus::Failed
+                            | crate::deploy::RolloutStatus::RolledBack
+                    )
+                })
+                .map(|r| r.service.as_str()),
+        )
+        .collect();
+    let chart = graph(plan, config, &failed).unwrap_or_default();
     out.push_str("| service | changed | why | image | digest | rollout | time |\n|---|---|---|---|---|---|---|\n");
     let footer_room = 256;
     let mut rows = plan
@@ -152,7 +197,7 @@ pub fn render(
             if s.changed { "yes" } else { "no" },
             why(s)
         );
-        if out.len() + row.len() + footer_room > MAX_SUMMARY_BYTES {
+        if out.len() + row.len() + footer_room + chart.len() > MAX_SUMMARY_BYTES {
             break;
         }
         out.push_str(&row);
@@ -164,7 +209,138 @@ pub fn render(
             plan.services.len() - shown
         ));
     }
+    if !chart.is_empty() {
+        out.push('\n');
+        out.push_str(&chart);
+    }
     out
+}
+
+/// The `depends_on` graph as a Markdown section: a Mermaid flowchart with an arrow from each
+/// service or group to those that depend on it, changed nodes highlighted and failed ones
+/// marked. `None` when nothing depends on anything; a one-line note instead of the chart when
+/// it would be too large to render.
+pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<String> {
+    let nodes: Vec<(&NodePlan, bool)> = plan
+        .services
+        .iter()
+        .map(|s| (s, true))
+        .chain(plan.groups.iter().map(|g| (g, false)))
+        .collect();
+    // Ids are positions (`n0`, `n1`, ...), so no name can break the chart's syntax.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for (i, (node, _)) in nodes.iter().enumerate() {
+        ids.entry(node.name.as_str()).or_insert(i);
+    }
+    let depends_on = config
+        .services
+        .iter()
+        .map(|(n, s)| (n, &s.depends_on))
+        .chain(config.groups.iter().map(|(n, g)| (n, &g.depends_on)));
+    let mut edges = BTreeSet::new();
+    for (name, deps) in depends_on {
+        let Some(&to) = ids.get(name.as_str()) else {
+            continue;
+        };
+        for d in deps {
+            if let Some(&from) = ids.get(d.as_str()) {
+                edges.insert((from, to));
+            }
+        }
+    }
+    if edges.is_empty() {
+        return None;
+    }
+    let heading = "#### Dependencies\n\n";
+    let omitted = |why: String| Some(format!("{heading}Graph omitted: {why}.\n"));
+    if nodes.len() > MAX_GRAPH_NODES {
+        return omitted(format!(
+            "{} services and {} groups, more than the {MAX_GRAPH_NODES} it draws",
+            plan.services.len(),
+            plan.groups.len()
+        ));
+    }
+    if edges.len() > MAX_GRAPH_EDGES {
+        return omitted(format!(
+            "{} dependencies, more than the {MAX_GRAPH_EDGES} GitHub draws",
+            edges.len()
+        ));
+    }
+    let mut chart = String::from("```mermaid\nflowchart LR\n");
+    for (i, (node, is_service)) in nodes.iter().enumerate() {
+        let label = mermaid_label(&node.name);
+        if *is_service {
+            chart.push_str(&format!("  n{i}[\"{label}\"]\n"));
+        } else {
+            chart.push_str(&format!("  n{i}([\"{label}\"])\n"));
+        }
+    }
+    for (from, to) in &edges {
+        chart.push_str(&format!("  n{from} --> n{to}\n"));
+    }
+    let class = |pick: &dyn Fn(&NodePlan) -> bool| -> Vec<String> {
+        nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, (n, _))| pick(n))
+            .map(|(i, _)| format!("n{i}"))
+            .collect()
+    };
+    let is_failed = |n: &NodePlan| failed.contains(n.name.as_str());
+    let changed = class(&|n| n.changed && !is_failed(n));
+    let broken = class(&is_failed);
+    if !changed.is_empty() {
+        chart.push_str(
+            "  classDef changed fill:#fff3bf,stroke:#e8590c,stroke-width:2px,color:#000\n",
+        );
+        chart.push_str(&format!("  class {} changed\n", changed.join(",")));
+    }
+    if !broken.is_empty() {
+        chart.push_str(
+            "  classDef failed fill:#ffc9c9,stroke:#c92a2a,stroke-width:2px,color:#000\n",
+        );
+        chart.push_str(&format!("  class {} failed\n", broken.join(",")));
+    }
+    chart.push_str("```\n");
+    if chart.len() > MAX_GRAPH_CHARS {
+        return omitted(format!(
+            "{} characters, more than the {MAX_GRAPH_CHARS} GitHub draws",
+            chart.len()
+        ));
+    }
+    let mut legend = String::from(
+        "An arrow points from a service or group (round ends) to those that `depends_on` it; changed ones are highlighted",
+    );
+    if !broken.is_empty() {
+        legend.push_str(", failed ones red");
+    }
+    Some(format!("{heading}{chart}\n{legend}.\n"))
+}
+
+/// A name as the text of a quoted Mermaid label: letters, digits and a few harmless marks
+/// stay; everything else (quotes, `<`, `>`, `#`, `;`, brackets, backticks, control
+/// characters) becomes a `#NNN;` entity, which Mermaid shows as the character itself.
+pub fn mermaid_label(name: &str) -> String {
+    let mut out = String::new();
+    for c in clip(name, LABEL_CHARS).chars() {
+        if c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '/' | ':' | '@' | '+' | '…')
+        {
+            out.push(c);
+        } else {
+            out.push_str(&format!("#{};", c as u32));
+        }
+    }
+    out
+}
+
+/// `s` cut to `max` characters, the last one `…` when anything was cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut cut: String = s.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 fn short(sha: &str) -> &str {
@@ -187,6 +363,7 @@ pub fn append(path: &Path, markdown: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ServiceConfig;
     use crate::detect::ChangeSource;
     use crate::plan::Reason;
 
@@ -216,7 +393,7 @@ mod tests {
             files: 30,
             warnings: vec![],
         };
-        let md = render_plan(&plan);
+        let md = render_plan(&plan, &Config::default());
         let cart = md.lines().find(|l| l.starts_with("| cart")).unwrap();
         assert!(
             cart.contains("<code>cart/f0&#124;x&lt;y&gt;.rs</code>"),
@@ -243,8 +420,223 @@ mod tests {
             files: 0,
             warnings: vec![],
         };
-        let md = render_plan(&plan);
+        let md = render_plan(&plan, &chain_config(&plan));
         assert!(md.len() <= MAX_SUMMARY_BYTES, "{}", md.len());
         assert!(md.contains("more services are not shown"));
+        assert!(
+            md.contains("Graph omitted: 20000 services"),
+            "the graph is not drawn"
+        );
+    }
+
+    /// Every service depends on the one before it.
+    fn chain_config(plan: &Plan) -> Config {
+        let mut config = Config::default();
+        let mut previous: Option<&str> = None;
+        for s in &plan.services {
+            config.services.insert(
+                s.name.clone(),
+                ServiceConfig {
+                    depends_on: previous.map(|p| vec![p.to_string()]).unwrap_or_default(),
+                    ..Default::default()
+                },
+            );
+            previous = Some(&s.name);
+        }
+        config
+    }
+
+    fn plan_of(services: Vec<NodePlan>, groups: Vec<NodePlan>) -> Plan {
+        Plan {
+            base: Some("a".repeat(40)),
+            head: "b".repeat(40),
+            source: ChangeSource::Git,
+            changed: services
+                .iter()
+                .filter(|s| s.changed)
+                .map(|s| s.name.clone())
+                .collect(),
+            services,
+            groups,
+            files: 1,
+            warnings: vec![],
+        }
+    }
+
+    /// The lines of the Mermaid block.
+    fn mermaid(md: &str) -> Vec<&str> {
+        let start = md.find("```mermaid\n").expect("a mermaid block") + "```mermaid\n".len();
+        let len = md[start..].find("\n```\n").expect("the block is closed");
+        md[start..start + len].lines().collect()
+    }
+
+    #[test]
+    fn the_graph_survives_hostile_names() {
+        let names = [
+            "a\"b",
+            "x<y>z",
+            "end",
+            "evil\n```\n# heading",
+            "semi;colon#35;",
+            "pay-ments.v2",
+            "[brackets](and)|pipes{}",
+        ];
+        let services: Vec<NodePlan> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| node(n, i % 2))
+            .collect();
+        let mut plan = plan_of(services, vec![node("proto \"shared\"", 1)]);
+        plan.services.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut config = Config::default();
+        for n in names {
+            config.services.insert(
+                n.to_string(),
+                ServiceConfig {
+                    depends_on: vec!["proto \"shared\"".into()],
+                    ..Default::default()
+                },
+            );
+        }
+        config
+            .services
+            .get_mut("end")
+            .unwrap()
+            .depends_on
+            .push("a\"b".into());
+        config
+            .groups
+            .insert("proto \"shared\"".into(), Default::default());
+        let md = render_plan(&plan, &config);
+        assert_eq!(md.matches("```").count(), 2, "one fenced block: {md}");
+        let lines = mermaid(&md);
+        assert_eq!(lines[0], "flowchart LR");
+        let node_lines: Vec<&str> = lines[1..=plan.services.len() + 1].to_vec();
+        for (i, line) in node_lines.iter().enumerate() {
+            let label = line
+                .strip_prefix(&format!("  n{i}[\""))
+                .or_else(|| line.strip_prefix(&format!("  n{i}([\"")))
+                .unwrap_or_else(|| panic!("{line}"));
+            let label = label
+                .strip_suffix("\"]")
+                .or_else(|| label.strip_suffix("\"])"))
+                .unwrap_or_else(|| panic!("{line}"));
+            assert!(
+                label
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || " -_./:@+#;".contains(c)),
+                "{line}"
+            );
+        }
+        let at = |name: &str| plan.services.iter().position(|s| s.name == name).unwrap();
+        let (quoted, end) = (at("a\"b"), at("end"));
+        assert!(
+            lines.contains(&format!("  n{quoted}[\"a#34;b\"]").as_str()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"  n7([\"proto #34;shared#34;\"])"),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&format!("  n{quoted} --> n{end}").as_str()),
+            "{lines:?}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(" --> ")).count(),
+            names.len() + 1
+        );
+        let changed: Vec<String> = plan
+            .services
+            .iter()
+            .chain(&plan.groups)
+            .enumerate()
+            .filter(|(_, s)| s.changed)
+            .map(|(i, _)| format!("n{i}"))
+            .collect();
+        assert!(lines.contains(&format!("  class {} changed", changed.join(",")).as_str()));
+        assert!(md.ends_with("changed ones are highlighted.\n"), "{md}");
+    }
+
+    #[test]
+    fn labels_escape_every_special_character() {
+        let rows = [
+            ("cart", "cart"),
+            ("pay-ments.v2", "pay-ments.v2"),
+            ("a\"b", "a#34;b"),
+            ("<script>", "#60;script#62;"),
+            ("#35;", "#35;35#59;"),
+            ("a\nb", "a#10;b"),
+            ("`x`", "#96;x#96;"),
+            ("é", "é"),
+        ];
+        for (name, label) in rows {
+            assert_eq!(mermaid_label(name), label, "{name:?}");
+        }
+        let long = mermaid_label(&"x".repeat(500));
+        assert_eq!(long.chars().count(), LABEL_CHARS);
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn a_failed_service_is_marked_and_no_edges_means_no_graph() {
+        let plan = plan_of(vec![node("api", 1), node("web", 1)], vec![]);
+        let mut config = Config::default();
+        config
+            .services
+            .insert("api".into(), ServiceConfig::default());
+        assert!(!render_plan(&plan, &config).contains("mermaid"));
+        config.services.insert(
+            "web".into(),
+            ServiceConfig {
+                depends_on: vec!["api".into()],
+                ..Default::default()
+            },
+        );
+        let failed = BTreeSet::from(["web"]);
+        let md = graph(&plan, &config, &failed).unwrap();
+        let lines = mermaid(&md);
+        assert!(lines.contains(&"  n0 --> n1"), "{lines:?}");
+        assert!(lines.contains(&"  class n0 changed"), "{lines:?}");
+        assert!(lines.contains(&"  class n1 failed"), "{lines:?}");
+    }
+
+    #[test]
+    fn five_hundred_services_stay_under_the_limit_without_a_graph() {
+        let services: Vec<_> = (0..500)
+            .map(|i| node(&format!("svc-{i:03}-{}", "\"<>#".repeat(200)), 25))
+            .collect();
+        let mut plan = plan_of(services, vec![]);
+        plan.warnings = vec!["w".repeat(100_000); 50];
+        let md = render_plan(&plan, &chain_config(&plan));
+        assert!(md.len() <= MAX_SUMMARY_BYTES, "{}", md.len());
+        assert!(
+            md.contains("Graph omitted: 500 services and 0 groups"),
+            "{md}"
+        );
+        assert!(!md.contains("```"));
+        assert!(md.contains("40 more warnings are in the log."));
+    }
+
+    #[test]
+    fn the_largest_graph_drawn_fits_with_the_table() {
+        // 200 nodes with names that need escaping everywhere: the chart is left out when it
+        // grows past what GitHub renders, and the summary stays under its limit either way.
+        for name in ["svc", "\"<>#;"] {
+            let services: Vec<_> = (0..MAX_GRAPH_NODES)
+                .map(|i| node(&format!("{i:03}{}", name.repeat(40)), 25))
+                .collect();
+            let plan = plan_of(services, vec![]);
+            let md = render_plan(&plan, &chain_config(&plan));
+            assert!(md.len() <= MAX_SUMMARY_BYTES, "{}", md.len());
+            if name == "svc" {
+                assert_eq!(mermaid(&md).len(), 1 + 200 + 199 + 2);
+            } else {
+                assert!(
+                    md.contains("Graph omitted:") && md.contains("characters"),
+                    "{md}"
+                );
+            }
+        }
     }
 }

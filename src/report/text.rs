@@ -1,77 +1,154 @@
-//! Human-readable output for the terminal.
+//! Human-readable output for the terminal: the plan, images and rollouts on stdout, and
+//! build progress lines for stderr. Colour is plain ANSI SGR codes, used only when the caller
+//! says so ([`Style::COLOR`]); every piece of user text goes through [`one_line`] first, so a
+//! name cannot move the cursor or start a workflow command.
 
+use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::plan::Plan;
+use crate::push::{ImageResult, ImageStatus};
 use crate::report::commands::one_line;
 
-/// Renders a plan for people: the range, the changed services with their first reasons, and
-/// the unchanged ones on one line.
-pub fn render_plan(plan: &Plan) -> String {
+/// Reasons shown per changed service; the rest are counted.
+pub const REASONS_SHOWN: usize = 3;
+/// Unchanged services named; the rest are counted.
+pub const UNCHANGED_NAMED: usize = 12;
+/// Names wider than this do not widen the reasons column.
+const NAME_COLUMN: usize = 24;
+
+/// Plain text, or text with ANSI colours for a terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Style {
+    color: bool,
+}
+
+impl Style {
+    pub const PLAIN: Style = Style { color: false };
+    pub const COLOR: Style = Style { color: true };
+
+    /// [`Style::COLOR`] when `color` is true.
+    pub fn new(color: bool) -> Style {
+        Style { color }
+    }
+
+    fn paint(self, sgr: &str, text: &str) -> String {
+        if self.color && !text.is_empty() {
+            format!("\x1b[{sgr}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
+    }
+    fn bold(self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn dim(self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    fn green(self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn yellow(self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    fn red(self, t: &str) -> String {
+        self.paint("1;31", t)
+    }
+    fn cyan(self, t: &str) -> String {
+        self.paint("36", t)
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// Renders a plan for people: the range, each changed service with its first reasons, and
+/// the unchanged ones counted (the first few named).
+pub fn render_plan(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
     let range = match &plan.base {
-        Some(base) => format!(
-            "{}..{}",
-            &base[..base.len().min(12)],
-            &plan.head[..plan.head.len().min(12)]
-        ),
-        None => format!("at {}", &plan.head[..plan.head.len().min(12)]),
+        Some(base) => format!("{}..{}", short(base), short(&plan.head)),
+        None => format!("at {}", short(&plan.head)),
     };
     let source = serde_json::to_value(plan.source)
         .ok()
         .and_then(|v| v.as_str().map(str::to_string))
         .unwrap_or_default();
     out.push_str(&format!(
-        "plan {range} ({source}, {})\n",
+        "{} {} ({source}, {})\n",
+        style.bold("plan"),
+        one_line(&range),
         files_phrase(plan.files)
     ));
     for w in &plan.warnings {
-        out.push_str(&format!("warning: {}\n", one_line(w)));
+        out.push_str(&format!("{} {}\n", style.yellow("warning:"), one_line(w)));
     }
-    out.push_str(&format!(
-        "changed ({}/{}):",
-        plan.changed.len(),
-        plan.services.len()
-    ));
+    let heading = format!("changed ({}/{}):", plan.changed.len(), plan.services.len());
+    out.push_str(&style.bold(&heading));
     if plan.changed.is_empty() {
         out.push_str(" none\n");
     } else {
         out.push('\n');
     }
-    let width = plan
-        .services
+    let changed: Vec<_> = plan.services.iter().filter(|s| s.changed).collect();
+    let width = changed
         .iter()
-        .map(|s| s.name.len())
+        .map(|s| one_line(&s.name).chars().count())
         .max()
-        .unwrap_or(0);
-    for s in plan.services.iter().filter(|s| s.changed) {
-        for (i, r) in s.reasons.iter().take(3).enumerate() {
-            let name = if i == 0 { s.name.as_str() } else { "" };
+        .unwrap_or(0)
+        .min(NAME_COLUMN);
+    for s in changed {
+        let name = one_line(&s.name);
+        // Padding is added outside the colour codes, so columns line up either way.
+        let pad = " ".repeat(width.saturating_sub(name.chars().count()));
+        for (i, r) in s.reasons.iter().take(REASONS_SHOWN).enumerate() {
+            let who = if i == 0 {
+                format!("{}{pad}", style.green(&name))
+            } else {
+                " ".repeat(width.max(name.chars().count()))
+            };
             if r.path.is_empty() {
-                out.push_str(&format!("  {name:width$}  {}\n", one_line(&r.rule)));
+                out.push_str(&format!("  {who}  {}\n", one_line(&r.rule)));
             } else {
                 out.push_str(&format!(
-                    "  {name:width$}  {}  <- {}\n",
+                    "  {who}  {}  {}\n",
                     one_line(&r.path),
-                    one_line(&r.rule)
+                    style.dim(&format!("<- {}", one_line(&r.rule)))
                 ));
             }
         }
-        let rest = s.reasons.len().saturating_sub(3) + s.more_reasons;
+        if s.reasons.is_empty() {
+            out.push_str(&format!("  {}{pad}\n", style.green(&name)));
+        }
+        let rest = s.reasons.len().saturating_sub(REASONS_SHOWN) + s.more_reasons;
         if rest > 0 {
-            out.push_str(&format!("  {:width$}  ... and {rest} more\n", ""));
+            out.push_str(&format!(
+                "  {}  {}\n",
+                " ".repeat(width.max(name.chars().count())),
+                style.dim(&format!("... and {rest} more"))
+            ));
         }
     }
-    let unchanged: Vec<&str> = plan
+    let unchanged: Vec<String> = plan
         .services
         .iter()
         .filter(|s| !s.changed)
-        .map(|s| s.name.as_str())
+        .map(|s| one_line(&s.name))
         .collect();
     if !unchanged.is_empty() {
-        out.push_str(&format!(
-            "unchanged ({}): {}\n",
-            unchanged.len(),
-            unchanged.join(", ")
-        ));
+        let mut names = unchanged
+            .iter()
+            .take(UNCHANGED_NAMED)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        if unchanged.len() > UNCHANGED_NAMED {
+            names.push_str(&format!(
+                ", ... and {} more",
+                unchanged.len() - UNCHANGED_NAMED
+            ));
+        }
+        out.push_str(&style.dim(&format!("unchanged ({}): {names}", unchanged.len())));
+        out.push('\n');
     }
     out
 }
@@ -90,68 +167,334 @@ pub fn files_phrase(n: usize) -> String {
 }
 
 /// Renders build results: one line per image.
-pub fn render_images(images: &[crate::push::ImageResult]) -> String {
-    use crate::push::ImageStatus;
+pub fn render_images(images: &[ImageResult], style: Style) -> String {
     if images.is_empty() {
         return "images: none to build\n".into();
     }
-    let mut out = format!("images ({}):\n", images.len());
-    let width = images.iter().map(|r| r.service.len()).max().unwrap_or(0);
+    let mut out = style.bold(&format!("images ({}):", images.len()));
+    out.push('\n');
+    let width = images
+        .iter()
+        .map(|r| one_line(&r.service).chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(NAME_COLUMN);
     for r in images {
+        let name = format!("{:width$}", one_line(&r.service));
         let line = match r.status {
             ImageStatus::Built | ImageStatus::Reused => format!(
-                "  {:width$}  {:<6}  {}  ({:.1}s)",
-                r.service,
+                "  {name}  {}  {}  ({:.1}s)",
                 if r.status == ImageStatus::Built {
-                    "built"
+                    style.green("built ")
                 } else {
-                    "reused"
+                    style.cyan("reused")
                 },
-                r.image.as_deref().unwrap_or(""),
+                one_line(r.image.as_deref().unwrap_or("")),
                 r.seconds
             ),
             ImageStatus::Failed => format!(
-                "  {:width$}  FAILED  {}",
-                r.service,
-                r.error
-                    .as_deref()
-                    .unwrap_or("")
-                    .lines()
-                    .next()
-                    .unwrap_or("")
+                "  {name}  {}  {}",
+                style.red("FAILED"),
+                one_line(first_line(r.error.as_deref()))
             ),
         };
-        out.push_str(&one_line(&line));
+        out.push_str(&line);
         out.push('\n');
     }
     out
 }
 
+fn first_line(text: Option<&str>) -> &str {
+    text.unwrap_or("").lines().next().unwrap_or("")
+}
+
 /// Renders rollout results: one line per workload.
-pub fn render_rollouts(rollouts: &[crate::deploy::RolloutResult]) -> String {
+pub fn render_rollouts(rollouts: &[RolloutResult], style: Style) -> String {
     if rollouts.is_empty() {
         return "rollouts: none\n".into();
     }
-    let mut out = format!("rollouts ({}):\n", rollouts.len());
+    let mut out = style.bold(&format!("rollouts ({}):", rollouts.len()));
+    out.push('\n');
     for r in rollouts {
-        let status = r.status.as_str();
+        let word = r.status.as_str();
+        let status = match r.status {
+            RolloutStatus::Succeeded => style.green(word),
+            RolloutStatus::Failed | RolloutStatus::RolledBack => style.red(word),
+            RolloutStatus::Skipped => style.yellow(word),
+        };
         let reason = r
             .reason
             .as_deref()
-            .map(|x| format!(": {x}"))
+            .map(|x| format!(": {}", one_line(x)))
             .unwrap_or_default();
-        out.push_str(&one_line(&format!(
-            "  {}  {}  {status} in {:.1}s{reason}",
-            r.service, r.workload, r.seconds
-        )));
-        out.push('\n');
+        out.push_str(&format!(
+            "  {}  {}  {status} in {:.1}s{reason}\n",
+            one_line(&r.service),
+            one_line(&r.workload),
+            r.seconds
+        ));
     }
     out
+}
+
+/// The progress line for an image whose build (or reuse check) starts: `cart: building (1/3)`.
+pub fn image_started(service: &str, number: usize, total: usize) -> String {
+    format!("{}: building ({number}/{total})", one_line(service))
+}
+
+/// The progress line for a finished image:
+/// `cart: pushed 127.0.0.1:5000/shop/cart@sha256:... in 1.2s`.
+pub fn image_finished(r: &ImageResult) -> String {
+    let service = one_line(&r.service);
+    let image = one_line(r.image.as_deref().unwrap_or("(no image)"));
+    match r.status {
+        ImageStatus::Built => format!("{service}: pushed {image} in {:.1}s", r.seconds),
+        ImageStatus::Reused => format!(
+            "{service}: reused {image} (inputs unchanged) in {:.1}s",
+            r.seconds
+        ),
+        ImageStatus::Failed => format!(
+            "{service}: FAILED in {:.1}s: {}",
+            r.seconds,
+            one_line(first_line(r.error.as_deref()).trim_end_matches(':'))
+        ),
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::deploy::RolloutStatus;
+    use super::*;
+    use crate::detect::ChangeSource;
+    use crate::plan::{NodePlan, Reason};
+
+    fn node(name: &str, reasons: &[(&str, &str)], more: usize) -> NodePlan {
+        NodePlan {
+            name: name.into(),
+            changed: !reasons.is_empty(),
+            reasons: reasons
+                .iter()
+                .map(|(path, rule)| Reason {
+                    path: path.to_string(),
+                    rule: rule.to_string(),
+                })
+                .collect(),
+            more_reasons: more,
+        }
+    }
+
+    fn plan(services: Vec<NodePlan>, warnings: &[&str]) -> Plan {
+        Plan {
+            base: Some("a".repeat(40)),
+            head: "b".repeat(40),
+            source: ChangeSource::Git,
+            changed: services
+                .iter()
+                .filter(|s| s.changed)
+                .map(|s| s.name.clone())
+                .collect(),
+            services,
+            groups: vec![],
+            files: 4,
+            warnings: warnings.iter().map(|w| w.to_string()).collect(),
+        }
+    }
+
+    fn shop() -> Plan {
+        let api = node("api", &[("pb/api.proto", "Dockerfile COPY pb/")], 0);
+        let web = node(
+            "frontend",
+            &[
+                ("pb/api.proto", "depends_on api"),
+                ("web/a.txt", "paths: web/**"),
+                ("web/b.txt", "paths: web/**"),
+                ("web/c.txt", "paths: web/**"),
+            ],
+            2,
+        );
+        let forced = node("jobs", &[("", "named in --services")], 0);
+        plan(
+            vec![
+                api,
+                node("docs", &[], 0),
+                web,
+                forced,
+                node("worker", &[], 0),
+            ],
+            &["the base commit is not in this clone;\nused the API"],
+        )
+    }
+
+    #[test]
+    fn plans_render_plain_and_in_colour() {
+        let rows: [(Plan, Style, &str); 4] = [
+            (
+                shop(),
+                Style::PLAIN,
+                "plan aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
+warning: the base commit is not in this clone;\\nused the API
+changed (3/5):
+  api       pb/api.proto  <- Dockerfile COPY pb/
+  frontend  pb/api.proto  <- depends_on api
+            web/a.txt  <- paths: web/**
+            web/b.txt  <- paths: web/**
+            ... and 3 more
+  jobs      named in --services
+unchanged (2): docs, worker
+",
+            ),
+            (
+                shop(),
+                Style::COLOR,
+                "\x1b[1mplan\x1b[0m aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
+\x1b[33mwarning:\x1b[0m the base commit is not in this clone;\\nused the API
+\x1b[1mchanged (3/5):\x1b[0m
+  \x1b[32mapi\x1b[0m       pb/api.proto  \x1b[2m<- Dockerfile COPY pb/\x1b[0m
+  \x1b[32mfrontend\x1b[0m  pb/api.proto  \x1b[2m<- depends_on api\x1b[0m
+            web/a.txt  \x1b[2m<- paths: web/**\x1b[0m
+            web/b.txt  \x1b[2m<- paths: web/**\x1b[0m
+            \x1b[2m... and 3 more\x1b[0m
+  \x1b[32mjobs\x1b[0m      named in --services
+\x1b[2munchanged (2): docs, worker\x1b[0m
+",
+            ),
+            (
+                plan(vec![node("api", &[], 0)], &[]),
+                Style::PLAIN,
+                "plan aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
+changed (0/1): none
+unchanged (1): api
+",
+            ),
+            (
+                plan(
+                    (0..15).map(|i| node(&format!("s{i:02}"), &[], 0)).collect(),
+                    &[],
+                ),
+                Style::COLOR,
+                "\x1b[1mplan\x1b[0m aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
+\x1b[1mchanged (0/15):\x1b[0m none
+\x1b[2munchanged (15): s00, s01, s02, s03, s04, s05, s06, s07, s08, s09, s10, s11, ... and 3 more\x1b[0m
+",
+            ),
+        ];
+        for (i, (plan, style, want)) in rows.iter().enumerate() {
+            assert_eq!(render_plan(plan, *style), *want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn names_cannot_smuggle_escape_codes_or_lines() {
+        let evil = node("x\x1b[2J\n::error::y", &[("a\rb", "paths: **")], 0);
+        for style in [Style::PLAIN, Style::COLOR] {
+            let out = render_plan(&plan(vec![evil.clone()], &[]), style);
+            assert_eq!(out.lines().count(), 3, "{out:?}");
+            assert!(out.contains("x\\u{1b}[2J\\n::error::y"), "{out:?}");
+            assert!(out.contains("a\\rb"), "{out:?}");
+            let codes = out.matches('\x1b').count();
+            assert_eq!(codes, if style == Style::COLOR { 8 } else { 0 }, "{out:?}");
+        }
+    }
+
+    fn image(service: &str, status: ImageStatus) -> ImageResult {
+        let ok = status != ImageStatus::Failed;
+        ImageResult {
+            service: service.into(),
+            image: ok.then(|| format!("127.0.0.1:5000/shop/{service}@sha256:abc")),
+            digest: ok.then(|| "sha256:abc".into()),
+            tags: vec![],
+            status,
+            error: (!ok).then(|| "the build failed:\nCOPY failed".into()),
+            seconds: 1.25,
+            failed_at: None,
+            log: None,
+        }
+    }
+
+    fn rollout(service: &str, status: RolloutStatus, reason: Option<&str>) -> RolloutResult {
+        RolloutResult {
+            service: service.into(),
+            workload: format!("deployment/shop/{service}"),
+            status,
+            reason: reason.map(str::to_string),
+            seconds: 3.0,
+            events: vec![],
+            previous_image: None,
+        }
+    }
+
+    #[test]
+    fn images_and_rollouts_render_plain_and_in_colour() {
+        let images = [
+            image("cart", ImageStatus::Built),
+            image("checkout", ImageStatus::Reused),
+            image("email", ImageStatus::Failed),
+        ];
+        let rollouts = [
+            rollout("cart", RolloutStatus::Succeeded, None),
+            rollout(
+                "checkout",
+                RolloutStatus::RolledBack,
+                Some("CrashLoopBackOff"),
+            ),
+            rollout("email", RolloutStatus::Skipped, Some("its image failed")),
+        ];
+        assert_eq!(
+            render_images(&images, Style::PLAIN),
+            "images (3):
+  cart      built   127.0.0.1:5000/shop/cart@sha256:abc  (1.2s)
+  checkout  reused  127.0.0.1:5000/shop/checkout@sha256:abc  (1.2s)
+  email     FAILED  the build failed:
+"
+        );
+        assert_eq!(
+            render_images(&images, Style::COLOR),
+            "\x1b[1mimages (3):\x1b[0m
+  cart      \x1b[32mbuilt \x1b[0m  127.0.0.1:5000/shop/cart@sha256:abc  (1.2s)
+  checkout  \x1b[36mreused\x1b[0m  127.0.0.1:5000/shop/checkout@sha256:abc  (1.2s)
+  email     \x1b[1;31mFAILED\x1b[0m  the build failed:
+"
+        );
+        assert_eq!(
+            render_rollouts(&rollouts, Style::PLAIN),
+            "rollouts (3):
+  cart  deployment/shop/cart  succeeded in 3.0s
+  checkout  deployment/shop/checkout  rolled-back in 3.0s: CrashLoopBackOff
+  email  deployment/shop/email  skipped in 3.0s: its image failed
+"
+        );
+        assert_eq!(
+            render_rollouts(&rollouts, Style::COLOR),
+            "\x1b[1mrollouts (3):\x1b[0m
+  cart  deployment/shop/cart  \x1b[32msucceeded\x1b[0m in 3.0s
+  checkout  deployment/shop/checkout  \x1b[1;31mrolled-back\x1b[0m in 3.0s: CrashLoopBackOff
+  email  deployment/shop/email  \x1b[33mskipped\x1b[0m in 3.0s: its image failed
+"
+        );
+        assert_eq!(render_images(&[], Style::COLOR), "images: none to build\n");
+    }
+
+    #[test]
+    fn progress_lines() {
+        assert_eq!(image_started("cart", 1, 3), "cart: building (1/3)");
+        let rows = [
+            (
+                ImageStatus::Built,
+                "cart: pushed 127.0.0.1:5000/shop/cart@sha256:abc in 1.2s",
+            ),
+            (
+                ImageStatus::Reused,
+                "cart: reused 127.0.0.1:5000/shop/cart@sha256:abc (inputs unchanged) in 1.2s",
+            ),
+            (
+                ImageStatus::Failed,
+                "cart: FAILED in 1.2s: the build failed",
+            ),
+        ];
+        for (status, want) in rows {
+            assert_eq!(image_finished(&image("cart", status)), want);
+        }
+        assert_eq!(image_started("a\nb", 2, 2), "a\\nb: building (2/2)");
+    }
 
     #[test]
     fn rollout_words_match_the_json_report() {
