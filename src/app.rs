@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 mod images;
+mod publish;
 mod rollouts;
 
 use crate::cli::{ActionEnv, Command, Format, Request};
@@ -18,7 +19,7 @@ use crate::dockerfile;
 use crate::dockerignore::DockerIgnore;
 use crate::plan::{self, DockerBuild, Plan, ServiceMatcher};
 use crate::report::commands::{Annotation, Level};
-use crate::report::{outputs, summary, text};
+use crate::report::{annotations, outputs, summary, text};
 
 /// Why a run stopped. Every variant so far is bad input or a bad environment: exit 2, and
 /// nothing was built, pushed or deployed.
@@ -70,20 +71,14 @@ impl Error {
         2
     }
 
-    /// Annotations for this error, anchored to a file and line where there is one.
+    /// Annotations for this error, anchored to a file and line where there is one, within
+    /// GitHub's limit of 10 per step.
     pub fn annotations(&self) -> Vec<Annotation> {
         match self {
-            Error::Config(e) if !e.problems().is_empty() => e
-                .problems()
-                .iter()
-                .map(|p| Annotation {
-                    level: Level::Error,
-                    file: Some(e.file()),
-                    line: p.line,
-                    title: Some("monoship config".into()),
-                    message: p.to_string(),
-                })
-                .collect(),
+            Error::Config(e) if !e.problems().is_empty() => annotations::within_limits(
+                annotations::config_findings(&e.file(), e.problems()),
+                None,
+            ),
             Error::IgnoreFile {
                 file,
                 line,
@@ -111,12 +106,40 @@ pub fn render_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Credentials the job hands over in the environment or as inputs. The runner masks secrets it
+/// knows of, but a value computed in an earlier step and passed along is not one of them.
+const SECRET_VARIABLES: [&str; 7] = [
+    "INPUT_TOKEN",
+    "GITHUB_TOKEN",
+    "INPUT_REGISTRY-PASSWORD",
+    "MONOSHIP_REGISTRY_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
+/// Masks every credential of [`SECRET_VARIABLES`] before anything could print it.
+fn mask_environment_secrets(stderr: &mut dyn Write) -> Result<(), Error> {
+    for name in SECRET_VARIABLES {
+        let Some(value) = std::env::var_os(name) else { continue };
+        let value = value.to_string_lossy();
+        if !value.trim().is_empty() {
+            writeln!(stderr, "{}", crate::report::commands::add_mask(value.trim()))
+                .map_err(write_err("stderr"))?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one request, printing the result to `stdout`; returns the exit code.
 ///
 /// # Errors
 /// Bad input or environment (see [`Error`]); nothing has been built, pushed or deployed then.
 pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<u8, Error> {
     let started = std::time::Instant::now();
+    if req.action.is_some() {
+        mask_environment_secrets(stderr)?;
+    }
     let config_path = req.workdir.join(&req.config);
     let config = config::load(&config_path)?;
     tracing::debug!(elapsed = ?started.elapsed(), services = config.services.len(), "config loaded");
@@ -128,6 +151,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
     match req.command {
         Command::Plan => {
             report_plan(req, &config, &plan, stdout, stderr)?;
+            publish::comment(req, &config, git.root(), &plan, None, None, stderr);
             Ok(0)
         }
         Command::Build | Command::Ship => {
@@ -138,9 +162,14 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
             };
             let images = images::build_stage(req, &config, &plan, &stage, &git, stdout, stderr)?;
             let rollouts = match (&cluster, &images) {
-                (Some(cluster), Some(images)) => Some(rollouts::deploy_stage(
-                    req, cluster, &config, &plan, images, &git,
-                )?),
+                (Some(cluster), Some(images)) => {
+                    let deployments =
+                        publish::start_deployments(req, &config, &plan, images, stderr);
+                    let deployed =
+                        rollouts::deploy_stage(req, cluster, &config, &plan, images, &git);
+                    publish::finish_deployments(req, deployments, deployed.as_deref().ok(), stderr);
+                    Some(deployed?)
+                }
                 _ if req.command == Command::Ship && req.dry_run => {
                     rollouts::print_dry_run(req, &config, &plan, stdout)?;
                     None
@@ -156,6 +185,15 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
                 stdout,
                 stderr,
             )?;
+            publish::comment(
+                req,
+                &config,
+                git.root(),
+                &plan,
+                images.as_deref(),
+                rollouts.as_deref(),
+                stderr,
+            );
             let build_failed = images.as_ref().is_some_and(|i| {
                 i.iter()
                     .any(|r| r.status == crate::push::ImageStatus::Failed)
@@ -701,21 +739,33 @@ fn report_plan(
             let json = serde_json::to_string_pretty(plan).expect("a plan serializes");
             writeln!(stdout, "{json}").map_err(write_err("stdout"))?;
         }
-        Format::Text => {
-            write!(stdout, "{}", text::render_plan(plan)).map_err(write_err("stdout"))?
-        }
+        Format::Text => write!(
+            stdout,
+            "{}",
+            text::render_plan(plan, text::Style::new(req.color))
+        )
+        .map_err(write_err("stdout"))?,
     }
     if let Some(a) = &req.action {
-        for w in &plan.warnings {
-            writeln!(stderr, "{}", Annotation::new(Level::Warning, w.clone()))
-                .map_err(write_err("stderr"))?;
+        let config_path = req.workdir.join(&req.config).display().to_string();
+        let found = annotations::run_findings(
+            plan,
+            &[],
+            None,
+            annotations::ConfigFile {
+                path: &config_path,
+                text: "",
+            },
+        );
+        for w in annotations::within_limits(found, Some("see the job summary")) {
+            writeln!(stderr, "{w}").map_err(write_err("stderr"))?;
         }
         if let Some(path) = &a.output {
             outputs::append(path, &outputs::plan_outputs(plan, config))
                 .map_err(write_err(&path.display().to_string()))?;
         }
         if let Some(path) = &a.summary {
-            summary::append(path, &summary::render_plan(plan))
+            summary::append(path, &summary::render_plan(plan, config))
                 .map_err(write_err(&path.display().to_string()))?;
         }
     } else if req.format == Format::Json {

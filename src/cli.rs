@@ -21,6 +21,27 @@ pub enum Format {
     Json,
 }
 
+/// When `--format text` output gets ANSI colours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum ColorChoice {
+    /// When stdout is a terminal and `NO_COLOR` is unset or empty.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour, given `NO_COLOR` and whether stdout is a terminal.
+    pub fn enabled(self, no_color: Option<&str>, stdout_is_terminal: bool) -> bool {
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => no_color.is_none_or(str::is_empty) && stdout_is_terminal,
+        }
+    }
+}
+
 /// Values that only exist when running as a GitHub Action.
 #[derive(Debug, Clone, Default)]
 pub struct ActionEnv {
@@ -36,6 +57,15 @@ pub struct ActionEnv {
     pub token: Option<String>,
     pub output: Option<PathBuf>,
     pub summary: Option<PathBuf>,
+    /// Post or update the sticky pull-request comment (input `comment`, default true; CLI
+    /// `--comment`, default false). Only `pull_request` and `pull_request_target` events.
+    pub comment: bool,
+    /// Record each deployed service as a GitHub Deployment (input `github-deployments`, CLI
+    /// `ship --github-deployments`; default false).
+    pub github_deployments: bool,
+    /// The environment `ship` deploys to (input `environment`, CLI `--environment`); see
+    /// [`crate::publish::environment_name`] for the default.
+    pub environment: Option<String>,
 }
 
 /// One run, from the CLI or from action inputs.
@@ -53,6 +83,8 @@ pub struct Request {
     /// Forced set of services (`all` expands to every one).
     pub services: Option<Vec<String>>,
     pub format: Format,
+    /// Whether text on stdout gets ANSI colours (`--color`; never in action mode).
+    pub color: bool,
     pub dry_run: bool,
     /// Registry `HOST[:PORT][/PREFIX]` overriding the config's.
     pub registry: Option<String>,
@@ -125,6 +157,8 @@ enum Sub {
         push: PushArgs,
         #[command(flatten)]
         deploy: DeployArgs,
+        #[command(flatten)]
+        github: GithubDeployArgs,
     },
     /// Print the JSON Schema of the config file.
     Schema,
@@ -150,12 +184,19 @@ struct Shared {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// Colour the text output: auto (a terminal, and NO_COLOR unset), always or never.
+    #[arg(long, value_enum, default_value_t = ColorChoice::Auto)]
+    color: ColorChoice,
     /// Do everything up to the first side effect and print what would be run.
     #[arg(long)]
     dry_run: bool,
     /// Run in this folder instead of the current one.
     #[arg(short = 'C', long, default_value = ".")]
     dir: PathBuf,
+    /// In a GitHub Actions pull-request job, post or update monoship's sticky comment on the
+    /// pull request (the action does by default).
+    #[arg(long)]
+    comment: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -170,6 +211,17 @@ struct PushArgs {
     /// Images built at once (default: the config's `build.max_parallel`, else 2).
     #[arg(long)]
     max_parallel: Option<usize>,
+}
+
+#[derive(Debug, clap::Args)]
+struct GithubDeployArgs {
+    /// In GitHub Actions, record each deployed service as a GitHub Deployment with statuses.
+    #[arg(long)]
+    github_deployments: bool,
+    /// Environment of the GitHub Deployments and of the ship comment (default: --context, else
+    /// the EKS cluster's name, else `production`).
+    #[arg(long)]
+    environment: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -255,9 +307,14 @@ pub fn parse(
             shared,
             push,
             deploy,
+            github,
         }) => {
             let mut r = request(Command::Ship, shared, Some(push), in_action, env);
             r.deploy = deploy.options();
+            if let Some(a) = r.action.as_mut() {
+                a.github_deployments = github.github_deployments;
+                a.environment = github.environment;
+            }
             Ok(Invocation::Run(Box::new(r)))
         }
     }
@@ -284,6 +341,10 @@ fn request(
         merge_base: s.merge_base,
         services: s.services,
         format: s.format,
+        color: s.color.enabled(
+            env("NO_COLOR").as_deref(),
+            std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        ),
         dry_run: s.dry_run,
         registry: push.registry,
         registry_username: push.registry_username,
@@ -294,7 +355,10 @@ fn request(
         docker: docker_program(env),
         deploy: DeployOptions::default(),
         action: if in_action {
-            Some(action_env(env))
+            Some(ActionEnv {
+                comment: s.comment,
+                ..action_env(env)
+            })
         } else {
             None
         },
@@ -322,6 +386,9 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
         token: nonempty("INPUT_TOKEN").or_else(|| nonempty("GITHUB_TOKEN")),
         output: nonempty("GITHUB_OUTPUT").map(PathBuf::from),
         summary: nonempty("GITHUB_STEP_SUMMARY").map(PathBuf::from),
+        comment: false,
+        github_deployments: false,
+        environment: None,
     }
 }
 
@@ -376,6 +443,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
                 .collect()
         }),
         format: Format::Text,
+        color: false,
         dry_run: flag("dry-run")?,
         registry: input("registry"),
         registry_username: input("registry-username"),
@@ -408,6 +476,11 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
                 ),
             },
         },
-        action: Some(action_env(env)),
+        action: Some(ActionEnv {
+            comment: input("comment").map_or(Ok(true), |_| flag("comment"))?,
+            github_deployments: flag("github-deployments")?,
+            environment: input("environment"),
+            ..action_env(env)
+        }),
     })
 }

@@ -6,7 +6,8 @@
 //! [`report`] what happened. [`app`] wires the stages together; [`config`], [`dockerfile`]
 //! and [`dockerignore`] read the user's files; [`glob`] fixes the path-glob dialect;
 //! [`registry`] speaks the OCI distribution API; [`aws`] and [`ecr`] get AWS credentials
-//! (GitHub OIDC included) and ECR logins.
+//! (GitHub OIDC included) and ECR logins. [`publish`] tells GitHub itself (the sticky
+//! pull-request comment, Deployments) through the [`github`] client.
 
 pub mod app;
 pub mod aws;
@@ -19,9 +20,11 @@ pub mod dockerfile;
 pub mod dockerignore;
 pub mod ecr;
 pub mod eks;
+pub mod github;
 pub mod glob;
 pub mod inputs;
 pub mod plan;
+pub mod publish;
 pub mod push;
 pub mod registry;
 pub mod report;

@@ -2,7 +2,9 @@
 //! and in action mode `$GITHUB_OUTPUT`, `$GITHUB_STEP_SUMMARY` and workflow commands.
 //! Rendering is pure; [`outputs::append`] and [`summary::append`] are the only writers.
 
+pub mod annotations;
 pub mod commands;
+pub mod comment;
 pub mod outputs;
 pub mod summary;
 pub mod text;

@@ -1,0 +1,447 @@
+//! The publish stage of a run in GitHub Actions: the sticky pull-request comment at the end,
+//! and for `ship` the GitHub Deployments around the deploy stage. Nothing here changes the exit
+//! code: every failure is a `::warning::` saying what failed and what to grant.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use crate::cli::{ActionEnv, Command, Request};
+use crate::config::Config;
+use crate::deploy::{RolloutResult, RolloutStatus};
+use crate::github::GithubApi;
+use crate::plan::Plan;
+use crate::publish::{self, CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus};
+use crate::push::{ImageResult, ImageStatus};
+use crate::report::commands::{one_line, Annotation, Level};
+use crate::report::comment::{self, CommentInput, CommentKey, ServiceTargets};
+
+/// Events whose pull request gets the comment.
+const COMMENT_EVENTS: [&str; 2] = ["pull_request", "pull_request_target"];
+
+/// Posts or updates the run's sticky comment on its pull request, when the `comment` input is
+/// on, the event is a pull request and it was no dry run. Call it last: outputs and summary
+/// are already written.
+pub(crate) fn comment(
+    req: &Request,
+    config: &Config,
+    repo_root: &Path,
+    plan: &Plan,
+    images: Option<&[ImageResult]>,
+    rollouts: Option<&[RolloutResult]>,
+    log: &mut dyn Write,
+) {
+    let Some(a) = req.action.as_ref().filter(|a| a.comment) else {
+        return;
+    };
+    if req.dry_run || !COMMENT_EVENTS.contains(&a.event_name.as_str()) {
+        return;
+    }
+    let Some(number) = super::pull_request_number(req) else {
+        warn(
+            log,
+            "pull-request comment not posted",
+            "the event payload names no pull request".into(),
+        );
+        return;
+    };
+    let key = CommentKey {
+        config: config_key(req, repo_root),
+        command: req.command,
+        environment: (req.command == Command::Ship).then(|| environment(req, config)),
+    };
+    let targets = service_targets(config);
+    let url = run_url(a);
+    let body = redact(
+        comment::render(&CommentInput {
+            key: &key,
+            plan,
+            targets: &targets,
+            images,
+            rollouts,
+            run_url: url.as_deref(),
+        }),
+        req,
+    );
+    let outcome = with_api(a, |api| async move {
+        api.upsert_comment(number, &key, &body).await
+    });
+    match outcome {
+        Ok(CommentOutcome::Created(id)) => {
+            let _ = writeln!(log, "commented on pull request #{number} (comment {id})");
+        }
+        Ok(CommentOutcome::Updated(id)) => {
+            let _ = writeln!(
+                log,
+                "updated the comment on pull request #{number} (comment {id})"
+            );
+        }
+        Err(message) => warn(log, "pull-request comment not posted", message),
+    }
+}
+
+/// GitHub Deployments of one `ship`, between their `in_progress` and final statuses.
+pub(crate) struct Deployments {
+    /// (service, deployment id).
+    started: Vec<(String, u64)>,
+    environment: String,
+    log_url: Option<String>,
+}
+
+/// Creates a deployment per service about to be deployed (a changed service with deploy
+/// targets and an image in the registry) and sets each `in_progress`. All of them start
+/// before the deploy stage; the stage then deploys dependencies first.
+///
+/// `None` when the `github-deployments` input is off, on a dry run, or when nothing will be
+/// deployed (a failed build under `atomic` stops every deploy).
+pub(crate) fn start_deployments(
+    req: &Request,
+    config: &Config,
+    plan: &Plan,
+    images: &[ImageResult],
+    log: &mut dyn Write,
+) -> Option<Deployments> {
+    let a = req.action.as_ref().filter(|a| a.github_deployments)?;
+    if req.dry_run || req.command != Command::Ship {
+        return None;
+    }
+    if req.deploy.atomic && images.iter().any(|i| i.status == ImageStatus::Failed) {
+        return None;
+    }
+    let environment = environment(req, config);
+    let targets = service_targets(config);
+    let records: Vec<DeploymentRecord> = plan
+        .changed
+        .iter()
+        .filter_map(|service| {
+            let deploy = targets
+                .get(service)
+                .map(|t| t.deploy.clone())
+                .unwrap_or_default();
+            let image = images
+                .iter()
+                .find(|i| &i.service == service && i.status != ImageStatus::Failed)?
+                .image
+                .clone()?;
+            (!deploy.is_empty()).then(|| DeploymentRecord {
+                service: service.clone(),
+                image,
+                targets: deploy,
+                commit: plan.head.clone(),
+                environment: environment.clone(),
+            })
+        })
+        .collect();
+    if records.is_empty() {
+        return None;
+    }
+    let log_url = run_url(a);
+    let status = DeploymentStatus {
+        state: DeploymentState::InProgress,
+        description: "monoship is rolling it out".into(),
+        log_url: log_url.clone(),
+        environment: environment.clone(),
+    };
+    let results = with_api(a, |api| async move {
+        let mut out = Vec::new();
+        for record in &records {
+            let started = async {
+                let id = api.create_deployment(record).await?;
+                api.create_deployment_status(id, &status).await?;
+                Ok::<_, crate::github::GithubError>(id)
+            };
+            out.push((
+                record.service.clone(),
+                started.await.map_err(|e| super::render_chain(&e)),
+            ));
+        }
+        Ok(out)
+    })
+    .unwrap_or_else(|message| vec![(String::new(), Err(message))]);
+    let mut started = Vec::new();
+    for (service, result) in results {
+        match result {
+            Ok(id) => {
+                let _ = writeln!(
+                    log,
+                    "GitHub deployment {id}: {service} to {environment}, in progress"
+                );
+                started.push((service, id));
+            }
+            Err(message) => warn(log, "GitHub deployment not recorded", message),
+        }
+    }
+    Some(Deployments {
+        started,
+        environment,
+        log_url,
+    })
+}
+
+/// Sets each started deployment's final status from its rollouts: `failure` when one failed
+/// or was rolled back, `success` when one succeeded, else `error` (it was skipped, or the
+/// deploy stage stopped: `rollouts` is `None`).
+pub(crate) fn finish_deployments(
+    req: &Request,
+    deployments: Option<Deployments>,
+    rollouts: Option<&[RolloutResult]>,
+    log: &mut dyn Write,
+) {
+    let (Some(d), Some(a)) = (deployments, req.action.as_ref()) else {
+        return;
+    };
+    if d.started.is_empty() {
+        return;
+    }
+    let statuses: Vec<(u64, DeploymentStatus)> = d
+        .started
+        .iter()
+        .map(|(service, id)| {
+            let mine: Vec<&RolloutResult> = rollouts
+                .unwrap_or_default()
+                .iter()
+                .filter(|r| &r.service == service)
+                .collect();
+            let (state, description) = final_state(&mine, rollouts.is_some());
+            let description = redact(description, req);
+            (
+                *id,
+                DeploymentStatus {
+                    state,
+                    description,
+                    log_url: d.log_url.clone(),
+                    environment: d.environment.clone(),
+                },
+            )
+        })
+        .collect();
+    let results = with_api(a, |api| async move {
+        let mut out = Vec::new();
+        for (id, status) in &statuses {
+            let result = api.create_deployment_status(*id, status).await;
+            out.push((
+                *id,
+                status.state,
+                result.map_err(|e| super::render_chain(&e)),
+            ));
+        }
+        Ok(out)
+    })
+    .unwrap_or_else(|message| vec![(0, DeploymentState::Error, Err(message))]);
+    for (id, state, result) in results {
+        match result {
+            Ok(()) => {
+                let _ = writeln!(log, "GitHub deployment {id}: {}", state.as_str());
+            }
+            Err(message) => warn(log, "GitHub deployment status not set", message),
+        }
+    }
+}
+
+fn final_state(rollouts: &[&RolloutResult], stage_finished: bool) -> (DeploymentState, String) {
+    if !stage_finished {
+        return (
+            DeploymentState::Error,
+            "the deploy stage stopped before this service was deployed".into(),
+        );
+    }
+    let reason = |r: &RolloutResult| {
+        format!(
+            "{} {}: {}",
+            r.workload,
+            r.status.as_str(),
+            r.reason.as_deref().unwrap_or("no reason given")
+        )
+    };
+    if let Some(r) = rollouts
+        .iter()
+        .find(|r| matches!(r.status, RolloutStatus::Failed | RolloutStatus::RolledBack))
+    {
+        return (DeploymentState::Failure, reason(r));
+    }
+    let succeeded: Vec<&str> = rollouts
+        .iter()
+        .filter(|r| r.status == RolloutStatus::Succeeded)
+        .map(|r| r.workload.as_str())
+        .collect();
+    if !succeeded.is_empty() {
+        let seconds = rollouts.iter().map(|r| r.seconds).fold(0.0, f64::max);
+        return (
+            DeploymentState::Success,
+            format!("rolled out {} in {seconds:.1} s", succeeded.join(", ")),
+        );
+    }
+    match rollouts.first() {
+        Some(r) => (DeploymentState::Error, reason(r)),
+        None => (DeploymentState::Error, "nothing was rolled out".into()),
+    }
+}
+
+/// The environment of this `ship`: input, else context, else EKS cluster (when no kubeconfig
+/// overrides it), else `production`.
+fn environment(req: &Request, config: &Config) -> String {
+    let eks = config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.eks.as_ref())
+        .filter(|_| req.deploy.kubeconfig.is_none())
+        .map(|e| e.name.as_str());
+    publish::environment_name(
+        req.action.as_ref().and_then(|a| a.environment.as_deref()),
+        req.deploy.context.as_deref(),
+        eks,
+    )
+}
+
+/// The config path from the repository root, so two jobs with different working directories
+/// never share a comment.
+fn config_key(req: &Request, repo_root: &Path) -> String {
+    let path = req.workdir.join(&req.config);
+    let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let relative = canonical(&path)
+        .strip_prefix(canonical(repo_root))
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|_| req.config.clone());
+    relative.to_string_lossy().replace('\\', "/")
+}
+
+fn service_targets(config: &Config) -> BTreeMap<String, ServiceTargets> {
+    config
+        .services
+        .iter()
+        .map(|(name, s)| {
+            let deploy = s
+                .deploy
+                .iter()
+                .map(|d| match (&d.workload, &d.namespace) {
+                    (Some(w), Some(ns)) => format!("{w} (namespace {ns})"),
+                    (Some(w), None) => w.clone(),
+                    (None, _) => format!("manifests {}", d.manifests.join(", ")),
+                })
+                .collect();
+            (
+                name.clone(),
+                ServiceTargets {
+                    dockerfile: s.dockerfile.clone(),
+                    deploy,
+                },
+            )
+        })
+        .collect()
+}
+
+fn run_url(a: &ActionEnv) -> Option<String> {
+    match (&a.repository, &a.run_id) {
+        (Some(r), Some(id)) => Some(format!("{}/{r}/actions/runs/{id}", a.server_url)),
+        _ => None,
+    }
+}
+
+/// Runs `work` against the run's repository on a runtime of its own; any failure, set-up
+/// included, comes back as a one-paragraph message.
+fn with_api<T, F, Fut>(a: &ActionEnv, work: F) -> Result<T, String>
+where
+    F: FnOnce(GithubApi) -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::github::GithubError>>,
+{
+    let repository = a
+        .repository
+        .as_deref()
+        .ok_or("GITHUB_REPOSITORY is not set, so there is no repository to report to")?;
+    if a.token.is_none() {
+        return Err("there is no GitHub token: the `token` input is empty (its default is `${{ github.token }}`) and GITHUB_TOKEN is unset".into());
+    }
+    let api = GithubApi::new(&a.api_url, repository, a.token.as_deref())
+        .map_err(|e| super::render_chain(&e))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime
+        .block_on(work(api))
+        .map_err(|e| super::render_chain(&e))
+}
+
+/// Text sent to GitHub with the run's secrets scrubbed: unlike the log, a comment or a
+/// deployment status is not masked by the runner.
+fn redact(mut text: String, req: &Request) -> String {
+    let token = req.action.as_ref().and_then(|a| a.token.as_deref());
+    let password = req.registry_password.as_ref().map(|p| p.expose());
+    for secret in [token, password].into_iter().flatten() {
+        if secret.trim().len() >= 4 {
+            text = text.replace(secret.trim(), "***");
+        }
+    }
+    text
+}
+
+fn warn(log: &mut dyn Write, title: &str, message: String) {
+    let annotation = Annotation {
+        level: Level::Warning,
+        file: None,
+        line: None,
+        title: Some(title.into()),
+        message: one_line_chain(&message),
+    };
+    let _ = writeln!(log, "{annotation}");
+}
+
+/// A cause chain on one line (annotations show one paragraph best).
+fn one_line_chain(message: &str) -> String {
+    one_line(&message.replace("\n  caused by: ", ": "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rollout(workload: &str, status: RolloutStatus, reason: Option<&str>) -> RolloutResult {
+        RolloutResult {
+            service: "cart".into(),
+            workload: workload.into(),
+            status,
+            reason: reason.map(str::to_string),
+            seconds: 3.25,
+            events: vec![],
+            previous_image: None,
+        }
+    }
+
+    #[test]
+    fn a_failed_workload_fails_the_deployment_and_skipped_ones_are_errors() {
+        let ok = rollout("deployment/shop/cart", RolloutStatus::Succeeded, None);
+        let back = rollout(
+            "deployment/shop/cart-worker",
+            RolloutStatus::RolledBack,
+            Some("CrashLoopBackOff"),
+        );
+        let skipped = rollout(
+            "deployment/shop/cart",
+            RolloutStatus::Skipped,
+            Some("its dependency proto failed to deploy"),
+        );
+        assert_eq!(
+            final_state(&[&ok, &back], true),
+            (
+                DeploymentState::Failure,
+                "deployment/shop/cart-worker rolled-back: CrashLoopBackOff".into()
+            )
+        );
+        assert_eq!(
+            final_state(&[&ok], true),
+            (
+                DeploymentState::Success,
+                "rolled out deployment/shop/cart in 3.2 s".into()
+            )
+        );
+        assert_eq!(
+            final_state(&[&skipped], true),
+            (
+                DeploymentState::Error,
+                "deployment/shop/cart skipped: its dependency proto failed to deploy".into()
+            )
+        );
+        assert_eq!(final_state(&[&ok], false).0, DeploymentState::Error);
+        assert_eq!(final_state(&[], true).0, DeploymentState::Error);
+    }
+}

@@ -1,0 +1,306 @@
+//! Publish: the run's report on GitHub itself, past the files of the job. The sticky
+//! pull-request comment (rendered by [`crate::report::comment`]) and, for `ship`, GitHub
+//! Deployments with their statuses.
+//!
+//! Requests go through [`GithubApi`] (retries, rate limits, token handling). Callers treat every
+//! error here as a warning: by the time anything is published, images are pushed and rollouts
+//! done, and a missing comment must not fail a deploy.
+
+use std::ops::ControlFlow;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::github::{parse, Call, GithubApi, GithubError, PER_PAGE};
+use crate::report::comment::CommentKey;
+
+/// The workflow permission a comment needs.
+pub const COMMENT_PERMISSION: &str = "pull-requests: write";
+/// The workflow permission Deployments need.
+pub const DEPLOYMENTS_PERMISSION: &str = "deployments: write";
+/// The environment of Deployments and of the `ship` comment when nothing names one.
+pub const DEFAULT_ENVIRONMENT: &str = "production";
+/// GitHub's limit for a deployment's or status's description.
+const DESCRIPTION_LIMIT: usize = 140;
+/// GitHub's limit for an environment name.
+pub const ENVIRONMENT_NAME_LIMIT: usize = 255;
+
+const FORK_HINT: &str = "; a pull request from a fork gets a read-only token whatever `permissions:` says, so there the job summary is the report";
+
+/// What happened to the sticky comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommentOutcome {
+    /// A new comment, with its id.
+    Created(u64),
+    /// The comment with this id was updated in place.
+    Updated(u64),
+}
+
+/// A GitHub deployment state, as `POST …/deployments/{id}/statuses` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeploymentState {
+    InProgress,
+    Success,
+    Failure,
+    /// The deployment never happened (skipped because a dependency or a build failed).
+    Error,
+}
+
+impl DeploymentState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeploymentState::InProgress => "in_progress",
+            DeploymentState::Success => "success",
+            DeploymentState::Failure => "failure",
+            DeploymentState::Error => "error",
+        }
+    }
+}
+
+/// One deployment to record: a service's image going to an environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentRecord {
+    pub service: String,
+    /// `repo@sha256:…`.
+    pub image: String,
+    /// Where the image goes, as the config names it.
+    pub targets: Vec<String>,
+    /// The commit deployed (the run's head).
+    pub commit: String,
+    pub environment: String,
+}
+
+/// One status of a deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeploymentStatus {
+    pub state: DeploymentState,
+    pub description: String,
+    /// The workflow run, shown as the deployment's log.
+    pub log_url: Option<String>,
+    pub environment: String,
+}
+
+/// The environment a `ship` deploys to, as Deployments and the `ship` comment name it: the
+/// `environment` input, else the kubeconfig context, else the EKS cluster's name, else
+/// `production`.
+pub fn environment_name(
+    input: Option<&str>,
+    context: Option<&str>,
+    eks_cluster: Option<&str>,
+) -> String {
+    [input, context, eks_cluster]
+        .into_iter()
+        .flatten()
+        .map(str::trim)
+        .find(|name| !name.is_empty())
+        .unwrap_or(DEFAULT_ENVIRONMENT)
+        .to_string()
+}
+
+#[derive(Deserialize)]
+struct IssueComment {
+    id: u64,
+    #[serde(default)]
+    body: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    id: u64,
+}
+
+impl GithubApi {
+    /// Updates the pull request's comment marked by `key`, or creates it: the comments are
+    /// listed 100 a page (`Link: rel="next"`) until the first whose first line is the marker;
+    /// that one is `PATCH`ed, else a new one is `POST`ed. `body` must start with the marker.
+    ///
+    /// # Errors
+    /// See [`GithubError`]; a token that may not comment (a fork's pull request, a missing
+    /// `pull-requests: write`) is [`GithubError::PermissionDenied`] or
+    /// [`GithubError::NotFound`].
+    pub async fn upsert_comment(
+        &self,
+        pull_request: u64,
+        key: &CommentKey,
+        body: &str,
+    ) -> Result<CommentOutcome, GithubError> {
+        let repository = self.repository();
+        let find = Call {
+            what: format!(
+                "finding monoship's comment on pull request #{pull_request} in {repository}"
+            ),
+            permission: COMMENT_PERMISSION,
+            hint: FORK_HINT,
+            repeatable: true,
+        };
+        let mut found = None;
+        self.for_each_page(
+            self.repo_url(&format!(
+                "/issues/{pull_request}/comments?per_page={PER_PAGE}"
+            )),
+            &find,
+            |comments: Vec<IssueComment>| {
+                found = comments
+                    .into_iter()
+                    .find(|c| c.body.as_deref().is_some_and(|b| key.marks(b)))
+                    .map(|c| c.id);
+                match found {
+                    Some(_) => ControlFlow::Break(()),
+                    None => ControlFlow::Continue(()),
+                }
+            },
+        )
+        .await?;
+        let payload = json!({ "body": body });
+        match found {
+            Some(id) => {
+                let call = Call {
+                    what: format!(
+                        "updating comment {id} on pull request #{pull_request} in {repository}"
+                    ),
+                    permission: COMMENT_PERMISSION,
+                    hint: FORK_HINT,
+                    repeatable: true,
+                };
+                self.patch(
+                    &self.repo_url(&format!("/issues/comments/{id}")),
+                    &payload,
+                    &call,
+                )
+                .await?;
+                Ok(CommentOutcome::Updated(id))
+            }
+            None => {
+                let call = Call {
+                    what: format!("commenting on pull request #{pull_request} in {repository}"),
+                    permission: COMMENT_PERMISSION,
+                    hint: FORK_HINT,
+                    repeatable: false,
+                };
+                let reply = self
+                    .post(
+                        &self.repo_url(&format!("/issues/{pull_request}/comments")),
+                        &payload,
+                        &call,
+                    )
+                    .await?;
+                let created: Created = parse(&reply.body, &call)?;
+                Ok(CommentOutcome::Created(created.id))
+            }
+        }
+    }
+
+    /// Creates a deployment of `record.commit` to `record.environment` and returns its id:
+    /// `auto_merge: false` and `required_contexts: []`, so GitHub neither merges branches nor
+    /// waits for commit statuses; `task` is `deploy:<service>` and `payload` holds the image.
+    ///
+    /// # Errors
+    /// See [`GithubError`]; a missing `deployments: write` is [`GithubError::PermissionDenied`].
+    pub async fn create_deployment(&self, record: &DeploymentRecord) -> Result<u64, GithubError> {
+        let call = Call {
+            what: format!(
+                "creating a deployment of {} to {} in {}",
+                record.service,
+                record.environment,
+                self.repository()
+            ),
+            permission: DEPLOYMENTS_PERMISSION,
+            hint: "",
+            repeatable: false,
+        };
+        let body = json!({
+            "ref": record.commit,
+            "task": format!("deploy:{}", record.service),
+            "auto_merge": false,
+            "required_contexts": [],
+            "environment": record.environment,
+            "transient_environment": false,
+            "description": clip(&format!("monoship: {} to {}", record.service, record.targets.join(", "))),
+            "payload": {
+                "service": record.service,
+                "image": record.image,
+                "targets": record.targets,
+            },
+        });
+        let reply = self
+            .post(&self.repo_url("/deployments"), &body, &call)
+            .await?;
+        let created: Created = parse(&reply.body, &call)?;
+        Ok(created.id)
+    }
+
+    /// Adds a status to deployment `id`. A final status leaves the other services'
+    /// deployments of the environment as they are (`auto_inactive: false`): each service is
+    /// its own deployment, and one service's success does not retire another's.
+    ///
+    /// # Errors
+    /// See [`GithubError`].
+    pub async fn create_deployment_status(
+        &self,
+        id: u64,
+        status: &DeploymentStatus,
+    ) -> Result<(), GithubError> {
+        let call = Call {
+            what: format!(
+                "setting deployment {id} in {} to {}",
+                self.repository(),
+                status.state.as_str()
+            ),
+            permission: DEPLOYMENTS_PERMISSION,
+            hint: "",
+            repeatable: false,
+        };
+        let mut body = json!({
+            "state": status.state.as_str(),
+            "description": clip(&status.description),
+            "environment": status.environment,
+            "auto_inactive": false,
+        });
+        if let Some(url) = &status.log_url {
+            body["log_url"] = json!(url);
+        }
+        self.post(
+            &self.repo_url(&format!("/deployments/{id}/statuses")),
+            &body,
+            &call,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// A description within GitHub's 140 characters, on one line.
+fn clip(text: &str) -> String {
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(DESCRIPTION_LIMIT - 1) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_falls_back_from_input_to_context_to_cluster() {
+        assert_eq!(
+            environment_name(Some("staging"), Some("kind-dev"), Some("prod")),
+            "staging"
+        );
+        assert_eq!(
+            environment_name(None, Some("kind-dev"), Some("prod")),
+            "kind-dev"
+        );
+        assert_eq!(environment_name(Some(" "), None, Some("prod")), "prod");
+        assert_eq!(environment_name(None, None, None), "production");
+    }
+
+    #[test]
+    fn descriptions_fit_githubs_limit() {
+        assert_eq!(clip("a\nb"), "a b");
+        let long = clip(&"x".repeat(500));
+        assert_eq!(long.chars().count(), DESCRIPTION_LIMIT);
+        assert!(long.ends_with('…'));
+    }
+}
