@@ -67,9 +67,12 @@ fn report_error(
 }
 
 /// Debug logs go to stderr when `MONOSHIP_LOG` asks for them (e.g. `MONOSHIP_LOG=debug`).
+/// The request signer stays silent at every level: its trace lines print canonical requests,
+/// and a presigned URL's carries the session token.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MONOSHIP_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
+        .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -145,7 +145,12 @@ fn pull_request_outputs_and_summary_are_exact() {
 | service | changed | why | image | digest | rollout | time |\n|---|---|---|---|---|---|---|\n\
 | api | yes | <code>pb/api.proto</code> (Dockerfile COPY pb/) | – | – | – | – |\n\
 | web | yes | <code>pb/api.proto</code> (depends&#95;on api) | – | – | – | – |\n\
-| worker | no |  | – | – | – | – |\n\n",
+| worker | no |  | – | – | – | – |\n\n\
+#### Dependencies\n\n```mermaid\nflowchart LR\n  n0[\"api\"]\n  n1[\"web\"]\n  n2[\"worker\"]\n  n3([\"shared\"])\n  \
+n0 --> n1\n  n3 --> n2\n  \
+classDef changed fill:#fff3bf,stroke:#e8590c,stroke-width:2px,color:#000\n  \
+class n0,n1 changed\n```\n\n\
+An arrow points from a service or group (round ends) to those that `depends_on` it; changed ones are highlighted.\n\n",
         &base[..12],
         &head[..12]
     );
@@ -394,7 +399,17 @@ mod api_fallback {
             "the fallback is announced: {}",
             r.run.stderr
         );
-        assert!(!r.run.stderr.contains("test-token-123") && !r.summary.contains("test-token-123"));
+        assert!(
+            r.run.stderr.contains("::add-mask::test-token-123"),
+            "the token is masked before use"
+        );
+        let unmasked = r
+            .run
+            .stderr
+            .lines()
+            .filter(|l| !l.starts_with("::add-mask::"))
+            .any(|l| l.contains("test-token-123"));
+        assert!(!unmasked && !r.summary.contains("test-token-123"));
     }
 
     #[tokio::test]

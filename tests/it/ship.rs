@@ -9,12 +9,12 @@ use serde_json::{json, Value};
 
 use crate::support::{example_shop, monoship, Registry, Repo, Run};
 
-struct Env {
-    registry: Registry,
-    sim: Sim,
-    kubeconfig: tempfile::NamedTempFile,
-    repo: Repo,
-    base: String,
+pub(crate) struct Env {
+    pub registry: Registry,
+    pub sim: Sim,
+    pub kubeconfig: tempfile::NamedTempFile,
+    pub repo: Repo,
+    pub base: String,
 }
 
 fn deployment(name: &str, image: &str, annotations: &str) -> String {
@@ -44,7 +44,7 @@ fn wait_rolled_out(sim: &Sim, name: &str) {
 }
 
 /// Three rolled-out Deployments in namespace `shop`, running `<registry>/<name>:old`.
-fn seed(sim: &Sim, registry: &Registry) {
+pub(crate) fn seed(sim: &Sim, registry: &Registry) {
     for name in ["cart", "frontend", "email"] {
         sim.apply_yaml(&deployment(
             name,
@@ -58,7 +58,7 @@ fn seed(sim: &Sim, registry: &Registry) {
     }
 }
 
-fn setup(fail_cart: Option<&str>) -> Env {
+pub(crate) fn setup(fail_cart: Option<&str>) -> Env {
     setup_armed(fail_cart, Duration::from_millis(50))
 }
 
@@ -99,7 +99,7 @@ fn setup_armed(fail_cart: Option<&str>, tick: Duration) -> Env {
     }
 }
 
-fn ship(env: &Env, extra: &[&str]) -> Run {
+pub(crate) fn ship(env: &Env, extra: &[&str]) -> Run {
     let kubeconfig = env.kubeconfig.path().display().to_string();
     let mut args = vec![
         "ship",
@@ -118,7 +118,7 @@ fn ship(env: &Env, extra: &[&str]) -> Run {
     monoship(env.repo.path(), &args, &BTreeMap::new())
 }
 
-fn image_of(env: &Env, name: &str) -> String {
+pub(crate) fn image_of(env: &Env, name: &str) -> String {
     let d = env.sim.get("deployments", "shop", name).unwrap().unwrap();
     d["spec"]["template"]["spec"]["containers"][0]["image"]
         .as_str()
@@ -126,7 +126,7 @@ fn image_of(env: &Env, name: &str) -> String {
         .to_string()
 }
 
-fn rollout<'a>(plan: &'a Value, service: &str) -> &'a Value {
+pub(crate) fn rollout<'a>(plan: &'a Value, service: &str) -> &'a Value {
     plan["rollouts"]
         .as_array()
         .unwrap()
@@ -366,11 +366,11 @@ fn in_action_mode_ship_writes_deployed_and_failed_outputs_and_the_rollout_column
     );
 }
 
-mod eks {
+pub(crate) mod eks {
     use super::*;
     use crate::aws::Moto;
 
-    async fn create_cluster(moto: &Moto, name: &str) {
+    pub(crate) async fn create_cluster(moto: &Moto, name: &str) {
         let creds =
             aws_credential_types::Credentials::new("testing", "testing", None, None, "test");
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -375,7 +375,12 @@ fn status(pod: &Value, sim: &PodSim, cs: &[Value], ctx: &Ctx) -> Value {
                         "back-off {}s restarting failed container={name} pod={}_{}({})",
                         10 << (cr.restarts - 1).clamp(0, 5), meta::name(pod), meta::namespace(pod), meta::uid(pod))}}),
                 };
-                let last = if cr.phase == 1 { json!({}) } else { last };
+                // Just terminated: the run before this one (a kubelet keeps one), if any.
+                let last = if cr.phase == 1 && cr.restarts <= 1 {
+                    json!({})
+                } else {
+                    last
+                };
                 (st, last, false, cr.phase == 0, cr.restarts, image_id(image))
             }
         };

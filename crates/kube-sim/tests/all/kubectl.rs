@@ -372,15 +372,15 @@ fn fail_next_crash_loop_back_off() {
     let c = Cluster::start();
     failing_rollout(&c, "crash", "CrashLoopBackOff");
     let pods = new_pods(&c, "crash");
-    let cs = &pods[0]["status"]["containerStatuses"][0];
+    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
+    // Caught in the back-off, the container has restarted and shows how its last run ended.
+    let cs = wait_for(Duration::from_secs(10), "CrashLoopBackOff", || {
+        let p = c.json(&["get", "pod", &name]);
+        let cs = p["status"]["containerStatuses"][0].clone();
+        (cs["state"]["waiting"]["reason"] == "CrashLoopBackOff").then_some(cs)
+    });
     assert!(cs["restartCount"].as_i64().unwrap() >= 1, "{cs}");
     assert_eq!(cs["lastState"]["terminated"]["exitCode"], 1, "{cs}");
-    let name = pods[0]["metadata"]["name"].as_str().unwrap().to_string();
-    wait_for(Duration::from_secs(10), "CrashLoopBackOff", || {
-        let p = c.json(&["get", "pod", &name]);
-        (p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff")
-            .then_some(())
-    });
     let events = c.json(&[
         "get",
         "events",
