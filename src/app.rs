@@ -121,11 +121,17 @@ const SECRET_VARIABLES: [&str; 7] = [
 /// Masks every credential of [`SECRET_VARIABLES`] before anything could print it.
 fn mask_environment_secrets(stderr: &mut dyn Write) -> Result<(), Error> {
     for name in SECRET_VARIABLES {
-        let Some(value) = std::env::var_os(name) else { continue };
+        let Some(value) = std::env::var_os(name) else {
+            continue;
+        };
         let value = value.to_string_lossy();
         if !value.trim().is_empty() {
-            writeln!(stderr, "{}", crate::report::commands::add_mask(value.trim()))
-                .map_err(write_err("stderr"))?;
+            writeln!(
+                stderr,
+                "{}",
+                crate::report::commands::add_mask(value.trim())
+            )
+            .map_err(write_err("stderr"))?;
         }
     }
     Ok(())
@@ -157,7 +163,9 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
         Command::Build | Command::Ship => {
             // A ship that cannot use its cluster stops before anything is pushed.
             let cluster = match req.command {
-                Command::Ship if !req.dry_run => Some(rollouts::connect(req, &config, &plan, &git)?),
+                Command::Ship if !req.dry_run => {
+                    Some(rollouts::connect(req, &config, &plan, &git)?)
+                }
                 _ => None,
             };
             let images = images::build_stage(req, &config, &plan, &stage, &git, stdout, stderr)?;
@@ -169,10 +177,6 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
                         rollouts::deploy_stage(req, cluster, &config, &plan, images, &git);
                     publish::finish_deployments(req, deployments, deployed.as_deref().ok(), stderr);
                     Some(deployed?)
-                }
-                _ if req.command == Command::Ship && req.dry_run => {
-                    rollouts::print_dry_run(req, &config, &plan, stdout)?;
-                    None
                 }
                 _ => None,
             };

@@ -21,10 +21,11 @@ pub struct EcrSettings {
     /// Create a repository that does not exist yet. By default false: a missing repository
     /// is an error.
     pub create_repositories: bool,
-    /// Created repositories scan each pushed image. By default false.
+    /// Created repositories scan each pushed image. False in `EcrSettings::default()`; the
+    /// config's `registry.ecr.scan_on_push` defaults to true.
     pub scan_on_push: bool,
-    /// Created repositories refuse to move an existing tag (`IMMUTABLE`). By default false
-    /// (`MUTABLE`).
+    /// Created repositories refuse to move an existing tag (`IMMUTABLE`). False (`MUTABLE`) in
+    /// `EcrSettings::default()`; the config's `registry.ecr.immutable_tags` defaults to true.
     pub immutable_tags: bool,
     /// The registry host to push to and log in at (`HOST[:PORT]`). By default the host of
     /// the `proxyEndpoint` ECR returns with the token.

@@ -172,7 +172,7 @@ pub(crate) fn build_stage(
         });
     }
     if req.dry_run {
-        print_dry_run(&jobs, &target, stdout)?;
+        print_dry_run(req, config, plan, &jobs, &target, stdout)?;
         return Ok(None);
     }
     if jobs.is_empty() {
@@ -298,31 +298,86 @@ fn print_progress(r: &ImageResult, in_action: bool, out: &mut dyn Write) -> std:
     writeln!(out, "{}", text::image_finished(r))
 }
 
+/// A dry run: what would be checked, built, pushed and (for `ship`) deployed, and nothing
+/// done. With `--format json`, one document: the plan plus `dry_run`.
 fn print_dry_run(
+    req: &Request,
+    config: &Config,
+    plan: &Plan,
     jobs: &[ImageJob],
     target: &RegistryTarget,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
+    let images: Vec<DryRunImage> = jobs
+        .iter()
+        .map(|job| {
+            let mut commands = vec![
+                format!(
+                    "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
+                    target.host, job.repository, job.content_tag
+                ),
+                format!("docker {}", DockerCli::describe_build(&job.build).join(" ")),
+            ];
+            for tag in job
+                .commit_tags
+                .iter()
+                .chain(std::iter::once(&job.content_tag))
+            {
+                commands.push(format!("docker push {}:{tag}", job.image));
+            }
+            DryRunImage {
+                service: &job.service,
+                image: &job.image,
+                commands,
+            }
+        })
+        .collect();
+    let deploys = match req.command {
+        crate::cli::Command::Ship => super::rollouts::dry_run_deploys(config, plan),
+        _ => vec![],
+    };
     let w = write_err("stdout");
-    for job in jobs {
-        writeln!(out, "# {}", job.service).map_err(&w)?;
-        writeln!(
-            out,
-            "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
-            target.host, job.repository, job.content_tag
-        )
-        .map_err(&w)?;
-        let fake = DockerCli::describe_build(&job.build);
-        writeln!(out, "docker {}", fake.join(" ")).map_err(&w)?;
-        for tag in job
-            .commit_tags
-            .iter()
-            .chain(std::iter::once(&job.content_tag))
-        {
-            writeln!(out, "docker push {}:{tag}", job.image).map_err(&w)?;
+    match req.format {
+        Format::Json => {
+            #[derive(Serialize)]
+            struct DryRun<'a> {
+                images: Vec<DryRunImage<'a>>,
+                deploys: Vec<super::rollouts::DryRunDeploy>,
+            }
+            #[derive(Serialize)]
+            struct Report<'a> {
+                #[serde(flatten)]
+                plan: &'a Plan,
+                dry_run: DryRun<'a>,
+            }
+            let report = Report {
+                plan,
+                dry_run: DryRun { images, deploys },
+            };
+            let json = serde_json::to_string_pretty(&report).expect("a dry run serializes");
+            writeln!(out, "{json}").map_err(&w)?;
+        }
+        Format::Text => {
+            for image in &images {
+                writeln!(out, "# {}", image.service).map_err(&w)?;
+                for command in &image.commands {
+                    writeln!(out, "{command}").map_err(&w)?;
+                }
+            }
+            for d in &deploys {
+                writeln!(out, "deploy {}: {}", d.service, d.action).map_err(&w)?;
+            }
         }
     }
     Ok(())
+}
+
+/// One image a dry run would build and push, and the commands for it.
+#[derive(Serialize)]
+struct DryRunImage<'a> {
+    service: &'a str,
+    image: &'a str,
+    commands: Vec<String>,
 }
 
 /// `build --format json`: the plan plus `images`; `ship` adds `rollouts`.

@@ -2,15 +2,16 @@
 //! each rollout followed to its end.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{write_err, Error};
+use super::Error;
 use crate::cli::Request;
 use crate::config::Config;
 use crate::deploy::manifests::{self, Document};
-use crate::deploy::{self, Cluster, DeployRequest, ManifestDeploy, RolloutResult, RolloutStatus};
+use crate::deploy::{
+    self, Cluster, DeployContext, DeployRequest, ManifestDeploy, RolloutResult, RolloutStatus,
+};
 use crate::detect::git::Git;
 use crate::plan::Plan;
 use crate::push::{ImageResult, ImageStatus};
@@ -318,6 +319,17 @@ fn service_dependencies(config: &Config, name: &str) -> BTreeSet<String> {
     services
 }
 
+/// How a target is named in results: `kind/namespace/name` for a workload (as deploys report
+/// it), the config's words for manifests or a spec that is not a workload.
+fn target_label(t: &Target, cluster: &Cluster) -> String {
+    if t.manifests.is_some() {
+        return t.spec.clone();
+    }
+    deploy::parse_workload(&t.spec, t.namespace.as_deref(), cluster.default_namespace())
+        .map(|w| w.to_string())
+        .unwrap_or_else(|_| t.spec.clone())
+}
+
 fn skipped(t: &Target, workload: String, reason: String) -> RolloutResult {
     RolloutResult {
         service: t.service.clone(),
@@ -357,7 +369,7 @@ pub(crate) fn deploy_stage(
         let why = format!("nothing was deployed because the image of {} failed to build (atomic; pass --no-atomic to deploy the rest)", failed_builds.join(", "));
         return Ok(targets
             .iter()
-            .map(|t| skipped(t, t.spec.clone(), why.clone()))
+            .map(|t| skipped(t, target_label(t, cluster), why.clone()))
             .collect());
     }
     let run_url = req
@@ -381,6 +393,15 @@ pub(crate) fn deploy_stage(
             (Some(theirs), Some(ours)) if theirs > ours
         ),
     });
+    let context = DeployContext {
+        commit: plan.head.clone(),
+        commit_time: head_time,
+        run_url,
+        timeout: req.deploy.timeout,
+        rollback: req.deploy.rollback,
+        force: req.deploy.force,
+        older_than_deployed: Some(older),
+    };
     // Dependencies first: a service waits for every service it depends on.
     let mut pending: Vec<Target> = targets;
     let mut finished: BTreeMap<String, bool> = BTreeMap::new();
@@ -414,7 +435,7 @@ pub(crate) fn deploy_stage(
             if let Some(dep) = failed_dep {
                 results.push(skipped(
                     t,
-                    t.spec.clone(),
+                    target_label(t, cluster),
                     format!("its dependency {dep} was not deployed"),
                 ));
                 continue;
@@ -437,10 +458,7 @@ pub(crate) fn deploy_stage(
                         t,
                         documents,
                         image.as_deref(),
-                        &plan.head,
-                        head_time,
-                        &run_url,
-                        &older,
+                        &context,
                     ))),
                 }
                 continue;
@@ -475,13 +493,7 @@ pub(crate) fn deploy_stage(
                 container: t.container.clone(),
                 repository,
                 image: reference,
-                commit: plan.head.clone(),
-                commit_time: head_time,
-                run_url: run_url.clone(),
-                timeout: req.deploy.timeout,
-                rollback: req.deploy.rollback,
-                force: req.deploy.force,
-                older_than_deployed: Some(older.clone()),
+                context: context.clone(),
             }));
         }
         let started = Instant::now();
@@ -520,17 +532,13 @@ enum Job {
 
 /// A `manifests` target with the service's image substituted by digest (when it has one);
 /// every image found is told on stderr, and a target where none matched gets a warning.
-#[allow(clippy::too_many_arguments)]
 fn manifest_deploy(
     req: &Request,
     cluster: &Cluster,
     t: &Target,
     mut documents: Vec<Document>,
     image: Option<&str>,
-    head: &str,
-    commit_time: Option<i64>,
-    run_url: &Option<String>,
-    older: &deploy::NewerCheck,
+    context: &DeployContext,
 ) -> ManifestDeploy {
     if let Some(image) = image {
         let repository = image.split_once('@').map_or(image, |(r, _)| r);
@@ -565,39 +573,36 @@ fn manifest_deploy(
             .clone()
             .unwrap_or_else(|| cluster.default_namespace().to_string()),
         image: image.unwrap_or("the images as written").to_string(),
-        commit: head.to_string(),
-        commit_time,
-        run_url: run_url.clone(),
-        timeout: req.deploy.timeout,
-        rollback: req.deploy.rollback,
-        force: req.deploy.force,
-        older_than_deployed: Some(older.clone()),
+        context: context.clone(),
     }
 }
 
-/// `ship --dry-run`: what would be deployed where.
-///
-/// # Errors
-/// When stdout cannot be written.
-pub(crate) fn print_dry_run(
-    _req: &Request,
-    config: &Config,
-    plan: &Plan,
-    out: &mut dyn Write,
-) -> Result<(), Error> {
-    for t in targets(config, plan) {
-        let line = match &t.manifests {
-            Some(globs) => format!(
-                "deploy {}: apply {} server-side (field manager monoship) with the image built above substituted by digest, then wait for their rollouts",
-                t.service,
-                globs.join(", ")
-            ),
-            None => format!(
-                "deploy {}: patch {} to the image built above, then wait for its rollout",
-                t.service, t.spec
-            ),
-        };
-        writeln!(out, "{line}").map_err(write_err("stdout"))?;
-    }
-    Ok(())
+/// `ship --dry-run`: what would be deployed where, one entry per deploy target.
+pub(crate) fn dry_run_deploys(config: &Config, plan: &Plan) -> Vec<DryRunDeploy> {
+    targets(config, plan)
+        .into_iter()
+        .map(|t| {
+            let action = match &t.manifests {
+                Some(globs) => format!(
+                    "apply {} server-side (field manager monoship) with the image built above substituted by digest, then wait for their rollouts",
+                    globs.join(", ")
+                ),
+                None => format!(
+                    "patch {} to the image built above, then wait for its rollout",
+                    t.spec
+                ),
+            };
+            DryRunDeploy {
+                service: t.service,
+                action,
+            }
+        })
+        .collect()
+}
+
+/// One deploy a dry run would make.
+#[derive(serde::Serialize)]
+pub(crate) struct DryRunDeploy {
+    pub service: String,
+    pub action: String,
 }

@@ -4,7 +4,7 @@
 //! `workload` target, and rolled back on failure when the workload existed before.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
@@ -14,10 +14,8 @@ use serde_json::{json, Value};
 
 use super::manifests::Document;
 use super::{
-    chain, describe, follow, newer_deployed, newer_reason, with_retries, within, Cluster, DeployError,
-    NewerCheck, RolloutResult, RolloutStatus, Workload, WorkloadKind, WorkloadObject,
-    CHANGE_CAUSE_ANNOTATION, COMMIT_ANNOTATION, COMMIT_TIME_ANNOTATION, FIELD_MANAGER,
-    RUN_URL_ANNOTATION,
+    chain, describe, follow, with_retries, within, Cluster, DeployContext, DeployError,
+    RolloutResult, RolloutStatus, Workload, WorkloadKind, WorkloadObject, FIELD_MANAGER,
 };
 
 /// One `manifests` deploy target, its images already substituted.
@@ -32,13 +30,7 @@ pub struct ManifestDeploy {
     pub namespace: String,
     /// The image the manifests now run, for the change-cause annotation.
     pub image: String,
-    pub commit: String,
-    pub commit_time: Option<i64>,
-    pub run_url: Option<String>,
-    pub timeout: Duration,
-    pub rollback: bool,
-    pub force: bool,
-    pub older_than_deployed: Option<NewerCheck>,
+    pub context: DeployContext,
 }
 
 /// A document ready to apply.
@@ -58,7 +50,7 @@ pub async fn apply_manifests(
 ) -> Vec<RolloutResult> {
     let started = Instant::now();
     let say = |line: &str| progress(&format!("{}: {line}", req.service));
-    let deadline = tokio::time::Instant::now() + req.timeout;
+    let deadline = tokio::time::Instant::now() + req.context.timeout;
     let outcome = within(deadline, "applying", prepare_and_apply(cluster, req, &say)).await;
     let one = |status, reason: String| {
         vec![RolloutResult {
@@ -98,13 +90,13 @@ pub async fn apply_manifests(
                 previous_image: None,
             };
             let created = previous.is_none();
-            let rollback_to = previous.filter(|_| req.rollback);
+            let rollback_to = previous.filter(|_| req.context.rollback);
             if let Err(error) = follow(
                 cluster,
                 &wl,
                 object,
                 rollback_to,
-                req.timeout,
+                req.context.timeout,
                 deadline,
                 say,
                 &mut result,
@@ -114,7 +106,7 @@ pub async fn apply_manifests(
                 result.status = RolloutStatus::Failed;
                 result.reason = Some(chain(&error));
             }
-            if created && req.rollback && result.status == RolloutStatus::Failed {
+            if created && req.context.rollback && result.status == RolloutStatus::Failed {
                 let reason = result.reason.take().unwrap_or_default();
                 result.reason = Some(format!(
                     "{reason}; not rolled back: the manifests created {wl}, there is no earlier version"
@@ -158,11 +150,8 @@ async fn prepare_and_apply(
                 .transpose()?,
             Err(e) => return Err(DeployError::api(format!("cannot read {wl}"))(e)),
         };
-        let newer = existing.as_ref().and_then(|o| {
-            newer_deployed(o, &req.commit, req.older_than_deployed.as_ref()).filter(|_| !req.force)
-        });
-        if let Some(deployed) = newer {
-            let why = newer_reason(wl, &deployed, &req.commit);
+        if let Some(deployed) = existing.as_ref().and_then(|o| req.context.newer_on(o)) {
+            let why = req.context.newer_reason(wl, &deployed);
             return Ok(Applied::Refused(format!("nothing was applied: {why}")));
         }
         before.insert(wl.to_string(), existing);
@@ -195,10 +184,8 @@ async fn prepare_and_apply(
                     meta.insert("resourceVersion".into(), json!(v));
                 }
             }
-            match api
-                .patch(&r.doc.name, &params, &Patch::Apply(&object))
-                .await
-            {
+            let patch = Patch::Apply(&object);
+            match with_retries("applying", || api.patch(&r.doc.name, &params, &patch)).await {
                 Ok(applied) => break applied,
                 Err(kube::Error::Api(s))
                     if s.code == 409 && version.is_some() && attempt < super::CONFLICT_ATTEMPTS =>
@@ -211,12 +198,8 @@ async fn prepare_and_apply(
                             .transpose()?,
                         Err(e) => return Err(DeployError::api(format!("cannot read {wl}"))(e)),
                     };
-                    let newer = current.as_ref().and_then(|o| {
-                        newer_deployed(o, &req.commit, req.older_than_deployed.as_ref())
-                            .filter(|_| !req.force)
-                    });
-                    if let Some(deployed) = newer {
-                        let why = newer_reason(wl, &deployed, &req.commit);
+                    if let Some(deployed) = current.as_ref().and_then(|o| req.context.newer_on(o)) {
+                        let why = req.context.newer_reason(wl, &deployed);
                         return Ok(Applied::Refused(format!("{wl} was not applied: {why}")));
                     }
                     version = current.and_then(|o| o.metadata().resource_version.clone());
@@ -273,16 +256,16 @@ async fn resolve<'a>(
                 kube::discovery::pinned_kind(&cluster.client, &gvk)
             })
             .await
-                .map_err(|e| {
-                    DeployError::Refused(format!(
-                        "the cluster does not serve {} {} ({}:{}): {}",
-                        doc.api_version,
-                        doc.kind,
-                        doc.file,
-                        doc.line,
-                        describe(&e)
-                    ))
-                })?;
+            .map_err(|e| {
+                DeployError::Refused(format!(
+                    "the cluster does not serve {} {} ({}:{}): {}",
+                    doc.api_version,
+                    doc.kind,
+                    doc.file,
+                    doc.line,
+                    describe(&e)
+                ))
+            })?;
             found.insert(key.clone(), pinned);
         }
         let (resource, caps) = found[&key].clone();
@@ -327,7 +310,7 @@ fn dynamic_api(cluster: &Cluster, r: &Resolved<'_>) -> Api<DynamicObject> {
     }
 }
 
-/// The same record a `workload` deploy leaves: commit, run and change cause.
+/// The same record a `workload` deploy leaves: commit, its time, run and change cause.
 fn annotate(object: &mut Value, req: &ManifestDeploy) {
     let Value::Object(map) = object else { return };
     let meta = map.entry("metadata").or_insert_with(|| json!({}));
@@ -336,18 +319,7 @@ fn annotate(object: &mut Value, req: &ManifestDeploy) {
     let Value::Object(annotations) = annotations else {
         return;
     };
-    annotations.insert(COMMIT_ANNOTATION.into(), json!(req.commit));
-    if let Some(time) = req.commit_time {
-        annotations.insert(COMMIT_TIME_ANNOTATION.into(), json!(time.to_string()));
+    for (key, value) in req.context.annotations(&req.service, &req.image) {
+        annotations.insert(key.into(), value);
     }
-    if let Some(url) = &req.run_url {
-        annotations.insert(RUN_URL_ANNOTATION.into(), json!(url));
-    }
-    annotations.insert(
-        CHANGE_CAUSE_ANNOTATION.into(),
-        json!(format!(
-            "monoship: {} {} (commit {})",
-            req.service, req.image, req.commit
-        )),
-    );
 }

@@ -164,45 +164,20 @@ pub fn parse_workload(
 
 /// Decides whether the commit a workload runs is newer than the one being deployed, given
 /// that commit and its `monoship.dev/commit-time` annotation; see
-/// [`DeployRequest::older_than_deployed`].
+/// [`DeployContext::older_than_deployed`].
 pub type NewerCheck = Arc<dyn Fn(&str, Option<&str>) -> bool + Send + Sync>;
 
-/// The commit `object` runs, when `check` says it is newer than `commit`.
-fn newer_deployed(
-    object: &WorkloadObject,
-    commit: &str,
-    check: Option<&NewerCheck>,
-) -> Option<String> {
-    let deployed = object.annotation(COMMIT_ANNOTATION)?;
-    let time = object.annotation(COMMIT_TIME_ANNOTATION);
-    (deployed != commit && check.is_some_and(|c| c(deployed, time))).then(|| deployed.to_string())
-}
-
-/// The reason of a deploy skipped because the workload runs a newer commit.
-fn newer_reason(wl: &Workload, deployed: &str, commit: &str) -> String {
-    format!("{wl} runs {deployed}, newer than {commit}; pass --force to deploy it anyway")
-}
-
-/// What to deploy where.
+/// The commit a run deploys and the rules all its deploys follow.
 #[derive(Clone)]
-pub struct DeployRequest {
-    /// The service's name, for messages.
-    pub service: String,
-    pub workload: Workload,
-    /// The container to update. `None`: every container and init container whose image
-    /// belongs to `repository` (compared without tag or digest; see [`image::repository_of`]).
-    pub container: Option<String>,
-    /// The image name without tag or digest, e.g. `127.0.0.1:5000/shop/cart`.
-    pub repository: String,
-    /// The image to run, by digest: `repository@sha256:...`.
-    pub image: String,
-    /// The commit the image was built from; recorded in the `monoship.dev/commit` annotation.
+pub struct DeployContext {
+    /// The commit the images were built from; recorded in the `monoship.dev/commit`
+    /// annotation.
     pub commit: String,
     /// Its committer time (Unix seconds); recorded in `monoship.dev/commit-time`.
     pub commit_time: Option<i64>,
     /// The CI run, recorded in the `monoship.dev/run-url` annotation.
     pub run_url: Option<String>,
-    /// How long the rollout may take, from the first request. A rollback gets the same time
+    /// How long a rollout may take, from the first request. A rollback gets the same time
     /// again.
     pub timeout: Duration,
     /// On failure, restore the previous pod template as `kubectl rollout undo` does and wait
@@ -213,19 +188,56 @@ pub struct DeployRequest {
     /// Safety check against going backwards. Called with the commit recorded on the workload
     /// (when there is one and it differs from `commit`) and its recorded time; returns `true`
     /// when that commit is newer than `commit`, e.g. `commit` is its ancestor in git. It is
-    /// asked again after every `409 Conflict`, so a concurrent newer deploy always wins. The deploy is then
-    /// `skipped` unless `force`. `None` deploys whatever runs.
+    /// asked again after every `409 Conflict`, so a concurrent newer deploy always wins. The
+    /// deploy is then `skipped` unless `force`. `None` deploys whatever runs.
     pub older_than_deployed: Option<NewerCheck>,
 }
 
-impl fmt::Debug for DeployRequest {
+impl DeployContext {
+    /// The commit `object` runs, when it is newer than this one and the deploy is not forced.
+    fn newer_on(&self, object: &WorkloadObject) -> Option<String> {
+        if self.force {
+            return None;
+        }
+        let deployed = object.annotation(COMMIT_ANNOTATION)?;
+        let time = object.annotation(COMMIT_TIME_ANNOTATION);
+        let check = self.older_than_deployed.as_ref()?;
+        (deployed != self.commit && check(deployed, time)).then(|| deployed.to_string())
+    }
+
+    /// The reason of a deploy skipped because `wl` runs the newer commit `deployed`.
+    fn newer_reason(&self, wl: &Workload, deployed: &str) -> String {
+        format!(
+            "{wl} runs {deployed}, newer than {}; pass --force to deploy it anyway",
+            self.commit
+        )
+    }
+
+    /// The annotations every deployed workload gets: commit, its time, the run and the
+    /// change cause (`kubectl rollout history`) naming `service` and `image`.
+    fn annotations(&self, service: &str, image: &str) -> BTreeMap<&'static str, Value> {
+        let mut annotations = BTreeMap::new();
+        annotations.insert(COMMIT_ANNOTATION, json!(self.commit));
+        if let Some(time) = self.commit_time {
+            annotations.insert(COMMIT_TIME_ANNOTATION, json!(time.to_string()));
+        }
+        if let Some(url) = &self.run_url {
+            annotations.insert(RUN_URL_ANNOTATION, json!(url));
+        }
+        annotations.insert(
+            CHANGE_CAUSE_ANNOTATION,
+            json!(format!(
+                "monoship: {service} {image} (commit {})",
+                self.commit
+            )),
+        );
+        annotations
+    }
+}
+
+impl fmt::Debug for DeployContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DeployRequest")
-            .field("service", &self.service)
-            .field("workload", &self.workload)
-            .field("container", &self.container)
-            .field("repository", &self.repository)
-            .field("image", &self.image)
+        f.debug_struct("DeployContext")
             .field("commit", &self.commit)
             .field("commit_time", &self.commit_time)
             .field("run_url", &self.run_url)
@@ -238,6 +250,22 @@ impl fmt::Debug for DeployRequest {
             )
             .finish()
     }
+}
+
+/// What to deploy where.
+#[derive(Debug, Clone)]
+pub struct DeployRequest {
+    /// The service's name, for messages.
+    pub service: String,
+    pub workload: Workload,
+    /// The container to update. `None`: every container and init container whose image
+    /// belongs to `repository` (compared without tag or digest; see [`image::repository_of`]).
+    pub container: Option<String>,
+    /// The image name without tag or digest, e.g. `127.0.0.1:5000/shop/cart`.
+    pub repository: String,
+    /// The image to run, by digest: `repository@sha256:...`.
+    pub image: String,
+    pub context: DeployContext,
 }
 
 /// How a deploy ended.
@@ -491,7 +519,7 @@ async fn run(
     say: &(dyn Fn(&str) + Send + Sync),
     result: &mut RolloutResult,
 ) -> Result<(), DeployError> {
-    let deadline = tokio::time::Instant::now() + req.timeout;
+    let deadline = tokio::time::Instant::now() + req.context.timeout;
     let wl = &req.workload;
     let api: Api<DynamicObject> = Api::namespaced_with(
         cluster.client.clone(),
@@ -503,12 +531,11 @@ async fn run(
     let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
         .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
 
-    let newer = |o: &WorkloadObject| {
-        newer_deployed(o, &req.commit, req.older_than_deployed.as_ref()).filter(|_| !req.force)
-    };
+    let ctx = &req.context;
+    let newer = |o: &WorkloadObject| ctx.newer_on(o);
     if let Some(deployed) = newer(&object) {
         result.status = RolloutStatus::Skipped;
-        result.reason = Some(newer_reason(wl, &deployed, &req.commit));
+        result.reason = Some(ctx.newer_reason(wl, &deployed));
         return Ok(());
     }
 
@@ -523,7 +550,7 @@ async fn run(
             Patched::Done(object, picked) => (object, picked),
             Patched::Newer(deployed) => {
                 result.status = RolloutStatus::Skipped;
-                result.reason = Some(newer_reason(wl, &deployed, &req.commit));
+                result.reason = Some(ctx.newer_reason(wl, &deployed));
                 return Ok(());
             }
         };
@@ -535,13 +562,13 @@ async fn run(
         patched
     };
 
-    let previous = (!already && req.rollback).then_some(template);
+    let previous = (!already && req.context.rollback).then_some(template);
     follow(
         cluster,
         wl,
         patched,
         previous,
-        req.timeout,
+        req.context.timeout,
         deadline,
         say,
         result,
@@ -727,24 +754,10 @@ fn image_patch(object: &WorkloadObject, picked: &[image::Picked], req: &DeployRe
             spec.insert(key.into(), Value::Array(list));
         }
     }
-    let mut annotations = BTreeMap::new();
-    annotations.insert(COMMIT_ANNOTATION, json!(req.commit));
-    if let Some(time) = req.commit_time {
-        annotations.insert(COMMIT_TIME_ANNOTATION, json!(time.to_string()));
-    }
-    if let Some(url) = &req.run_url {
-        annotations.insert(RUN_URL_ANNOTATION, json!(url));
-    }
+    let mut annotations = req.context.annotations(&req.service, &req.image);
     if let Some(previous) = picked.first() {
         annotations.insert(PREVIOUS_IMAGE_ANNOTATION, json!(previous.image));
     }
-    annotations.insert(
-        CHANGE_CAUSE_ANNOTATION,
-        json!(format!(
-            "monoship: {} {} (commit {})",
-            req.service, req.image, req.commit
-        )),
-    );
     json!({
         "metadata": {
             "resourceVersion": object.metadata().resource_version,
@@ -879,13 +892,15 @@ mod tests {
             container: None,
             repository: "r/cart".into(),
             image: "r/cart@sha256:ab".into(),
-            commit: "c0ffee".into(),
-            commit_time: None,
-            run_url: None,
-            timeout: Duration::from_secs(1),
-            rollback: false,
-            force: false,
-            older_than_deployed: None,
+            context: DeployContext {
+                commit: "c0ffee".into(),
+                commit_time: None,
+                run_url: None,
+                timeout: Duration::from_secs(1),
+                rollback: false,
+                force: false,
+                older_than_deployed: None,
+            },
         };
         assert_eq!(
             image_patch(&object, &picked, &req),

@@ -313,6 +313,45 @@ fn dry_run_prints_the_commands_and_touches_nothing() {
         run.stdout
     );
     assert!(registry.catalog().is_empty());
+
+    // As JSON, a ship dry run is one document: the plan, the images and the deploys.
+    let run = monoship(
+        repo.path(),
+        &[
+            "ship",
+            "--dry-run",
+            "--format",
+            "json",
+            "--base",
+            &base,
+            "--registry",
+            &registry.addr,
+        ],
+        &env,
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    let images = report["dry_run"]["images"].as_array().unwrap();
+    let services: Vec<&str> = images
+        .iter()
+        .map(|i| i["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(services, ["cart", "checkout", "frontend"], "{report}");
+    assert_eq!(report["changed"], serde_json::json!(services));
+    assert!(images[0]["commands"][1]
+        .as_str()
+        .unwrap()
+        .starts_with("docker build --file"));
+    let deploys = report["dry_run"]["deploys"].as_array().unwrap();
+    assert!(
+        deploys.iter().any(|d| d["service"] == "cart"
+            && d["action"]
+                .as_str()
+                .unwrap()
+                .starts_with("patch deployment/cart")),
+        "{report}"
+    );
+    assert!(registry.catalog().is_empty());
 }
 
 #[test]

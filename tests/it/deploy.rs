@@ -10,7 +10,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube_sim::{Fault, Sim, SimOptions};
 use monoship::deploy::rollout::{daemonset_status, deployment_status, statefulset_status};
 use monoship::deploy::{
-    deploy, parse_workload, Cluster, DeployRequest, RolloutResult, RolloutStatus, Status,
+    deploy, parse_workload, Cluster, DeployContext, DeployRequest, RolloutResult, RolloutStatus,
+    Status,
 };
 use serde_json::Value;
 
@@ -164,14 +165,27 @@ fn request(workload: &str, image: &str) -> DeployRequest {
         container: None,
         repository: REPO.into(),
         image: image.into(),
-        commit: "c0ffee".into(),
-        commit_time: None,
-        run_url: Some("https://ci.example/runs/7".into()),
-        timeout: Duration::from_secs(20),
-        rollback: true,
-        force: false,
-        older_than_deployed: None,
+        context: DeployContext {
+            commit: "c0ffee".into(),
+            commit_time: None,
+            run_url: Some("https://ci.example/runs/7".into()),
+            timeout: Duration::from_secs(20),
+            rollback: true,
+            force: false,
+            older_than_deployed: None,
+        },
     }
+}
+
+/// `request` with its context changed by `change`.
+fn request_with(
+    workload: &str,
+    image: &str,
+    change: impl FnOnce(&mut DeployContext),
+) -> DeployRequest {
+    let mut req = request(workload, image);
+    change(&mut req.context);
+    req
 }
 
 /// Progress lines with the time each arrived.
@@ -334,10 +348,7 @@ async fn failing_deploy(env: &Env, mode: &str, rollback: bool) -> (RolloutResult
     env.rolled_out("deployments", "cart").await;
     env.seed_deployment(&[("sim.monoship.dev/fail-next", mode)]);
     let lines = Lines::default();
-    let req = DeployRequest {
-        rollback,
-        ..request("deployment/cart", &digest(2))
-    };
+    let req = request_with("deployment/cart", &digest(2), |c| c.rollback = rollback);
     let started = Instant::now();
     let result = run_deploy(env, &req, &lines).await;
     (result, lines, started)
@@ -568,25 +579,23 @@ async fn an_older_commit_is_skipped_unless_forced() {
             deployed == "newer1"
         })
     };
-    let req = DeployRequest {
-        older_than_deployed: Some(check),
-        ..request("deployment/cart", &digest(6))
-    };
+    let req = request_with("deployment/cart", &digest(6), |c| {
+        c.older_than_deployed = Some(check)
+    });
     let result = run_deploy(&env, &req, &Lines::default()).await;
     assert_eq!(result.status, RolloutStatus::Skipped);
     assert_eq!(
         result.reason.as_deref(),
-        Some("deployment/shop/cart runs newer1, newer than c0ffee; pass --force to deploy it anyway")
+        Some(
+            "deployment/shop/cart runs newer1, newer than c0ffee; pass --force to deploy it anyway"
+        )
     );
     assert_eq!(*asked.lock().unwrap(), ["newer1"]);
     assert_eq!(env.template_image("deployments", "cart", 0), OLD);
 
-    let forced = run_deploy(
-        &env,
-        &DeployRequest { force: true, ..req },
-        &Lines::default(),
-    )
-    .await;
+    let mut forced = req;
+    forced.context.force = true;
+    let forced = run_deploy(&env, &forced, &Lines::default()).await;
     assert_eq!(forced.status, RolloutStatus::Succeeded, "{forced:?}");
     assert_eq!(env.template_image("deployments", "cart", 0), digest(6));
 }
@@ -829,11 +838,10 @@ async fn the_timeout_bounds_the_wait_and_names_the_last_state() {
     env.seed_deployment(&[]);
     env.rolled_out("deployments", "cart").await;
     env.seed_deployment(&[("sim.monoship.dev/fail-next", "ProgressDeadlineExceeded")]);
-    let req = DeployRequest {
-        timeout: Duration::from_millis(1500),
-        rollback: false,
-        ..request("deployment/cart", &digest(11))
-    };
+    let req = request_with("deployment/cart", &digest(11), |c| {
+        c.timeout = Duration::from_millis(1500);
+        c.rollback = false;
+    });
     let started = Instant::now();
     let result = run_deploy(&env, &req, &Lines::default()).await;
     assert!(

@@ -68,7 +68,12 @@ impl Repo {
     /// Stages everything and commits; returns the new commit id.
     pub fn commit(&mut self, message: &str) -> String {
         self.ticks += 1;
-        let date = format!("2024-01-01T00:{:02}:00Z", self.ticks);
+        // One minute per commit; an adopted clone starts later than anything it came from.
+        let date = format!(
+            "2024-01-01T{:02}:{:02}:00Z",
+            self.ticks / 60,
+            self.ticks % 60
+        );
         self.git(&["add", "-A"]);
         let out = Command::new("git")
             .arg("-C")
