@@ -92,6 +92,8 @@ pub struct Request {
     /// From `MONOSHIP_REGISTRY_PASSWORD` or the `registry-password` input, never argv.
     pub registry_password: Option<crate::registry::Secret>,
     pub max_parallel: Option<usize>,
+    /// Build and push even when the registry has an image of the same inputs.
+    pub rebuild: bool,
     /// The Docker CLI to run (`MONOSHIP_DOCKER`, default `docker`).
     pub docker: PathBuf,
     pub deploy: DeployOptions,
@@ -211,6 +213,11 @@ struct PushArgs {
     /// Images built at once (default: the config's `build.max_parallel`, else 2).
     #[arg(long)]
     max_parallel: Option<usize>,
+    /// Build and push even when the registry already has an image of the same inputs: the
+    /// inputs are the repository's files, so a base image updated under the same `FROM` tag
+    /// needs this to be picked up.
+    #[arg(long)]
+    rebuild: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -331,6 +338,7 @@ fn request(
         registry: None,
         registry_username: None,
         max_parallel: None,
+        rebuild: false,
     });
     Request {
         command,
@@ -352,6 +360,7 @@ fn request(
             .filter(|p| !p.is_empty())
             .map(crate::registry::Secret::new),
         max_parallel: push.max_parallel,
+        rebuild: push.rebuild,
         docker: docker_program(env),
         deploy: DeployOptions::default(),
         action: if in_action {
@@ -458,6 +467,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
                 ))
             })?),
         },
+        rebuild: flag("rebuild")?,
         docker: docker_program(env),
         deploy: DeployOptions {
             kubeconfig: input("kubeconfig").map(PathBuf::from),

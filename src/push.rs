@@ -39,6 +39,8 @@ pub struct ImageJob {
     pub dockerfile: String,
     /// Line of each Dockerfile instruction, in order (maps legacy build steps to lines).
     pub instruction_lines: Vec<usize>,
+    /// Build even when the registry has the content tag (it is then pushed again).
+    pub rebuild: bool,
 }
 
 /// What happened to one image.
@@ -125,7 +127,11 @@ async fn one_image(
     registry: &OciRegistry,
 ) -> ImageResult {
     let started = Instant::now();
-    match registry.tag_digest(&job.repository, &job.content_tag).await {
+    let stored = match job.rebuild {
+        true => Ok(None),
+        false => registry.tag_digest(&job.repository, &job.content_tag).await,
+    };
+    match stored {
         Ok(Some(digest)) => reuse(&job, registry, digest, started).await,
         Ok(None) => match docker {
             Some(docker) => build_and_push(&job, docker, registry, started).await,

@@ -169,6 +169,7 @@ pub(crate) fn build_stage(
             },
             dockerfile: build.dockerfile.clone(),
             instruction_lines: crate::dockerfile::instruction_lines(&dockerfile_text),
+            rebuild: req.rebuild,
         });
     }
     if req.dry_run {

@@ -90,6 +90,13 @@ fn build_pushes_exactly_the_changed_services_with_the_registry_digests() {
         assert_eq!(second["status"], "reused");
         assert_eq!(second["digest"], image["digest"]);
     }
+
+    // --rebuild builds and pushes them again (a base image may have moved under its tag).
+    let rebuilt = build(repo.path(), &target, &["--base", &base, "--rebuild"], &[]);
+    assert_eq!(rebuilt.code, 0, "{}", rebuilt.stderr);
+    for image in images_of(&rebuilt) {
+        assert_eq!(image["status"], "built", "{image}");
+    }
 }
 
 fn images_of(run: &Run) -> Vec<Value> {
