@@ -22,8 +22,12 @@ pub fn escape_property(s: &str) -> String {
     escape_data(s).replace(':', "%3A").replace(',', "%2C")
 }
 
-/// Makes text safe to print as one log line: control characters become visible escapes, so
-/// a name holding `\n::error::` cannot start a workflow command on a line of its own.
+/// Makes text safe to print as one log line, or as part of one: control characters become
+/// visible escapes, so a name holding `\n::error::` cannot start a workflow command on a line
+/// of its own. The runner also reads a command from a line that starts with `::` once leading
+/// whitespace is trimmed, and a legacy `##[command]` anywhere in a line: text that would start
+/// with `::` after its own leading whitespace gets its first `:` escaped (`\u{3a}`), and every
+/// `##[` its `[` (`\u{5b}`), so an indented file name cannot forge a command either.
 pub fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -32,6 +36,14 @@ pub fn one_line(s: &str) -> String {
         } else {
             out.push(c);
         }
+    }
+    if out.contains("##[") {
+        out = out.replace("##[", "##\\u{5b}");
+    }
+    // Rust's and .NET's whitespace are the same Unicode White_Space set.
+    let lead = out.len() - out.trim_start().len();
+    if out[lead..].starts_with("::") {
+        out.replace_range(lead..lead + 1, "\\u{3a}");
     }
     out
 }
@@ -150,5 +162,13 @@ mod tests {
     #[test]
     fn one_line_neutralizes_control_characters() {
         assert_eq!(one_line("a\n::error::x\tb"), "a\\n::error::x\\tb");
+    }
+
+    #[test]
+    fn one_line_cannot_start_a_command_or_hold_a_legacy_one() {
+        assert_eq!(one_line("::error::x"), "\\u{3a}:error::x");
+        assert_eq!(one_line(" \u{a0}::warning::x"), " \u{a0}\\u{3a}:warning::x");
+        assert_eq!(one_line("a ##[error]x"), "a ##\\u{5b}error]x");
+        assert_eq!(one_line("a::b"), "a::b");
     }
 }
