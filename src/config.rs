@@ -281,7 +281,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             message: "the config is empty; declare at least one service under `services:`".into(),
         }]));
     } else {
-        serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e)]))?
+        serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e, text)]))?
     };
     let problems = validate(&config, text);
     if problems.is_empty() {
@@ -291,7 +291,28 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     }
 }
 
-fn yaml_problem(e: &serde_yaml_ng::Error) -> Problem {
+/// The line of the `---` that starts a second document, when there is one.
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (i, line) in text.lines().enumerate() {
+        let marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if marker && content {
+            return Some(i + 1);
+        }
+        let trimmed = line.trim();
+        content |= !marker && !trimmed.is_empty() && !trimmed.starts_with('#');
+    }
+    None
+}
+
+fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
+    if e.location().is_none() && e.to_string().contains("more than one document") {
+        return Problem {
+            line: second_document(text),
+            key: String::new(),
+            message: "the config holds more than one YAML document; keep one (remove this `---` and what follows, or merge it into the first)".into(),
+        };
+    }
     // serde_yaml_ng renders "key.path: message at line L column C"; keep the key separate.
     let raw = e.to_string();
     let message = match raw.rfind(" at line ") {
@@ -806,5 +827,20 @@ groups:
             on_disk == generated,
             "schema/monoship.schema.json is stale; run `MONOSHIP_UPDATE_SCHEMA=1 cargo test --lib config` and commit it"
         );
+    }
+
+    #[test]
+    fn a_second_document_is_refused_at_its_marker() {
+        for (text, line) in [
+            ("services: {}\n---\nservices: {}\n", 2),
+            ("---\nservices: {}\n---\nservices: {}\n", 3),
+            ("# c\n---\nservices:\n  a: {}\n---\n", 5),
+        ] {
+            let ConfigError::Invalid { problems, .. } = parse(text, "m.yml").unwrap_err() else {
+                panic!("{text}")
+            };
+            assert_eq!(problems[0].line, Some(line), "{text}: {problems:?}");
+            assert!(problems[0].message.contains("more than one YAML document"));
+        }
     }
 }

@@ -419,16 +419,25 @@ fn shell_words(s: &str) -> Vec<String> {
                 in_word = true;
             }
             (Some(q), c) if c == q => quote = None,
-            (_, '\\') if quote != Some('\'') => {
-                if let Some(&n) = chars.peek() {
-                    if n == '"' || n == '\\' || n == '\'' || n.is_whitespace() {
+            // Outside quotes Docker's lexer drops the backslash and keeps the next character
+            // as it is, so `\*.txt` reaches the pattern match as `*.txt`, a wildcard. `\$`
+            // stays escaped for the expansion that follows.
+            (None, '\\') => {
+                match chars.next() {
+                    Some('$') => cur.push_str("\\$"),
+                    Some(n) => cur.push(n),
+                    None => cur.push('\\'),
+                }
+                in_word = true;
+            }
+            (Some('"'), '\\') => {
+                match chars.peek() {
+                    Some(&n) if n == '"' || n == '\\' => {
                         cur.push(n);
                         chars.next();
-                        in_word = true;
-                        continue;
                     }
+                    _ => cur.push('\\'),
                 }
-                cur.push('\\');
                 in_word = true;
             }
             (_, c) => {
@@ -757,6 +766,19 @@ fn clean_source(source: &str) -> String {
     cleaned.trim_start_matches('/').to_string()
 }
 
+/// A mount source is a path, not a pattern: every character stands for itself (a `\` too),
+/// except an unknown variable, which matches one segment.
+fn literal_glob(source: &str) -> String {
+    let mut glob = String::new();
+    for c in clean_source(source).chars() {
+        match c {
+            UNKNOWN => glob.push('*'),
+            c => push_literal(&mut glob, c),
+        }
+    }
+    glob
+}
+
 /// Translates a plain source (Go `filepath.Match` syntax) to a glob.
 fn plain_glob(source: &str) -> Result<String, String> {
     let cleaned = clean_source(source);
@@ -834,21 +856,14 @@ fn read_run_mounts(ins: &Instruction, rest: &str, scope: &Scope, out: &mut Build
         match expand(&source, scope) {
             Ok(alts) => {
                 for alt in alts {
-                    match plain_glob(&alt) {
-                        Ok(pattern) => {
-                            let s = ContextSource {
-                                line: ins.line,
-                                rule: rule.clone(),
-                                pattern,
-                                excludes: vec![],
-                            };
-                            if !out.sources.contains(&s) {
-                                out.sources.push(s);
-                            }
-                        }
-                        Err(why) => out
-                            .unreadable
-                            .push(unreadable(ins, &format!("the mount source {why}"))),
+                    let s = ContextSource {
+                        line: ins.line,
+                        rule: rule.clone(),
+                        pattern: literal_glob(&alt),
+                        excludes: vec![],
+                    };
+                    if !out.sources.contains(&s) {
+                        out.sources.push(s);
                     }
                 }
             }
@@ -893,7 +908,11 @@ mod tests {
             ("FROM scratch\nCOPY file[0-9].txt /\n", &["file[0-9].txt"]),
             ("FROM scratch\nCOPY file[^0-9].txt /\n", &["file{[!0-9],/}.txt"]),
             ("FROM scratch\nCOPY a{b}.txt /\n", &["a\\{b\\}.txt"]),
-            ("FROM scratch\nCOPY a\\*b /\n", &["a\\*b"]),
+            // Unquoted, Docker drops the backslash: the star is a wildcard (checked against
+            // `docker build`); quoted, it stays and the star is literal.
+            ("FROM scratch\nCOPY a\\*b /\n", &["a*b"]),
+            ("FROM scratch\nCOPY \\*.txt /dst/\n", &["*.txt"]),
+            ("FROM scratch\nCOPY \"a\\*b\" /\n", &["a\\*b"]),
             ("FROM scratch\nCOPY src \\\n  # a comment inside\n\n  lib /app/\n", &["src", "lib"]),
             ("# escape=`\nFROM scratch\nCOPY src `\n  lib C:\\app\\\n", &["src", "lib"]),
             ("FROM scratch\nCOPY --parents ./x/./y/*.go /dst\n", &["x/y/*.go"]),
