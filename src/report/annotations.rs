@@ -276,6 +276,7 @@ fn truncate(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
     use crate::detect::ChangeSource;
+    use crate::report::fixtures::{self, plan, Images};
 
     fn error(subject: &str, line: usize) -> Finding {
         Finding {
@@ -411,44 +412,36 @@ mod tests {
     #[test]
     fn run_findings_anchor_to_the_dockerfile_or_the_config() {
         let config_text = "services:\n  cart:\n    dockerfile: src/cart/Dockerfile\n    deploy:\n      - workload: deployment/cart\n  email:\n    deploy:\n      - workload: deployment/mailer\n";
-        let image = |service: &str, failed_at: Option<(String, usize)>| ImageResult {
-            service: service.into(),
-            image: None,
-            digest: None,
-            tags: vec![],
-            status: ImageStatus::Failed,
-            error: Some("the build failed".into()),
+        let failed = Images {
             seconds: 1.0,
-            failed_at,
-            log: None,
+            error: "the build failed",
+            ..Images::default()
         };
-        let rollout = |service: &str, workload: &str, status| RolloutResult {
-            service: service.into(),
-            workload: workload.into(),
-            status,
-            reason: Some("ImagePullBackOff".into()),
-            seconds: 2.0,
-            events: vec![],
-            previous_image: None,
+        let rollout = |service: &str, status| {
+            fixtures::rollout(service, status, Some("ImagePullBackOff"), 2.0)
         };
         let plan = Plan {
             base: None,
             head: "h".into(),
             source: ChangeSource::Forced,
-            changed: vec![],
-            services: vec![],
-            groups: vec![],
-            files: 0,
             warnings: vec!["history was shallow".into()],
+            ..plan(vec![], vec![], 0)
         };
         let images = [
-            image("cart", Some(("src/cart/Dockerfile".into(), 3))),
-            image("email", None),
+            Images {
+                failed_at: Some(("src/cart/Dockerfile", 3)),
+                ..failed
+            }
+            .of("cart", ImageStatus::Failed),
+            failed.of("email", ImageStatus::Failed),
         ];
         let rollouts = [
-            rollout("email", "deployment/shop/mailer", RolloutStatus::RolledBack),
-            rollout("cart", "deployment/shop/cart", RolloutStatus::Skipped),
-            rollout("cart", "deployment/shop/cart", RolloutStatus::Succeeded),
+            RolloutResult {
+                workload: "deployment/shop/mailer".into(),
+                ..rollout("email", RolloutStatus::RolledBack)
+            },
+            rollout("cart", RolloutStatus::Skipped),
+            rollout("cart", RolloutStatus::Succeeded),
         ];
         let found = run_findings(
             &plan,

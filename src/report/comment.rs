@@ -585,50 +585,41 @@ fn short(sha: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::ChangeSource;
-    use crate::plan::Reason;
+    use crate::report::fixtures::{self, node, reason, rollout, Images};
 
     const BASE: &str = "1111111111111111111111111111111111111111";
     const HEAD: &str = "2222222222222222222222222222222222222222";
     const RUN: &str = "https://github.com/octo/shop/actions/runs/42";
+    const IMAGES: Images = Images {
+        registry: "registry.example",
+        digest: "sha256:abababababababababababababababababababababababababababababababab",
+        seconds: 12.25,
+        error: "RUN make failed: exit code 2\nmake: *** [all] Error 2",
+        failed_at: Some(("src/cart/Dockerfile", 7)),
+    };
 
-    fn reason(path: &str, rule: &str) -> Reason {
-        Reason {
-            path: path.into(),
-            rule: rule.into(),
-        }
-    }
-
-    fn node(name: &str, reasons: Vec<Reason>) -> NodePlan {
-        NodePlan {
-            name: name.into(),
-            changed: !reasons.is_empty(),
-            reasons,
-            more_reasons: 0,
+    /// A plan between the commits the comments name.
+    fn plan(services: Vec<NodePlan>, files: usize) -> Plan {
+        Plan {
+            base: Some(BASE.into()),
+            head: HEAD.into(),
+            ..fixtures::plan(services, vec![], files)
         }
     }
 
     fn shop_plan() -> Plan {
-        Plan {
-            base: Some(BASE.into()),
-            head: HEAD.into(),
-            source: ChangeSource::Git,
-            changed: vec!["cart".into(), "frontend".into()],
-            services: vec![
-                node("ads", vec![]),
-                node(
-                    "cart",
-                    vec![
-                        reason("pb/demo.proto", "Dockerfile COPY ./pb/"),
-                        reason("src/cart/main.go", "Dockerfile COPY src/cart/"),
-                    ],
-                ),
-                node("frontend", vec![reason("pb/demo.proto", "depends_on cart")]),
+        let cart = [
+            ("pb/demo.proto", "Dockerfile COPY ./pb/"),
+            ("src/cart/main.go", "Dockerfile COPY src/cart/"),
+        ];
+        plan(
+            vec![
+                node("ads", &[], 0),
+                node("cart", &cart, 0),
+                node("frontend", &[("pb/demo.proto", "depends_on cart")], 0),
             ],
-            groups: vec![],
-            files: 2,
-            warnings: vec![],
-        }
+            2,
+        )
     }
 
     fn shop_targets() -> BTreeMap<String, ServiceTargets> {
@@ -653,33 +644,6 @@ mod tests {
                 ),
             ),
         ])
-    }
-
-    fn image(service: &str, status: ImageStatus) -> ImageResult {
-        let ok = status != ImageStatus::Failed;
-        ImageResult {
-            service: service.into(),
-            image: ok.then(|| format!("registry.example/{service}@sha256:{}", "ab".repeat(32))),
-            digest: ok.then(|| format!("sha256:{}", "ab".repeat(32))),
-            tags: vec![],
-            status,
-            error: (!ok).then(|| "RUN make failed: exit code 2\nmake: *** [all] Error 2".into()),
-            seconds: 12.25,
-            failed_at: (!ok).then(|| ("src/cart/Dockerfile".into(), 7)),
-            log: None,
-        }
-    }
-
-    fn rollout(service: &str, status: RolloutStatus, reason: Option<&str>) -> RolloutResult {
-        RolloutResult {
-            service: service.into(),
-            workload: format!("deployment/shop/{service}"),
-            status,
-            reason: reason.map(str::to_string),
-            seconds: 8.0,
-            events: vec![],
-            previous_image: None,
-        }
     }
 
     fn key(command: Command) -> CommentKey {
@@ -841,8 +805,8 @@ Image <code>registry.example/cart@sha256:abababababababababababababababababababa
     fn build_comment_shows_built_and_reused_images_by_digest() {
         let (plan, targets, key) = (shop_plan(), shop_targets(), key(Command::Build));
         let images = [
-            image("cart", ImageStatus::Built),
-            image("frontend", ImageStatus::Reused),
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("frontend", ImageStatus::Reused),
         ];
         let body = render(&input(&key, &plan, &targets, Some(&images), None));
         assert_eq!(body, BUILD_COMMENT);
@@ -852,15 +816,16 @@ Image <code>registry.example/cart@sha256:abababababababababababababababababababa
     fn ship_comment_puts_failed_rollouts_first_and_open() {
         let (plan, targets, key) = (shop_plan(), shop_targets(), key(Command::Ship));
         let images = [
-            image("cart", ImageStatus::Built),
-            image("frontend", ImageStatus::Reused),
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("frontend", ImageStatus::Reused),
         ];
         let rollouts = [
-            rollout("cart", RolloutStatus::Succeeded, None),
+            rollout("cart", RolloutStatus::Succeeded, None, 8.0),
             rollout(
                 "frontend",
                 RolloutStatus::RolledBack,
                 Some("pod frontend-abc: CrashLoopBackOff (back-off restarting failed container)"),
+                8.0,
             ),
         ];
         let body = render(&input(
@@ -877,13 +842,13 @@ Image <code>registry.example/cart@sha256:abababababababababababababababababababa
     fn a_failed_build_shows_its_error_and_line_and_the_skipped_rollouts() {
         let (plan, targets, key) = (shop_plan(), shop_targets(), key(Command::Ship));
         let images = [
-            image("cart", ImageStatus::Failed),
-            image("frontend", ImageStatus::Reused),
+            IMAGES.of("cart", ImageStatus::Failed),
+            IMAGES.of("frontend", ImageStatus::Reused),
         ];
         let why = "nothing was deployed because the image of cart failed to build";
         let rollouts = [
-            rollout("cart", RolloutStatus::Skipped, Some(why)),
-            rollout("frontend", RolloutStatus::Skipped, Some(why)),
+            rollout("cart", RolloutStatus::Skipped, Some(why), 8.0),
+            rollout("frontend", RolloutStatus::Skipped, Some(why), 8.0),
         ];
         let mut input = input(&key, &plan, &targets, Some(&images), Some(&rollouts));
         input.run_url = None;
@@ -1023,16 +988,7 @@ Image <code>registry.example/cart@sha256:abababababababababababababababababababa
                 more_reasons: 80,
             })
             .collect();
-        let plan = Plan {
-            base: Some(BASE.into()),
-            head: HEAD.into(),
-            source: ChangeSource::Git,
-            changed: services.iter().map(|s| s.name.clone()).collect(),
-            services,
-            groups: vec![],
-            files: 50_000,
-            warnings: vec![],
-        };
+        let plan = plan(services, 50_000);
         let targets = BTreeMap::new();
         let key = key(Command::Plan);
         let body = render(&input(&key, &plan, &targets, None, None));

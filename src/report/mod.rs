@@ -5,6 +5,8 @@
 pub mod annotations;
 pub mod commands;
 pub mod comment;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod outputs;
 pub mod summary;
 pub mod text;

@@ -365,17 +365,15 @@ mod tests {
     use super::*;
     use crate::config::ServiceConfig;
     use crate::detect::ChangeSource;
-    use crate::plan::Reason;
+    use crate::report::fixtures::{plan, reason};
 
+    /// A service with `n` reasons, at most 20 of them listed.
     fn node(name: &str, n: usize) -> NodePlan {
         NodePlan {
             name: name.into(),
             changed: n > 0,
             reasons: (0..n.min(20))
-                .map(|i| Reason {
-                    path: format!("{name}/f{i}|x<y>.rs"),
-                    rule: "paths: **".into(),
-                })
+                .map(|i| reason(&format!("{name}/f{i}|x<y>.rs"), "paths: **"))
                 .collect(),
             more_reasons: n.saturating_sub(20),
         }
@@ -383,16 +381,7 @@ mod tests {
 
     #[test]
     fn rows_escape_cells_and_bound_reasons() {
-        let plan = Plan {
-            base: Some("a".repeat(40)),
-            head: "b".repeat(40),
-            source: ChangeSource::Git,
-            changed: vec!["cart".into()],
-            services: vec![node("ads", 0), node("cart", 30)],
-            groups: vec![],
-            files: 30,
-            warnings: vec![],
-        };
+        let plan = plan(vec![node("ads", 0), node("cart", 30)], vec![], 30);
         let md = render_plan(&plan, &Config::default());
         let cart = md.lines().find(|l| l.starts_with("| cart")).unwrap();
         assert!(
@@ -412,13 +401,8 @@ mod tests {
             .collect();
         let plan = Plan {
             base: None,
-            head: "b".repeat(40),
             source: ChangeSource::All,
-            changed: services.iter().map(|s| s.name.clone()).collect(),
-            services,
-            groups: vec![],
-            files: 0,
-            warnings: vec![],
+            ..plan(services, vec![], 0)
         };
         let md = render_plan(&plan, &chain_config(&plan));
         assert!(md.len() <= MAX_SUMMARY_BYTES, "{}", md.len());
@@ -446,23 +430,6 @@ mod tests {
         config
     }
 
-    fn plan_of(services: Vec<NodePlan>, groups: Vec<NodePlan>) -> Plan {
-        Plan {
-            base: Some("a".repeat(40)),
-            head: "b".repeat(40),
-            source: ChangeSource::Git,
-            changed: services
-                .iter()
-                .filter(|s| s.changed)
-                .map(|s| s.name.clone())
-                .collect(),
-            services,
-            groups,
-            files: 1,
-            warnings: vec![],
-        }
-    }
-
     /// The lines of the Mermaid block.
     fn mermaid(md: &str) -> Vec<&str> {
         let start = md.find("```mermaid\n").expect("a mermaid block") + "```mermaid\n".len();
@@ -486,7 +453,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| node(n, i % 2))
             .collect();
-        let mut plan = plan_of(services, vec![node("proto \"shared\"", 1)]);
+        let mut plan = plan(services, vec![node("proto \"shared\"", 1)], 1);
         plan.services.sort_by(|a, b| a.name.cmp(&b.name));
         let mut config = Config::default();
         for n in names {
@@ -580,7 +547,7 @@ mod tests {
 
     #[test]
     fn a_failed_service_is_marked_and_no_edges_means_no_graph() {
-        let plan = plan_of(vec![node("api", 1), node("web", 1)], vec![]);
+        let plan = plan(vec![node("api", 1), node("web", 1)], vec![], 1);
         let mut config = Config::default();
         config
             .services
@@ -606,7 +573,7 @@ mod tests {
         let services: Vec<_> = (0..500)
             .map(|i| node(&format!("svc-{i:03}-{}", "\"<>#".repeat(200)), 25))
             .collect();
-        let mut plan = plan_of(services, vec![]);
+        let mut plan = plan(services, vec![], 1);
         plan.warnings = vec!["w".repeat(100_000); 50];
         let md = render_plan(&plan, &chain_config(&plan));
         assert!(md.len() <= MAX_SUMMARY_BYTES, "{}", md.len());
@@ -626,7 +593,7 @@ mod tests {
             let services: Vec<_> = (0..MAX_GRAPH_NODES)
                 .map(|i| node(&format!("{i:03}{}", name.repeat(40)), 25))
                 .collect();
-            let plan = plan_of(services, vec![]);
+            let plan = plan(services, vec![], 1);
             let md = render_plan(&plan, &chain_config(&plan));
             assert!(md.len() <= MAX_SUMMARY_BYTES, "{}", md.len());
             if name == "svc" {

@@ -264,40 +264,15 @@ pub fn image_finished(r: &ImageResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::ChangeSource;
-    use crate::plan::{NodePlan, Reason};
+    use crate::report::fixtures::{node, plan, rollout, Images};
 
-    fn node(name: &str, reasons: &[(&str, &str)], more: usize) -> NodePlan {
-        NodePlan {
-            name: name.into(),
-            changed: !reasons.is_empty(),
-            reasons: reasons
-                .iter()
-                .map(|(path, rule)| Reason {
-                    path: path.to_string(),
-                    rule: rule.to_string(),
-                })
-                .collect(),
-            more_reasons: more,
-        }
-    }
-
-    fn plan(services: Vec<NodePlan>, warnings: &[&str]) -> Plan {
-        Plan {
-            base: Some("a".repeat(40)),
-            head: "b".repeat(40),
-            source: ChangeSource::Git,
-            changed: services
-                .iter()
-                .filter(|s| s.changed)
-                .map(|s| s.name.clone())
-                .collect(),
-            services,
-            groups: vec![],
-            files: 4,
-            warnings: warnings.iter().map(|w| w.to_string()).collect(),
-        }
-    }
+    const IMAGES: Images = Images {
+        registry: "127.0.0.1:5000/shop",
+        digest: "sha256:abc",
+        seconds: 1.25,
+        error: "the build failed:\nCOPY failed",
+        failed_at: None,
+    };
 
     fn shop() -> Plan {
         let api = node("api", &[("pb/api.proto", "Dockerfile COPY pb/")], 0);
@@ -312,16 +287,17 @@ mod tests {
             2,
         );
         let forced = node("jobs", &[("", "named in --services")], 0);
-        plan(
-            vec![
-                api,
-                node("docs", &[], 0),
-                web,
-                forced,
-                node("worker", &[], 0),
-            ],
-            &["the base commit is not in this clone;\nused the API"],
-        )
+        let services = vec![
+            api,
+            node("docs", &[], 0),
+            web,
+            forced,
+            node("worker", &[], 0),
+        ];
+        Plan {
+            warnings: vec!["the base commit is not in this clone;\nused the API".into()],
+            ..plan(services, vec![], 4)
+        }
     }
 
     #[test]
@@ -358,7 +334,7 @@ unchanged (2): docs, worker
 ",
             ),
             (
-                plan(vec![node("api", &[], 0)], &[]),
+                plan(vec![node("api", &[], 0)], vec![], 4),
                 Style::PLAIN,
                 "plan aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
 changed (0/1): none
@@ -368,7 +344,8 @@ unchanged (1): api
             (
                 plan(
                     (0..15).map(|i| node(&format!("s{i:02}"), &[], 0)).collect(),
-                    &[],
+                    vec![],
+                    4,
                 ),
                 Style::COLOR,
                 "\x1b[1mplan\x1b[0m aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
@@ -386,7 +363,7 @@ unchanged (1): api
     fn names_cannot_smuggle_escape_codes_or_lines() {
         let evil = node("x\x1b[2J\n::error::y", &[("a\rb", "paths: **")], 0);
         for style in [Style::PLAIN, Style::COLOR] {
-            let out = render_plan(&plan(vec![evil.clone()], &[]), style);
+            let out = render_plan(&plan(vec![evil.clone()], vec![], 4), style);
             assert_eq!(out.lines().count(), 3, "{out:?}");
             assert!(out.contains("x\\u{1b}[2J\\n::error::y"), "{out:?}");
             assert!(out.contains("a\\rb"), "{out:?}");
@@ -395,48 +372,27 @@ unchanged (1): api
         }
     }
 
-    fn image(service: &str, status: ImageStatus) -> ImageResult {
-        let ok = status != ImageStatus::Failed;
-        ImageResult {
-            service: service.into(),
-            image: ok.then(|| format!("127.0.0.1:5000/shop/{service}@sha256:abc")),
-            digest: ok.then(|| "sha256:abc".into()),
-            tags: vec![],
-            status,
-            error: (!ok).then(|| "the build failed:\nCOPY failed".into()),
-            seconds: 1.25,
-            failed_at: None,
-            log: None,
-        }
-    }
-
-    fn rollout(service: &str, status: RolloutStatus, reason: Option<&str>) -> RolloutResult {
-        RolloutResult {
-            service: service.into(),
-            workload: format!("deployment/shop/{service}"),
-            status,
-            reason: reason.map(str::to_string),
-            seconds: 3.0,
-            events: vec![],
-            previous_image: None,
-        }
-    }
-
     #[test]
     fn images_and_rollouts_render_plain_and_in_colour() {
         let images = [
-            image("cart", ImageStatus::Built),
-            image("checkout", ImageStatus::Reused),
-            image("email", ImageStatus::Failed),
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("checkout", ImageStatus::Reused),
+            IMAGES.of("email", ImageStatus::Failed),
         ];
         let rollouts = [
-            rollout("cart", RolloutStatus::Succeeded, None),
+            rollout("cart", RolloutStatus::Succeeded, None, 3.0),
             rollout(
                 "checkout",
                 RolloutStatus::RolledBack,
                 Some("CrashLoopBackOff"),
+                3.0,
             ),
-            rollout("email", RolloutStatus::Skipped, Some("its image failed")),
+            rollout(
+                "email",
+                RolloutStatus::Skipped,
+                Some("its image failed"),
+                3.0,
+            ),
         ];
         assert_eq!(
             render_images(&images, Style::PLAIN),
@@ -491,7 +447,7 @@ unchanged (1): api
             ),
         ];
         for (status, want) in rows {
-            assert_eq!(image_finished(&image("cart", status)), want);
+            assert_eq!(image_finished(&IMAGES.of("cart", status)), want);
         }
         assert_eq!(image_started("a\nb", 2, 2), "a\\nb: building (2/2)");
     }

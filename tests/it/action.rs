@@ -1,12 +1,13 @@
 //! Action mode: the binary started as the runner starts it (GITHUB_ACTIONS, INPUT_*, a real
 //! event payload), checked through the files it writes.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{monoship, Repo, Run};
+use crate::support::{
+    fixture, pr_payload, run_action, three_services, with_commits, ActionRun, Repo,
+};
 
 const CONFIG: &str = "\
 services:
@@ -25,88 +26,10 @@ groups:
 ";
 
 fn repo() -> (Repo, String) {
-    let mut repo = Repo::new();
-    repo.write(".github/monoship.yml", CONFIG)
-        .write("services/api/Dockerfile", "FROM scratch\nCOPY pb/ /pb/\n")
-        .write("services/web/Dockerfile", "FROM scratch\nCOPY . /site\n")
-        .write("services/web/index.html", "hi\n")
-        .write("services/worker/job.sh", "echo\n")
-        .write("libs/util.txt", "u\n")
-        .write("pb/api.proto", "p\n");
+    let mut repo = three_services(CONFIG);
+    repo.write("libs/util.txt", "u\n");
     let base = repo.commit("base");
     (repo, base)
-}
-
-fn fixture(name: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-events")
-        .join(name);
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-/// Runs the action in `workspace` for `event` with `payload`; returns the run and the parsed
-/// outputs and summary it wrote.
-struct ActionRun {
-    run: Run,
-    outputs: Vec<(String, String)>,
-    summary: String,
-}
-
-fn run_action(
-    workspace: &Path,
-    event: &str,
-    payload: &Value,
-    sha: &str,
-    extra: &[(&str, &str)],
-) -> ActionRun {
-    let files = tempfile::tempdir().unwrap();
-    let event_path = files.path().join("event.json");
-    std::fs::write(&event_path, payload.to_string()).unwrap();
-    let output = files.path().join("output");
-    let summary = files.path().join("summary");
-    let mut env: BTreeMap<String, String> = [
-        ("GITHUB_ACTIONS", "true"),
-        ("GITHUB_EVENT_NAME", event),
-        ("GITHUB_SHA", sha),
-        ("GITHUB_REPOSITORY", "octo/shop"),
-        ("INPUT_COMMAND", "plan"),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    env.insert("GITHUB_EVENT_PATH".into(), event_path.display().to_string());
-    env.insert("GITHUB_WORKSPACE".into(), workspace.display().to_string());
-    env.insert("GITHUB_OUTPUT".into(), output.display().to_string());
-    env.insert("GITHUB_STEP_SUMMARY".into(), summary.display().to_string());
-    for (k, v) in extra {
-        env.insert(k.to_string(), v.to_string());
-    }
-    let run = monoship(Path::new("/"), &[], &env);
-    let outputs = std::fs::read_to_string(&output)
-        .map(|t| monoship::report::outputs::parse(&t))
-        .unwrap_or_default();
-    let summary = std::fs::read_to_string(&summary).unwrap_or_default();
-    ActionRun {
-        run,
-        outputs,
-        summary,
-    }
-}
-
-fn output<'a>(r: &'a ActionRun, name: &str) -> &'a str {
-    r.outputs
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no output {name}: {:?}\n{}", r.outputs, r.run.stderr))
-}
-
-fn pr_payload(base: &str, head: &str) -> Value {
-    let text = fixture("pull_request.synchronize.json")
-        .to_string()
-        .replace("f95f852bd8fca8fcc58a9a2d6c842781e32a215e", base)
-        .replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head);
-    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
@@ -121,7 +44,7 @@ fn pull_request_outputs_and_summary_are_exact() {
     let r = run_action(
         repo.path(),
         "pull_request",
-        &pr_payload(&main_tip, &head),
+        &pr_payload("synchronize", &main_tip, &head),
         &head,
         &[],
     );
@@ -173,7 +96,7 @@ fn push_compares_before_with_after_even_when_forced() {
     let r = run_action(repo.path(), "push", &payload, &after, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
     // worker's change was undone by the force push: what is deployed must change back too.
-    assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+    assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
 }
 
 #[test]
@@ -201,7 +124,7 @@ fn a_new_branch_compares_with_its_merge_base_on_the_default_branch() {
     payload["repository"]["default_branch"] = "main".into();
     let r = run_action(work.path(), "push", &payload, &after, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-    assert_eq!(output(&r, "changed"), r#"["worker"]"#);
+    assert_eq!(r.output("changed"), r#"["worker"]"#);
 }
 
 #[test]
@@ -211,7 +134,7 @@ fn the_first_push_of_the_default_branch_ships_everything_with_a_reason() {
     payload["after"] = base.clone().into();
     let r = run_action(repo.path(), "push", &payload, &base, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-    assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+    assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
     assert!(r.summary.contains("source: all"), "{}", r.summary);
 }
 
@@ -220,7 +143,7 @@ fn a_deleted_branch_changes_nothing() {
     let (repo, base) = repo();
     let r = run_action(repo.path(), "push", &fixture("push.json"), &base, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-    assert_eq!(output(&r, "any-changed"), "false");
+    assert_eq!(r.output("any-changed"), "false");
 }
 
 #[test]
@@ -228,19 +151,16 @@ fn merge_group_uses_base_and_head_sha() {
     let (mut repo, base) = repo();
     repo.write("libs/util.txt", "queued\n");
     let head = repo.commit("queued");
-    let text = fixture("merge_group.checks_requested.json")
-        .to_string()
-        .replace("380387fbc80638b734a49e1be1c4dfec1c01b33c", &base)
-        .replace("2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", &head);
-    let r = run_action(
-        repo.path(),
-        "merge_group",
-        &serde_json::from_str(&text).unwrap(),
-        &head,
-        &[],
+    let payload = with_commits(
+        &fixture("merge_group.checks_requested.json"),
+        &[
+            ("380387fbc80638b734a49e1be1c4dfec1c01b33c", &base),
+            ("2ffea6db159f6b6c47a24e778fb9ef40cf6b1c7d", &head),
+        ],
     );
+    let r = run_action(repo.path(), "merge_group", &payload, &head, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-    assert_eq!(output(&r, "changed"), r#"["worker"]"#);
+    assert_eq!(r.output("changed"), r#"["worker"]"#);
 }
 
 #[test]
@@ -253,7 +173,7 @@ fn dispatch_ships_everything_unless_services_are_named() {
         &base,
         &[],
     );
-    assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+    assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
     let r = run_action(
         repo.path(),
         "workflow_dispatch",
@@ -261,8 +181,8 @@ fn dispatch_ships_everything_unless_services_are_named() {
         &base,
         &[("INPUT_SERVICES", "web")],
     );
-    assert_eq!(output(&r, "changed"), r#"["web"]"#);
-    assert_eq!(output(&r, "api"), "false");
+    assert_eq!(r.output("changed"), r#"["web"]"#);
+    assert_eq!(r.output("api"), "false");
 }
 
 #[test]
@@ -286,12 +206,7 @@ fn config_errors_become_annotations_on_the_config_line() {
         "no outputs on bad input: {:?}",
         r.outputs
     );
-    let line = r
-        .run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::error "))
-        .unwrap_or_else(|| panic!("{}", r.run.stderr));
+    let line = r.stderr_line("::error ");
     assert!(line.starts_with("::error file="), "{line}");
     assert!(line.contains(".github/monoship.yml,line=7,title=monoship config::services.web.depends_on: unknown service or group `apii`"), "{line}");
 }
@@ -369,7 +284,7 @@ mod api_fallback {
             run_action(
                 &clone,
                 "pull_request",
-                &pr_payload(&base, &head),
+                &pr_payload("synchronize", &base, &head),
                 &head,
                 &[("GITHUB_API_URL", &uri), ("INPUT_TOKEN", "test-token-123")],
             )
@@ -392,7 +307,7 @@ mod api_fallback {
             .await;
         let r = run_against(&server, clone.path(), &base, &head).await;
         assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-        assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+        assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
         assert!(r.summary.contains("source: github-api"), "{}", r.summary);
         assert!(
             r.run.stderr.contains("::warning::"),
@@ -433,7 +348,7 @@ mod api_fallback {
             server.uri(),
         );
         let r = tokio::task::spawn_blocking(move || {
-            let mut p = pr_payload(&b, &h);
+            let mut p = pr_payload("synchronize", &b, &h);
             p["pull_request"]["changed_files"] = 3500.into();
             run_action(
                 &clone_path,
@@ -446,7 +361,7 @@ mod api_fallback {
         .await
         .unwrap();
         assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-        assert_eq!(output(&r, "changed"), r#"["api","web","worker"]"#);
+        assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
         assert!(r.run.stderr.contains("3,000"), "{}", r.run.stderr);
     }
 

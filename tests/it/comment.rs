@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{env_map, monoship, Repo, Run};
+use crate::support::{pr_payload, run_action, three_services, ActionRun, Repo};
 
 const TOKEN: &str = "ghs_commentTestToken0123456789";
 const REPOSITORY: &str = "octo/shop";
@@ -379,94 +379,56 @@ services:
 
 /// A pull request that changes `pb/api.proto` (so `api` and `web`): (repo, base, head).
 fn pull_request_repo() -> (Repo, String, String) {
-    let mut repo = Repo::new();
-    repo.write(".github/monoship.yml", CONFIG)
-        .write("services/api/Dockerfile", "FROM scratch\nCOPY pb/ /pb/\n")
-        .write("services/web/Dockerfile", "FROM scratch\nCOPY . /site\n")
-        .write("services/web/index.html", "hi\n")
-        .write("services/worker/job.sh", "echo\n")
-        .write("pb/api.proto", "p\n");
+    let mut repo = three_services(CONFIG);
     let base = repo.commit("base");
     repo.write("pb/api.proto", "p2\n");
     let head = repo.commit("proto");
     (repo, base, head)
 }
 
-fn pr_payload(base: &str, head: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-events/pull_request.synchronize.json");
-    let text = std::fs::read_to_string(path)
-        .unwrap()
-        .replace("f95f852bd8fca8fcc58a9a2d6c842781e32a215e", base)
-        .replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head);
-    serde_json::from_str(&text).unwrap()
-}
-
-/// An action run with the outputs and summary it wrote.
-struct ActionRun {
-    run: Run,
-    outputs: Vec<(String, String)>,
-    summary: String,
-}
-
-impl ActionRun {
-    fn output(&self, name: &str) -> &str {
-        self.outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("no output {name}: {:?}\n{}", self.outputs, self.run.stderr))
-    }
-}
-
 /// Runs the action in `workspace` for a `pull_request` event, reporting to `github`.
-fn run_action(
+fn run_on_pull_request(
     workspace: &Path,
     github: &Github,
     base: &str,
     head: &str,
     extra: &[(&str, &str)],
 ) -> ActionRun {
-    let files = tempfile::tempdir().unwrap();
-    let event_path = files.path().join("event.json");
-    std::fs::write(&event_path, pr_payload(base, head).to_string()).unwrap();
-    let (output, summary) = (files.path().join("output"), files.path().join("summary"));
-    let mut env = env_map(&[
-        ("GITHUB_ACTIONS", "true"),
-        ("GITHUB_EVENT_NAME", "pull_request"),
-        ("GITHUB_SHA", head),
-        ("GITHUB_REPOSITORY", REPOSITORY),
-        ("GITHUB_RUN_ID", "4242"),
-        ("GITHUB_API_URL", &github.uri),
-        ("INPUT_TOKEN", TOKEN),
-        ("INPUT_COMMAND", "plan"),
-        ("GITHUB_EVENT_PATH", event_path.to_str().unwrap()),
-        ("GITHUB_WORKSPACE", workspace.to_str().unwrap()),
-        ("GITHUB_OUTPUT", output.to_str().unwrap()),
-        ("GITHUB_STEP_SUMMARY", summary.to_str().unwrap()),
-    ]);
-    env.extend(env_map(extra));
-    let run = monoship(Path::new("/"), &[], &env);
-    let outputs = std::fs::read_to_string(&output)
-        .map(|t| monoship::report::outputs::parse(&t))
-        .unwrap_or_default();
-    let summary = std::fs::read_to_string(&summary).unwrap_or_default();
+    let env = [
+        &[
+            ("GITHUB_REPOSITORY", REPOSITORY),
+            ("GITHUB_RUN_ID", "4242"),
+            ("GITHUB_API_URL", github.uri.as_str()),
+            ("INPUT_TOKEN", TOKEN),
+        ],
+        extra,
+    ]
+    .concat();
+    let payload = pr_payload("synchronize", base, head);
+    let r = run_action(workspace, "pull_request", &payload, head, &env);
     // The token shows only where the runner learns to mask it.
-    let unmasked = run
+    let unmasked = r
+        .run
         .stderr
         .lines()
         .filter(|l| !l.starts_with("::add-mask::"))
         .any(|l| l.contains(TOKEN));
     assert!(
-        !unmasked && !run.stdout.contains(TOKEN) && !summary.contains(TOKEN),
+        !unmasked && !r.run.stdout.contains(TOKEN) && !r.summary.contains(TOKEN),
         "the token was printed:\n{}",
-        run.stderr
+        r.run.stderr
     );
-    ActionRun {
-        run,
-        outputs,
-        summary,
-    }
+    r
+}
+
+/// The plan of [`pull_request_repo`]'s pull request, with `extra` inputs, reported to a GitHub
+/// fake holding `forge`; the run exits 0.
+fn plan_pull_request(forge: Forge, extra: &[(&str, &str)]) -> (Github, ActionRun) {
+    let (repo, base, head) = pull_request_repo();
+    let github = Github::start(forge);
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, extra);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    (github, r)
 }
 
 /// `count` comments by people and other bots, none of them monoship's.
@@ -497,7 +459,7 @@ fn a_pull_request_plan_creates_the_comment_when_none_is_marked() {
         let api = github.uri.clone();
         others(&mut github.forge(), &api, 3);
     }
-    let r = run_action(repo.path(), &github, &base, &head, &[]);
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
     assert_eq!(r.output("changed"), r#"["api","web"]"#);
     assert!(
@@ -562,7 +524,7 @@ fn a_second_run_updates_the_comment_found_on_page_two() {
     };
     repo.write("services/worker/job.sh", "echo 2\n");
     let head = repo.commit("worker too");
-    let r = run_action(repo.path(), &github, &base, &head, &[]);
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, &[]);
     assert_eq!(r.run.code, 0, "{}", r.run.stderr);
 
     let forge = github.forge();
@@ -609,25 +571,18 @@ fn a_second_run_updates_the_comment_found_on_page_two() {
 
 #[test]
 fn a_fork_token_that_cannot_comment_is_a_warning_and_exit_0() {
-    let (repo, base, head) = pull_request_repo();
-    let github = Github::start(Forge {
+    let forge = Forge {
         read_only: true,
         ..Forge::default()
-    });
-    let r = run_action(repo.path(), &github, &base, &head, &[]);
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    };
+    let (github, r) = plan_pull_request(forge, &[]);
     assert_eq!(
         r.output("changed"),
         r#"["api","web"]"#,
         "outputs are written"
     );
     assert!(!r.summary.is_empty(), "the summary is written");
-    let warning = r
-        .run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::warning"))
-        .unwrap_or_else(|| panic!("no warning:\n{}", r.run.stderr));
+    let warning = r.stderr_line("::warning");
     assert!(
         warning.contains("pull-request comment not posted"),
         "{warning}"
@@ -641,24 +596,17 @@ fn a_fork_token_that_cannot_comment_is_a_warning_and_exit_0() {
 
 #[test]
 fn a_comment_post_that_fails_after_github_acted_is_not_repeated() {
-    let (repo, base, head) = pull_request_repo();
-    let github = Github::start(Forge {
+    let forge = Forge {
         fails_after_creating: true,
         ..Forge::default()
-    });
-    let r = run_action(repo.path(), &github, &base, &head, &[]);
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    };
+    let (github, r) = plan_pull_request(forge, &[]);
     assert_eq!(
         github.monoship_comments().len(),
         1,
         "one comment, not one per retry"
     );
-    let warning = r
-        .run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::warning"))
-        .unwrap_or_else(|| panic!("no warning:\n{}", r.run.stderr));
+    let warning = r.stderr_line("::warning");
     assert!(
         warning.contains("commenting on pull request #2"),
         "{warning}"
@@ -668,38 +616,15 @@ fn a_comment_post_that_fails_after_github_acted_is_not_repeated() {
 
 #[test]
 fn the_comment_input_turns_it_off() {
-    let (repo, base, head) = pull_request_repo();
-    let github = Github::start(Forge::default());
-    let r = run_action(
-        repo.path(),
-        &github,
-        &base,
-        &head,
-        &[("INPUT_COMMENT", "false")],
-    );
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let (github, _) = plan_pull_request(Forge::default(), &[("INPUT_COMMENT", "false")]);
     assert!(github.forge().requests.is_empty(), "GitHub was not asked");
 }
 
 #[test]
 fn another_api_error_is_a_warning_that_says_what_failed() {
-    let (repo, base, head) = pull_request_repo();
-    let github = Github::start(Forge::default());
     // A token GitHub does not know.
-    let r = run_action(
-        repo.path(),
-        &github,
-        &base,
-        &head,
-        &[("INPUT_TOKEN", "ghs_expiredToken")],
-    );
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
-    let warning = r
-        .run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::warning"))
-        .unwrap_or_else(|| panic!("no warning:\n{}", r.run.stderr));
+    let (_github, r) = plan_pull_request(Forge::default(), &[("INPUT_TOKEN", "ghs_expiredToken")]);
+    let warning = r.stderr_line("::warning");
     assert!(
         warning.contains("finding monoship's comment on pull request #2"),
         "{warning}"
@@ -755,7 +680,7 @@ mod deployments {
         let head = repo.commit("protos");
         let github = Github::start(Forge::default());
 
-        let r = run_action(
+        let r = run_on_pull_request(
             repo.path(),
             &github,
             &base,

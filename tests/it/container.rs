@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::support::{example_shop, monoship, wait_bounded, Registry, Repo, Run};
+use crate::support::{
+    example_shop, pr_payload, run_action, wait_bounded, ActionRun, Registry, Repo,
+};
 
 const IMAGE: &str = "monoship:local";
 
@@ -69,34 +71,6 @@ fn hand_to_the_runner_user(path: &Path) {
     assert_ne!(std::fs::metadata(path).unwrap().uid(), 0);
 }
 
-/// `pull_request.opened` from GitHub, pointed at the test repository's commits.
-fn pull_request_event(base: &str, head: &str) -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-events/pull_request.opened.json");
-    let text = std::fs::read_to_string(path)
-        .unwrap()
-        .replace("f95f852bd8fca8fcc58a9a2d6c842781e32a215e", base)
-        .replace("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head);
-    serde_json::from_str(&text).unwrap()
-}
-
-/// What the runner reads back after the step.
-struct Step {
-    run: Run,
-    outputs: Vec<(String, String)>,
-    summary: String,
-}
-
-impl Step {
-    fn output(&self, name: &str) -> &str {
-        self.outputs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("no output {name}: {:?}\n{}", self.outputs, self.run.stderr))
-    }
-}
-
 /// Removes the container when the test ends, also when it timed out or panicked.
 struct Container(String);
 
@@ -121,14 +95,14 @@ fn container_name() -> Container {
 
 /// Runs the action image the way the runner does (`docker run` with its mounts, working
 /// folder and environment) for a `pull_request` event at `head`; `docker_args` go before the
-/// image name.
+/// image name. Returns what the runner reads back after the step.
 fn run_step(
     workspace: &Path,
     event: &Value,
     head: &str,
     inputs: &[(&str, &str)],
     docker_args: &[&str],
-) -> Step {
+) -> ActionRun {
     let image = image();
     let temp = tempfile::tempdir().unwrap();
     let folder = |name: &str| {
@@ -194,21 +168,14 @@ fn run_step(
     let run = wait_bounded(cmd.spawn().expect("docker runs"), Duration::from_secs(120));
     eprintln!("the action's container ran in {:.1?}", started.elapsed());
     drop(container);
-    let outputs =
-        monoship::report::outputs::parse(&std::fs::read_to_string(commands.join(output)).unwrap());
-    let summary = std::fs::read_to_string(commands.join(summary)).unwrap();
-    Step {
-        run,
-        outputs,
-        summary,
-    }
+    ActionRun::read(run, &commands.join(output), &commands.join(summary))
 }
 
 #[test]
 fn plan_in_the_action_image_as_the_runner_runs_it() {
     let (repo, fork_point, main_tip, head) = shop_pull_request();
     hand_to_the_runner_user(repo.path());
-    let event = pull_request_event(&main_tip, &head);
+    let event = pr_payload("opened", &main_tip, &head);
 
     // The premise: plain git, as root in this image, refuses the workspace.
     let git = wait_bounded(
@@ -278,33 +245,16 @@ fn plan_in_the_action_image_as_the_runner_runs_it() {
     }
 
     // The image answers exactly as the binary does when started directly.
-    let files = tempfile::tempdir().unwrap();
-    std::fs::write(files.path().join("event.json"), event.to_string()).unwrap();
-    let path = |name: &str| files.path().join(name).display().to_string();
-    let direct = monoship(
-        Path::new("/"),
-        &[],
-        &crate::support::env_map(&[
-            ("GITHUB_ACTIONS", "true"),
-            ("GITHUB_EVENT_NAME", "pull_request"),
-            ("GITHUB_EVENT_PATH", &path("event.json")),
-            ("GITHUB_WORKSPACE", &repo.path().display().to_string()),
-            ("GITHUB_OUTPUT", &path("output")),
-            ("GITHUB_STEP_SUMMARY", &path("summary")),
-            ("GITHUB_SHA", &head),
-            ("GITHUB_REPOSITORY", "octo/shop"),
-            ("INPUT_COMMAND", "plan"),
-            ("INPUT_COMMENT", "false"),
-        ]),
+    let direct = run_action(
+        repo.path(),
+        "pull_request",
+        &event,
+        &head,
+        &[("INPUT_COMMENT", "false")],
     );
-    assert_eq!(direct.code, 0, "{}", direct.stderr);
-    let direct_outputs =
-        monoship::report::outputs::parse(&std::fs::read_to_string(path("output")).unwrap());
-    assert_eq!(step.outputs, direct_outputs);
-    assert_eq!(
-        step.summary,
-        std::fs::read_to_string(path("summary")).unwrap()
-    );
+    assert_eq!(direct.run.code, 0, "{}", direct.run.stderr);
+    assert_eq!(step.outputs, direct.outputs);
+    assert_eq!(step.summary, direct.summary);
 }
 
 /// `build` from inside the image drives the host's daemon through the mounted socket, with the
@@ -319,7 +269,7 @@ fn build_in_the_action_image_pushes_through_the_mounted_docker_socket() {
     let target = format!("{}/shop", registry.addr);
     let step = run_step(
         repo.path(),
-        &pull_request_event(&main_tip, &head),
+        &pr_payload("opened", &main_tip, &head),
         &head,
         &[("command", "build"), ("registry", &target)],
         &["--network", "host"],

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use serde_json::Value;
+
 /// A git repository in a temp dir, committed with fixed identities and dates.
 pub struct Repo {
     pub dir: tempfile::TempDir,
@@ -320,4 +322,117 @@ pub fn env_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
+}
+
+/// api (built from the root, copying `pb/`), web (built from its own folder) and worker (a
+/// script) as `config` declares them; written, not committed.
+pub fn three_services(config: &str) -> Repo {
+    let repo = Repo::new();
+    repo.write(".github/monoship.yml", config)
+        .write("services/api/Dockerfile", "FROM scratch\nCOPY pb/ /pb/\n")
+        .write("services/web/Dockerfile", "FROM scratch\nCOPY . /site\n")
+        .write("services/web/index.html", "hi\n")
+        .write("services/worker/job.sh", "echo\n")
+        .write("pb/api.proto", "p\n");
+    repo
+}
+
+/// A webhook payload as GitHub sent it, from `shared/fixtures/github-events`.
+pub fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/github-events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `payload` with each `(recorded, test)` pair of commit ids swapped, so that it points at a
+/// test repository's commits.
+pub fn with_commits(payload: &Value, commits: &[(&str, &str)]) -> Value {
+    let text = commits
+        .iter()
+        .fold(payload.to_string(), |text, (recorded, test)| {
+            text.replace(recorded, test)
+        });
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The `pull_request.{action}` fixture pointed at `base` and `head`.
+pub fn pr_payload(action: &str, base: &str, head: &str) -> Value {
+    with_commits(
+        &fixture(&format!("pull_request.{action}.json")),
+        &[
+            ("f95f852bd8fca8fcc58a9a2d6c842781e32a215e", base),
+            ("ec26c3e57ca3a959ca5aad62de7213c562f8c821", head),
+        ],
+    )
+}
+
+/// What an action step left for the runner to read back.
+pub struct ActionRun {
+    pub run: Run,
+    /// `$GITHUB_OUTPUT`, parsed.
+    pub outputs: Vec<(String, String)>,
+    /// `$GITHUB_OUTPUT` as written (absent: empty).
+    pub output_file: String,
+    pub summary: String,
+}
+
+impl ActionRun {
+    /// Reads the outputs and summary files `run` wrote (absent: empty).
+    pub fn read(run: Run, output: &Path, summary: &Path) -> ActionRun {
+        let output_file = std::fs::read_to_string(output).unwrap_or_default();
+        ActionRun {
+            run,
+            outputs: monoship::report::outputs::parse(&output_file),
+            output_file,
+            summary: std::fs::read_to_string(summary).unwrap_or_default(),
+        }
+    }
+
+    pub fn output(&self, name: &str) -> &str {
+        self.outputs
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no output {name}: {:?}\n{}", self.outputs, self.run.stderr))
+    }
+
+    /// The first line of stderr that starts with `prefix`, such as `::warning`.
+    pub fn stderr_line(&self, prefix: &str) -> &str {
+        self.run
+            .stderr
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line:\n{}", self.run.stderr))
+    }
+}
+
+/// Runs the binary as the runner starts an action step: `event` with `payload` at `sha`, the
+/// workspace `workspace`, repository octo/shop and `INPUT_COMMAND=plan`; `env` comes last and
+/// may override any of these.
+pub fn run_action(
+    workspace: &Path,
+    event: &str,
+    payload: &Value,
+    sha: &str,
+    env: &[(&str, &str)],
+) -> ActionRun {
+    let files = tempfile::tempdir().unwrap();
+    let event_path = files.path().join("event.json");
+    std::fs::write(&event_path, payload.to_string()).unwrap();
+    let (output, summary) = (files.path().join("output"), files.path().join("summary"));
+    let mut vars = env_map(&[
+        ("GITHUB_ACTIONS", "true"),
+        ("GITHUB_EVENT_NAME", event),
+        ("GITHUB_SHA", sha),
+        ("GITHUB_REPOSITORY", "octo/shop"),
+        ("INPUT_COMMAND", "plan"),
+        ("GITHUB_EVENT_PATH", &event_path.display().to_string()),
+        ("GITHUB_WORKSPACE", &workspace.display().to_string()),
+        ("GITHUB_OUTPUT", &output.display().to_string()),
+        ("GITHUB_STEP_SUMMARY", &summary.display().to_string()),
+    ]);
+    vars.extend(env_map(env));
+    let run = monoship(Path::new("/"), &[], &vars);
+    ActionRun::read(run, &output, &summary)
 }
