@@ -404,6 +404,7 @@ mod tests {
             seconds: 3.25,
             events: vec![],
             previous_image: None,
+            source: None,
         }
     }
 

@@ -339,6 +339,7 @@ fn skipped(t: &Target, workload: String, reason: String) -> RolloutResult {
         seconds: 0.0,
         events: vec![],
         previous_image: None,
+        source: None,
     }
 }
 

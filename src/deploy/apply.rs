@@ -61,6 +61,7 @@ pub async fn apply_manifests(
             seconds: started.elapsed().as_secs_f64(),
             events: vec![],
             previous_image: None,
+            source: req.documents.first().map(|d| (d.file.clone(), d.line)),
         }]
     };
     let applied = match outcome {
@@ -77,7 +78,7 @@ pub async fn apply_manifests(
             ),
         );
     }
-    let follows = applied.workloads.into_iter().map(|(wl, object, previous)| {
+    let follows = applied.workloads.into_iter().map(|(wl, object, previous, source)| {
         let say = &say;
         async move {
             let mut result = RolloutResult {
@@ -88,6 +89,7 @@ pub async fn apply_manifests(
                 seconds: 0.0,
                 events: vec![],
                 previous_image: None,
+                source: Some(source),
             };
             let created = previous.is_none();
             let rollback_to = previous.filter(|_| req.context.rollback);
@@ -128,7 +130,14 @@ enum Applied {
 struct AppliedObjects {
     objects: usize,
     /// Each workload as applied, with its pod template before (None: created now).
-    workloads: Vec<(Workload, WorkloadObject, Option<PodTemplateSpec>)>,
+    /// Each workload as applied, with its pod template before (None: created now) and the
+    /// file and line of its document.
+    workloads: Vec<(
+        Workload,
+        WorkloadObject,
+        Option<PodTemplateSpec>,
+        (String, usize),
+    )>,
 }
 
 async fn prepare_and_apply(
@@ -227,7 +236,8 @@ async fn prepare_and_apply(
                 .flatten()
                 .and_then(|o| o.template().cloned());
             let object = WorkloadObject::from_dynamic(wl.kind, applied)?;
-            workloads.push((wl.clone(), object, previous));
+            let source = (r.doc.file.clone(), r.doc.line);
+            workloads.push((wl.clone(), object, previous, source));
         }
     }
     Ok(Applied::Done(AppliedObjects {

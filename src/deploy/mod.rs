@@ -308,6 +308,10 @@ pub struct RolloutResult {
     /// The image the updated container ran before.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub previous_image: Option<String>,
+    /// For a `manifests` target, the file and line of the document the workload came from,
+    /// for annotations.
+    #[serde(skip)]
+    pub source: Option<(String, usize)>,
 }
 
 /// What can go wrong before a rollout is followed.
@@ -503,6 +507,7 @@ pub async fn deploy(
         seconds: 0.0,
         events: Vec::new(),
         previous_image: None,
+        source: None,
     };
     let say = |line: &str| progress(&format!("{}: {line}", req.service));
     if let Err(error) = run(cluster, req, &say, &mut result).await {
@@ -857,6 +862,7 @@ mod tests {
             seconds: 1.5,
             events: vec!["hidden".into()],
             previous_image: None,
+            source: None,
         };
         assert_eq!(
             serde_json::to_value(&r).unwrap(),

@@ -79,8 +79,9 @@ fn config_subject(key: &str) -> Option<String> {
 }
 
 /// Everything a build or ship run has to say in annotations: failed builds on the Dockerfile
-/// line that failed (else the service's config entry), failed rollouts on the service's
-/// `deploy` entry, skipped rollouts as notices, and the plan's warnings.
+/// line that failed (else the service's config entry), failed rollouts on their manifest
+/// document or the service's `deploy` entry, skipped rollouts as notices, and the plan's
+/// warnings.
 pub fn run_findings(
     plan: &Plan,
     images: &[ImageResult],
@@ -114,9 +115,21 @@ pub fn run_findings(
             RolloutStatus::Skipped => (Level::Notice, format!("{} was not deployed", r.service)),
             RolloutStatus::Succeeded => continue,
         };
-        // `kind/namespace/name`: the name is what the config's entry most likely spells.
-        let name = r.workload.rsplit('/').next().filter(|n| !n.is_empty());
-        let mut a = config.anchored(level, &["services", &r.service, "deploy"], name);
+        // A manifest's workload on its document; else the config's `deploy` entry, whose
+        // name is what `kind/namespace/name` ends with.
+        let mut a = match &r.source {
+            Some((file, line)) => Annotation {
+                level,
+                file: Some(file.clone()),
+                line: Some(*line),
+                title: None,
+                message: String::new(),
+            },
+            None => {
+                let name = r.workload.rsplit('/').next().filter(|n| !n.is_empty());
+                config.anchored(level, &["services", &r.service, "deploy"], name)
+            }
+        };
         a.title = Some(title);
         a.message = format!(
             "{} ({}): {}",
@@ -442,6 +455,10 @@ mod tests {
             },
             rollout("cart", RolloutStatus::Skipped),
             rollout("cart", RolloutStatus::Succeeded),
+            RolloutResult {
+                source: Some(("deploy/web/app.yaml".into(), 12)),
+                ..rollout("web", RolloutStatus::Failed)
+            },
         ];
         let found = run_findings(
             &plan,
@@ -462,6 +479,7 @@ mod tests {
                 "::error file=src/cart/Dockerfile,line=3,title=cart failed to build::cart: the build failed",
                 "::error file=/w/.github/monoship.yml,line=6,title=email failed to build::email: the build failed",
                 "::error file=/w/.github/monoship.yml,line=8,title=email failed to deploy::email (deployment/shop/mailer): ImagePullBackOff",
+                "::error file=deploy/web/app.yaml,line=12,title=web failed to deploy::web (deployment/shop/web): ImagePullBackOff",
                 "::warning::history was shallow",
                 "::notice file=/w/.github/monoship.yml,line=5,title=cart was not deployed::cart (deployment/shop/cart): ImagePullBackOff",
             ]

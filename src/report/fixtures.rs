@@ -94,5 +94,6 @@ pub(crate) fn rollout(
         seconds,
         events: vec![],
         previous_image: None,
+        source: None,
     }
 }

@@ -788,6 +788,75 @@ async fn a_token_source_authenticates_every_request() {
 }
 
 #[tokio::test]
+async fn tokens_are_minted_again_as_they_age_and_after_a_401() {
+    let sim = Sim::start(SimOptions {
+        namespaces: vec!["shop".into()],
+        token: Some("t0ken".into()),
+        ..SimOptions::default()
+    })
+    .await
+    .expect("simulator starts");
+    // Aging: a source asked again once its token is 300 ms old.
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let cluster = Cluster::with_token_source_every(
+        &sim.url(),
+        None,
+        move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok("t0ken".to_string())
+        },
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("cluster");
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let result = deploy(
+            &cluster,
+            &request("deployment/nope", &digest(1)),
+            &|_: &str| {},
+        )
+        .await;
+        assert!(result.reason.unwrap().contains("not found"), "authorized");
+    }
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the first token, then one per aged use"
+    );
+
+    // Refused: the first token is rejected, a new one is minted and the request sent again.
+    let minted = Arc::new(AtomicUsize::new(0));
+    let counter = minted.clone();
+    let cluster = Cluster::with_token_source(&sim.url(), None, move || {
+        let n = counter.fetch_add(1, Ordering::SeqCst);
+        Ok(if n == 0 { "expired" } else { "t0ken" }.to_string())
+    })
+    .await
+    .expect("cluster");
+    let before = sim.requests().len();
+    let result = deploy(
+        &cluster,
+        &request("deployment/nope", &digest(1)),
+        &|_: &str| {},
+    )
+    .await;
+    assert_eq!(
+        result.reason.as_deref(),
+        Some("deployment \"nope\" not found in namespace \"shop\""),
+        "the replayed request was authorized"
+    );
+    assert_eq!(minted.load(Ordering::SeqCst), 2);
+    let statuses: Vec<u16> = sim.requests()[before..].iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses[..2],
+        [401, 404],
+        "refused once, then replayed: {statuses:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_statefulset_image_pull_failure_is_rolled_back_through_its_history() {
     let env = Env::start().await;
     let db = |annotations: &str| {
