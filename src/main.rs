@@ -75,8 +75,34 @@ fn init_logging() {
         .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LogLines)
         .with_ansi(false)
         .without_time()
         .try_init();
+}
+
+/// Stderr for log events, each line made inert for the Actions runner: a log line quotes
+/// errors from servers and names from the repository, and must never read as a workflow
+/// command. monoship's own commands are printed elsewhere.
+struct LogLines;
+
+impl std::io::Write for LogLines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let mut safe = String::with_capacity(text.len());
+        for line in text.split_inclusive('\n') {
+            let (body, end) = match line.strip_suffix('\n') {
+                Some(body) => (body, "\n"),
+                None => (line, ""),
+            };
+            safe.push_str(&monoship::report::commands::one_line(body));
+            safe.push_str(end);
+        }
+        std::io::stderr().write_all(safe.as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
 }
