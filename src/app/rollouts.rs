@@ -607,3 +607,48 @@ pub(crate) struct DryRunDeploy {
     pub service: String,
     pub action: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::{future, ProvideCredentials, SharedCredentialsProvider};
+    use aws_credential_types::Credentials;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, SystemTime};
+
+    /// Hands out credentials that expire 5 minutes and 40 seconds after they are made, each
+    /// with a new key id.
+    #[derive(Debug)]
+    struct ShortLived(AtomicUsize);
+
+    impl ProvideCredentials for ShortLived {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            future::ProvideCredentials::ready(Ok(Credentials::new(
+                format!("key-{n}"),
+                "secret",
+                Some("session".into()),
+                Some(SystemTime::now() + Duration::from_secs(340)),
+                "test",
+            )))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn credentials_are_renewed_before_they_expire() {
+        let provider = SharedCredentialsProvider::new(ShortLived(AtomicUsize::new(0)));
+        let first = provider.provide_credentials().await.unwrap();
+        let current = Arc::new(std::sync::Mutex::new(first));
+        tokio::spawn(keep_fresh(provider, Arc::clone(&current)));
+        // 40 s before the 5-minute margin is reached, the renewal is due.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(current.lock().unwrap().access_key_id(), "key-0");
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert_eq!(current.lock().unwrap().access_key_id(), "key-1");
+        tokio::time::sleep(Duration::from_secs(45)).await;
+        assert_eq!(current.lock().unwrap().access_key_id(), "key-2");
+    }
+}
