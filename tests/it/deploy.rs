@@ -726,15 +726,20 @@ async fn an_unknown_workload_fails_with_a_clear_reason() {
     assert!(reason.contains(&format!("cart runs {OLD}")), "{reason}");
 }
 
-#[tokio::test]
-async fn a_token_source_authenticates_every_request() {
-    let sim = Sim::start(SimOptions {
+/// A simulator that accepts only the bearer token `t0ken`.
+async fn token_sim() -> Sim {
+    Sim::start(SimOptions {
         namespaces: vec!["shop".into()],
         token: Some("t0ken".into()),
         ..SimOptions::default()
     })
     .await
-    .expect("simulator starts");
+    .expect("simulator starts")
+}
+
+#[tokio::test]
+async fn a_token_source_authenticates_every_request() {
+    let sim = token_sim().await;
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
     let cluster = Cluster::with_token_source(&sim.url(), None, move || {
@@ -789,13 +794,7 @@ async fn a_token_source_authenticates_every_request() {
 
 #[tokio::test]
 async fn tokens_are_minted_again_as_they_age_and_after_a_401() {
-    let sim = Sim::start(SimOptions {
-        namespaces: vec!["shop".into()],
-        token: Some("t0ken".into()),
-        ..SimOptions::default()
-    })
-    .await
-    .expect("simulator starts");
+    let sim = token_sim().await;
     // Aging: a source asked again once its token is 300 ms old.
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use kube_sim::Fault;
 
-use crate::ship::{image_of, rollout, setup, ship};
+use crate::ship::{image_of, rollout, setup, ship, ship_with};
 
 const CART: &str = "/apis/apps/v1/namespaces/shop/deployments/cart";
 
@@ -139,23 +139,9 @@ fn a_docker_daemon_that_dies_mid_build_fails_the_images_and_deploys_nothing() {
     let env = setup(None);
     let daemon = DyingDaemon::start();
     let before = image_of(&env, "cart");
-    let kubeconfig = env.kubeconfig.path().display().to_string();
     let host = format!("unix://{}", daemon.path.display());
     let vars = crate::support::env_map(&[("DOCKER_HOST", host.as_str())]);
-    let args = [
-        "ship",
-        "--format",
-        "json",
-        "--base",
-        &env.base,
-        "--registry",
-        &env.registry.addr,
-        "--kubeconfig",
-        &kubeconfig,
-        "--timeout",
-        "60",
-    ];
-    let run = crate::support::monoship(env.repo.path(), &args, &vars);
+    let run = ship_with(&env, &[], &vars);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
     assert!(daemon.builds.load(Ordering::SeqCst) >= 1, "a build started");
     let plan = run.json();

@@ -100,6 +100,11 @@ fn setup_armed(fail_cart: Option<&str>, tick: Duration) -> Env {
 }
 
 pub(crate) fn ship(env: &Env, extra: &[&str]) -> Run {
+    ship_with(env, extra, &BTreeMap::new())
+}
+
+/// `ship` on `env` with extra arguments and environment variables.
+pub(crate) fn ship_with(env: &Env, extra: &[&str], vars: &BTreeMap<String, String>) -> Run {
     let kubeconfig = env.kubeconfig.path().display().to_string();
     let mut args = vec![
         "ship",
@@ -115,7 +120,7 @@ pub(crate) fn ship(env: &Env, extra: &[&str]) -> Run {
         "60",
     ];
     args.extend_from_slice(extra);
-    monoship(env.repo.path(), &args, &BTreeMap::new())
+    monoship(env.repo.path(), &args, vars)
 }
 
 pub(crate) fn image_of(env: &Env, name: &str) -> String {
