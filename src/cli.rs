@@ -487,7 +487,9 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
             },
         },
         action: Some(ActionEnv {
-            comment: input("comment").map_or(Ok(true), |_| flag("comment"))?,
+            // Jobs of a matrix over `services` would all update one comment: off unless asked.
+            comment: input("comment")
+                .map_or(Ok(input("services").is_none()), |_| flag("comment"))?,
             github_deployments: flag("github-deployments")?,
             environment: input("environment"),
             ..action_env(env)

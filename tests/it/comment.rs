@@ -618,6 +618,15 @@ fn a_comment_post_that_fails_after_github_acted_is_not_repeated() {
 fn the_comment_input_turns_it_off() {
     let (github, _) = plan_pull_request(Forge::default(), &[("INPUT_COMMENT", "false")]);
     assert!(github.forge().requests.is_empty(), "GitHub was not asked");
+    // A matrix job over services stays quiet by default, and comments when asked.
+    let (github, _) = plan_pull_request(Forge::default(), &[("INPUT_SERVICES", "api")]);
+    assert!(github.forge().requests.is_empty(), "GitHub was not asked");
+    let asked = [("INPUT_SERVICES", "api"), ("INPUT_COMMENT", "true")];
+    let (github, _) = plan_pull_request(Forge::default(), &asked);
+    assert!(
+        !github.forge().requests.is_empty(),
+        "the comment was posted"
+    );
 }
 
 #[test]
