@@ -173,8 +173,23 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
                 (Some(cluster), Some(images)) => {
                     let deployments =
                         publish::start_deployments(req, &config, &plan, images, stderr);
-                    let deployed =
-                        rollouts::deploy_stage(req, cluster, &config, &plan, images, &git);
+                    let mut starting = |services: &[String]| {
+                        publish::deployments_in_progress(
+                            req,
+                            deployments.as_ref(),
+                            services,
+                            &mut *stderr,
+                        )
+                    };
+                    let deployed = rollouts::deploy_stage(
+                        req,
+                        cluster,
+                        &config,
+                        &plan,
+                        images,
+                        &git,
+                        &mut starting,
+                    );
                     publish::finish_deployments(req, deployments, deployed.as_deref().ok(), stderr);
                     Some(deployed?)
                 }

@@ -39,6 +39,8 @@ pub enum CommentOutcome {
 /// A GitHub deployment state, as `POST …/deployments/{id}/statuses` takes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeploymentState {
+    /// Waiting for the services it depends on.
+    Queued,
     InProgress,
     Success,
     Failure,
@@ -49,6 +51,7 @@ pub enum DeploymentState {
 impl DeploymentState {
     pub fn as_str(self) -> &'static str {
         match self {
+            DeploymentState::Queued => "queued",
             DeploymentState::InProgress => "in_progress",
             DeploymentState::Success => "success",
             DeploymentState::Failure => "failure",

@@ -137,8 +137,8 @@ pub(crate) fn start_deployments(
     }
     let log_url = run_url(a);
     let status = DeploymentStatus {
-        state: DeploymentState::InProgress,
-        description: "monoship is rolling it out".into(),
+        state: DeploymentState::Queued,
+        description: "monoship deploys it after the services it depends on".into(),
         log_url: log_url.clone(),
         environment: environment.clone(),
     };
@@ -164,7 +164,7 @@ pub(crate) fn start_deployments(
             Ok(id) => {
                 let _ = writeln!(
                     log,
-                    "GitHub deployment {id}: {service} to {environment}, in progress"
+                    "GitHub deployment {id}: {service} to {environment}, queued"
                 );
                 started.push((service, id));
             }
@@ -176,6 +176,50 @@ pub(crate) fn start_deployments(
         environment,
         log_url,
     })
+}
+
+/// Marks the deployments of `services` `in_progress`: their rollouts start now.
+pub(crate) fn deployments_in_progress(
+    req: &Request,
+    deployments: Option<&Deployments>,
+    services: &[String],
+    log: &mut dyn Write,
+) {
+    let (Some(d), Some(a)) = (deployments, req.action.as_ref()) else {
+        return;
+    };
+    let ids: Vec<u64> = d
+        .started
+        .iter()
+        .filter(|(service, _)| services.contains(service))
+        .map(|(_, id)| *id)
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
+    let status = DeploymentStatus {
+        state: DeploymentState::InProgress,
+        description: "monoship is rolling it out".into(),
+        log_url: d.log_url.clone(),
+        environment: d.environment.clone(),
+    };
+    let results = with_api(a, |api| async move {
+        let mut out = Vec::new();
+        for id in &ids {
+            let result = api.create_deployment_status(*id, &status).await;
+            out.push((*id, result.map_err(|e| super::render_chain(&e))));
+        }
+        Ok(out)
+    })
+    .unwrap_or_else(|message| vec![(0, Err(message))]);
+    for (id, result) in results {
+        match result {
+            Ok(()) => {
+                let _ = writeln!(log, "GitHub deployment {id}: in_progress");
+            }
+            Err(message) => warn(log, "GitHub deployment status not set", message),
+        }
+    }
 }
 
 /// Sets each started deployment's final status from its rollouts: `failure` when one failed

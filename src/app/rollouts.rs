@@ -347,6 +347,7 @@ fn skipped(t: &Target, workload: String, reason: String) -> RolloutResult {
 ///
 /// # Errors
 /// Only for bad input found late (a malformed workload spec was already rejected by the config).
+/// `starting` is told the services of each batch just before their rollouts begin.
 pub(crate) fn deploy_stage(
     req: &Request,
     session: &ClusterSession,
@@ -354,6 +355,7 @@ pub(crate) fn deploy_stage(
     plan: &Plan,
     images: &[ImageResult],
     git: &Git,
+    starting: &mut dyn FnMut(&[String]),
 ) -> Result<Vec<RolloutResult>, Error> {
     let (runtime, cluster) = (&session.runtime, &session.cluster);
     let targets = targets(config, plan);
@@ -497,6 +499,11 @@ pub(crate) fn deploy_stage(
                 context: context.clone(),
             }));
         }
+        let mut batch: Vec<String> = jobs.iter().map(Job::service).map(str::to_string).collect();
+        batch.dedup();
+        if !batch.is_empty() {
+            starting(&batch);
+        }
         let started = Instant::now();
         let done = runtime.block_on(futures::future::join_all(jobs.iter().map(|job| async {
             match job {
@@ -529,6 +536,15 @@ pub(crate) fn deploy_stage(
 enum Job {
     Workload(DeployRequest),
     Manifests(ManifestDeploy),
+}
+
+impl Job {
+    fn service(&self) -> &str {
+        match self {
+            Job::Workload(r) => &r.service,
+            Job::Manifests(m) => &m.service,
+        }
+    }
 }
 
 /// A `manifests` target with the service's image substituted by digest (when it has one);

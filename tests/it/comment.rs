@@ -662,7 +662,7 @@ mod deployments {
     }
 
     #[test]
-    fn ship_records_a_deployment_per_service_with_in_progress_then_final_statuses() {
+    fn ship_records_a_deployment_per_service_queued_in_progress_then_final() {
         let registry = Registry::start(None);
         let sim = Sim::start_blocking(SimOptions {
             namespaces: vec!["shop".into()],
@@ -738,7 +738,7 @@ mod deployments {
                 .collect();
             assert_eq!(
                 states.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
-                ["in_progress", "success"],
+                ["queued", "in_progress", "success"],
                 "{service}"
             );
             for (_, sent) in &states {
@@ -746,16 +746,16 @@ mod deployments {
                 assert_eq!(sent["environment"], "staging");
                 assert!(sent["description"].as_str().unwrap().chars().count() <= 140);
             }
-            assert_eq!(states[1].1["auto_inactive"], false);
+            assert_eq!(states[2].1["auto_inactive"], false);
         }
-        // Every deployment got a final status, whatever happened to it.
+        // Every deployment was queued, started when its rollout did, and got a final status.
         for d in &forge.deployments {
             let count = forge
                 .statuses
                 .iter()
                 .filter(|(id, _)| d["id"] == *id)
                 .count();
-            assert_eq!(count, 2, "{d}");
+            assert_eq!(count, 3, "{d}");
         }
         // The ship comment is its own, keyed by the environment.
         let ship = forge
