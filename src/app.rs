@@ -49,8 +49,9 @@ pub enum Error {
         #[source]
         source: GithubError,
     },
+    /// A line of a repository file (an ignore file, a manifest) that cannot be used.
     #[error("{file}:{line}: {message}")]
-    IgnoreFile {
+    AtLine {
         file: String,
         line: usize,
         message: String,
@@ -79,7 +80,7 @@ impl Error {
                 annotations::config_findings(&e.file(), e.problems()),
                 None,
             ),
-            Error::IgnoreFile {
+            Error::AtLine {
                 file,
                 line,
                 message,
@@ -678,7 +679,7 @@ fn docker_builds(
         let mut ignore = DockerIgnore::default();
         for file in &ignore_files {
             if let Some(text) = read(git, file)? {
-                ignore = DockerIgnore::parse(&text).map_err(|e| Error::IgnoreFile {
+                ignore = DockerIgnore::parse(&text).map_err(|e| Error::AtLine {
                     file: file.clone(),
                     line: e.line,
                     message: format!("{e} (service `{name}`); fix the pattern"),

@@ -88,16 +88,7 @@ struct LogLines;
 
 impl std::io::Write for LogLines {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let text = String::from_utf8_lossy(buf);
-        let mut safe = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let (body, end) = match line.strip_suffix('\n') {
-                Some(body) => (body, "\n"),
-                None => (line, ""),
-            };
-            safe.push_str(&monoship::report::commands::one_line(body));
-            safe.push_str(end);
-        }
+        let safe = monoship::report::commands::inert_lines(&String::from_utf8_lossy(buf));
         std::io::stderr().write_all(safe.as_bytes())?;
         Ok(buf.len())
     }

@@ -191,7 +191,14 @@ fn read_manifests(config: &Config, plan: &Plan, git: &Git) -> Result<ManifestFil
                 ))
             })?;
             documents.extend(manifests::read_documents(&path, &text).map_err(|e| {
-                Error::Usage(format!("service {}: bad manifest {e}; fix the file or the service's `deploy.manifests`", t.service))
+                Error::AtLine {
+                    file: e.file,
+                    line: e.line,
+                    message: format!(
+                        "{} (a manifest of service `{}`); fix the file or the service's `deploy.manifests`",
+                        e.why, t.service
+                    ),
+                }
             })?);
         }
         out.insert((t.service.clone(), t.index), documents);

@@ -121,6 +121,21 @@ pub fn group(title: &str) -> String {
 /// Closes the open log group.
 pub const END_GROUP: &str = "::endgroup::";
 
+/// Log output made inert line by line: each line through [`one_line`], the line breaks kept.
+/// Log lines quote servers and repository names and must never read as workflow commands.
+pub fn inert_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let (body, end) = match line.strip_suffix('\n') {
+            Some(body) => (body, "\n"),
+            None => (line, ""),
+        };
+        out.push_str(&one_line(body));
+        out.push_str(end);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +172,18 @@ mod tests {
             s,
             "::error file=evil%2Cline=1%3A%3A%0A%3A%3Awarning%3A%3Ax,line=3::bad%0A::error::forged"
         );
+    }
+
+    #[test]
+    fn log_lines_keep_their_breaks_and_lose_their_commands() {
+        let log = " INFO retrying: bad\n::error::forged\n  ##[warning]old\nplain\n";
+        let inert = inert_lines(log);
+        assert_eq!(inert.lines().count(), 4);
+        assert!(inert.ends_with("plain\n"));
+        for line in inert.lines() {
+            assert!(!line.trim_start().starts_with("::"), "{line}");
+            assert!(!line.contains("##["), "{line}");
+        }
     }
 
     #[test]

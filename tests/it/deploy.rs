@@ -658,6 +658,31 @@ spec:
     );
 }
 
+/// Applies `manifest("")`, waits for its rollout, arms `fail-next: mode`, deploys digest `n`
+/// to `spec` and checks that it was rolled back.
+async fn rolled_back(
+    env: &Env,
+    (resource, spec): (&str, &str),
+    manifest: impl Fn(&str) -> String,
+    mode: &str,
+    n: u8,
+) -> RolloutResult {
+    let name = spec.rsplit('/').next().expect("kind/name");
+    env.sim.apply_yaml(&manifest("")).expect("applied");
+    env.rolled_out(resource, name).await;
+    let armed = manifest(&format!("sim.monoship.dev/fail-next: {mode}"));
+    env.sim.apply_yaml(&armed).expect("applied");
+    let lines = Lines::default();
+    let result = run_deploy(env, &request(spec, &digest(n)), &lines).await;
+    assert_eq!(
+        result.status,
+        RolloutStatus::RolledBack,
+        "{result:?}\n{}",
+        lines.text()
+    );
+    result
+}
+
 #[tokio::test]
 async fn a_daemonset_crash_loop_is_rolled_back_through_its_history() {
     let env = Env::start().await;
@@ -679,19 +704,14 @@ spec:
 "#
         )
     };
-    env.sim.apply_yaml(&agent("")).expect("applied");
-    env.rolled_out("daemonsets", "agent").await;
-    env.sim
-        .apply_yaml(&agent("sim.monoship.dev/fail-next: CrashLoopBackOff"))
-        .expect("applied");
-    let lines = Lines::default();
-    let result = run_deploy(&env, &request("daemonset/agent", &digest(8)), &lines).await;
-    assert_eq!(
-        result.status,
-        RolloutStatus::RolledBack,
-        "{result:?}\n{}",
-        lines.text()
-    );
+    let result = rolled_back(
+        &env,
+        ("daemonsets", "daemonset/agent"),
+        agent,
+        "CrashLoopBackOff",
+        8,
+    )
+    .await;
     assert!(result.reason.unwrap().contains("CrashLoopBackOff"));
     assert_eq!(env.template_image("daemonsets", "agent", 0), OLD);
 }
@@ -878,19 +898,14 @@ spec:
 "#
         )
     };
-    env.sim.apply_yaml(&db("")).expect("applied");
-    env.rolled_out("statefulsets", "db").await;
-    env.sim
-        .apply_yaml(&db("sim.monoship.dev/fail-next: ImagePullBackOff"))
-        .expect("applied");
-    let lines = Lines::default();
-    let result = run_deploy(&env, &request("statefulset/db", &digest(10)), &lines).await;
-    assert_eq!(
-        result.status,
-        RolloutStatus::RolledBack,
-        "{result:?}\n{}",
-        lines.text()
-    );
+    let result = rolled_back(
+        &env,
+        ("statefulsets", "statefulset/db"),
+        db,
+        "ImagePullBackOff",
+        10,
+    )
+    .await;
     assert!(result
         .reason
         .unwrap()

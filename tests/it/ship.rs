@@ -297,6 +297,8 @@ fn a_crash_looping_rollout_fails_early_and_is_rolled_back() {
         frontend["status"], "skipped",
         "frontend depends on cart: {frontend}"
     );
+    assert_eq!(frontend["workload"], "deployment/shop/frontend");
+    assert_eq!(frontend["reason"], "its dependency cart was not deployed");
     assert!(run.stderr.contains("error: cart"), "{}", run.stderr);
 }
 
