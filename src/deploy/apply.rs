@@ -78,7 +78,8 @@ pub async fn apply_manifests(
             ),
         );
     }
-    let follows = applied.workloads.into_iter().map(|(wl, object, previous, source)| {
+    let follows = applied.workloads.into_iter().map(|w| {
+        let AppliedWorkload { workload: wl, object, previous, source } = w;
         let say = &say;
         async move {
             let mut result = RolloutResult {
@@ -129,15 +130,17 @@ enum Applied {
 
 struct AppliedObjects {
     objects: usize,
-    /// Each workload as applied, with its pod template before (None: created now).
-    /// Each workload as applied, with its pod template before (None: created now) and the
-    /// file and line of its document.
-    workloads: Vec<(
-        Workload,
-        WorkloadObject,
-        Option<PodTemplateSpec>,
-        (String, usize),
-    )>,
+    workloads: Vec<AppliedWorkload>,
+}
+
+/// A workload as applied.
+struct AppliedWorkload {
+    workload: Workload,
+    object: WorkloadObject,
+    /// Its pod template before (`None`: the manifests created it).
+    previous: Option<PodTemplateSpec>,
+    /// The file and line of its document.
+    source: (String, usize),
 }
 
 async fn prepare_and_apply(
@@ -237,7 +240,12 @@ async fn prepare_and_apply(
                 .and_then(|o| o.template().cloned());
             let object = WorkloadObject::from_dynamic(wl.kind, applied)?;
             let source = (r.doc.file.clone(), r.doc.line);
-            workloads.push((wl.clone(), object, previous, source));
+            workloads.push(AppliedWorkload {
+                workload: wl.clone(),
+                object,
+                previous,
+                source,
+            });
         }
     }
     Ok(Applied::Done(AppliedObjects {
