@@ -23,7 +23,7 @@ use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIden
 use base64::Engine;
 use reqwest::StatusCode;
 
-use crate::registry::Secret;
+use crate::secret::Secret;
 
 /// The role session name when none is given.
 pub const DEFAULT_SESSION_NAME: &str = "monoship";

@@ -64,7 +64,7 @@ pub struct ActionEnv {
     /// `ship --github-deployments`; default false).
     pub github_deployments: bool,
     /// The environment `ship` deploys to (input `environment`, CLI `--environment`); see
-    /// [`crate::publish::environment_name`] for the default.
+    /// [`crate::report::publish::environment_name`] for the default.
     pub environment: Option<String>,
 }
 
@@ -90,7 +90,7 @@ pub struct Request {
     pub registry: Option<String>,
     pub registry_username: Option<String>,
     /// From `MONOSHIP_REGISTRY_PASSWORD` or the `registry-password` input, never argv.
-    pub registry_password: Option<crate::registry::Secret>,
+    pub registry_password: Option<crate::secret::Secret>,
     pub max_parallel: Option<usize>,
     /// Build and push even when the registry has an image of the same inputs.
     pub rebuild: bool,
@@ -358,7 +358,7 @@ fn request(
         registry_username: push.registry_username,
         registry_password: env("MONOSHIP_REGISTRY_PASSWORD")
             .filter(|p| !p.is_empty())
-            .map(crate::registry::Secret::new),
+            .map(crate::secret::Secret::new),
         max_parallel: push.max_parallel,
         rebuild: push.rebuild,
         docker: docker_program(env),
@@ -458,7 +458,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
         registry_username: input("registry-username"),
         registry_password: input("registry-password")
             .or_else(|| env("MONOSHIP_REGISTRY_PASSWORD").filter(|p| !p.is_empty()))
-            .map(crate::registry::Secret::new),
+            .map(crate::secret::Secret::new),
         max_parallel: match input("max-parallel") {
             None => None,
             Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::glob;
+use crate::plan::glob;
 
 /// A whole config file.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -484,13 +484,13 @@ fn validate(config: &Config, text: &str) -> Vec<Problem> {
     if let Some(registry) = &config.registry {
         match (&registry.url, &registry.ecr) {
             (Some(url), None) => {
-                if let Err(e) = crate::registry::RegistryTarget::parse(url, None, None) {
+                if let Err(e) = crate::image::registry::RegistryTarget::parse(url, None, None) {
                     problem(&["registry", "url"], None, e.to_string());
                 }
             }
             (None, Some(ecr)) => {
                 if let Some(prefix) = &ecr.prefix {
-                    if let Err(e) = crate::registry::validate_repository(prefix) {
+                    if let Err(e) = crate::image::registry::validate_repository(prefix) {
                         problem(&["registry", "ecr", "prefix"], None, e.to_string());
                     }
                 }
@@ -515,7 +515,7 @@ fn validate(config: &Config, text: &str) -> Vec<Problem> {
                 .repository
                 .clone()
                 .unwrap_or_else(|| name.to_ascii_lowercase());
-            if let Err(e) = crate::registry::validate_repository(&repository) {
+            if let Err(e) = crate::image::registry::validate_repository(&repository) {
                 let key = if service.repository.is_some() {
                     "repository"
                 } else {

@@ -1,6 +1,6 @@
 //! The GitHub REST API client: one octocrab client per run, and the rules every request
-//! follows, whoever makes it ([`crate::detect::github`] lists changed files through it,
-//! [`crate::publish`] comments and records deployments).
+//! follows, whoever makes it ([`crate::detect::api`] lists changed files through it,
+//! [`crate::report::publish`] comments and records deployments).
 //!
 //! Requests go through octocrab's raw methods, so this module sees every status and header and
 //! owns every retry: a rate limit waits for GitHub's reset (bounded by

@@ -1,30 +1,24 @@
 //! monoship: ship only what changed in a monorepo.
 //!
-//! The pipeline is the module list: [`detect`] which paths changed, [`plan`] which services
-//! that touches and why, [`build`] their images, [`push`] them (or find them already pushed,
-//! by the content address of [`inputs`]), [`deploy`] them and follow their rollouts, and
-//! [`report`] what happened. [`app`] wires the stages together; [`config`], [`dockerfile`]
-//! and [`dockerignore`] read the user's files; [`glob`] fixes the path-glob dialect;
-//! [`registry`] speaks the OCI distribution API; [`aws`] and [`ecr`] get AWS credentials
-//! (GitHub OIDC included) and ECR logins. [`publish`] tells GitHub itself (the sticky
-//! pull-request comment, Deployments) through the [`github`] client.
+//! The pipeline is the module list, in order: [`detect`] which paths changed, [`plan`] which
+//! services that touches and why, [`image`] builds and pushes their images (or finds them
+//! already pushed, by content address), [`deploy`] puts them on a cluster and follows their
+//! rollouts, and [`report`] tells what happened. [`app`] runs the stages in that order.
+//!
+//! Beside the stages: [`cli`] reads flags and action inputs, [`config`] the user's config;
+//! [`aws`] gets AWS credentials (GitHub OIDC included) for ECR and EKS; [`github`] is the REST
+//! client that detect (changed files) and report (the comment, Deployments) share; [`error`]
+//! and [`secret`] are leaves every stage may use.
 
 pub mod app;
 pub mod aws;
-pub mod build;
 pub mod cli;
 pub mod config;
 pub mod deploy;
 pub mod detect;
-pub mod dockerfile;
-pub mod dockerignore;
-pub mod ecr;
-pub mod eks;
+pub mod error;
 pub mod github;
-pub mod glob;
-pub mod inputs;
+pub mod image;
 pub mod plan;
-pub mod publish;
-pub mod push;
-pub mod registry;
 pub mod report;
+pub mod secret;

@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     report_error(
-                        &app::render_chain(&e),
+                        &monoship::error::render_chain(&e),
                         request.action.is_some(),
                         e.annotations(),
                     );

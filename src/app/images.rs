@@ -7,16 +7,17 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use super::{write_err, Error, PlanStage};
-use crate::build::{print_group, BuildJob, DockerCli};
 use crate::cli::{Format, Request};
 use crate::config::Config;
 use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::detect::git::Git;
-use crate::inputs::{self, BuildSettings};
+use crate::image::build::{BuildJob, DockerCli};
+use crate::image::content::{self, BuildSettings};
+use crate::image::push::{self, ImageJob, ImageResult, ImageStatus};
+use crate::image::registry::{OciRegistry, RegistryTarget};
 use crate::plan::Plan;
-use crate::push::{self, ImageJob, ImageResult, ImageStatus};
-use crate::registry::{OciRegistry, RegistryTarget};
 use crate::report::commands;
+use crate::report::log::print_group;
 use crate::report::{annotations, outputs, summary, text};
 
 /// Default number of images built at once.
@@ -90,7 +91,7 @@ pub(crate) fn build_stage(
         writeln!(log, "{}", commands::add_mask(password.expose())).map_err(write_err("stderr"))?;
     }
     let username = target.username.clone();
-    let files = inputs::work_tree_files(git.repo())?;
+    let files = content::work_tree_files(git.repo())?;
     let by_service = stage.matcher.docker_inputs(&files);
     let root = git.root().to_path_buf();
     let source = req.action.as_ref().and_then(|a| {
@@ -116,11 +117,11 @@ pub(crate) fn build_stage(
             .repository
             .clone()
             .unwrap_or_else(|| name.to_ascii_lowercase());
-        crate::registry::validate_repository(&target.path(&repository_name))
+        crate::image::registry::validate_repository(&target.path(&repository_name))
             .map_err(|e| Error::Usage(format!("service `{name}`: {e}")))?;
         let empty = Vec::new();
         let selected = by_service.get(name).unwrap_or(&empty);
-        let content_tag = inputs::content_tag(
+        let content_tag = content::content_tag(
             selected,
             &BuildSettings {
                 dockerfile: &build.dockerfile,
@@ -162,13 +163,13 @@ pub(crate) fn build_stage(
                 cache: config
                     .build
                     .registry_cache
-                    .then(|| crate::build::RegistryCache {
+                    .then(|| crate::image::build::RegistryCache {
                         reference: format!("{image}:buildcache"),
                         ecr: ecr_config.is_some(),
                     }),
             },
             dockerfile: build.dockerfile.clone(),
-            instruction_lines: crate::dockerfile::instruction_lines(&dockerfile_text),
+            instruction_lines: crate::plan::dockerfile::instruction_lines(&dockerfile_text),
             rebuild: req.rebuild,
         });
     }
@@ -187,7 +188,7 @@ pub(crate) fn build_stage(
                     Error::Usage(format!(
                         "service `{}`: {}",
                         job.service,
-                        super::render_chain(&e)
+                        crate::error::render_chain(&e)
                     ))
                 })?;
         }
@@ -245,7 +246,7 @@ pub(crate) fn build_stage(
 async fn ecr_login(
     ecr_config: &crate::config::EcrConfig,
     in_action: bool,
-) -> Result<(crate::ecr::Ecr, RegistryTarget), Error> {
+) -> Result<(crate::image::ecr::Ecr, RegistryTarget), Error> {
     let settings = crate::aws::AwsSettings {
         region: ecr_config.region.clone(),
         role_to_assume: ecr_config.role_to_assume.clone(),
@@ -259,10 +260,10 @@ async fn ecr_login(
     };
     let sdk = crate::aws::load(&settings, &env, mask)
         .await
-        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
-    let client = crate::ecr::Ecr::new(
+        .map_err(|e| Error::Usage(crate::error::render_chain(&e)))?;
+    let client = crate::image::ecr::Ecr::new(
         &sdk,
-        crate::ecr::EcrSettings {
+        crate::image::ecr::EcrSettings {
             registry_id: ecr_config.registry_id.clone(),
             create_repositories: ecr_config.create_repositories,
             scan_on_push: ecr_config.scan_on_push.unwrap_or(true),
@@ -273,7 +274,7 @@ async fn ecr_login(
     let login = client
         .login()
         .await
-        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
+        .map_err(|e| Error::Usage(crate::error::render_chain(&e)))?;
     if in_action {
         eprintln!("{}", commands::add_mask(login.password.expose()));
     }

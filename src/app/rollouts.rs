@@ -13,8 +13,8 @@ use crate::deploy::{
     self, Cluster, DeployContext, DeployRequest, ManifestDeploy, RolloutResult, RolloutStatus,
 };
 use crate::detect::git::Git;
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::Plan;
-use crate::push::{ImageResult, ImageStatus};
 use crate::report::commands::{one_line, Annotation, Level};
 
 /// Loads the cluster's kubeconfig, before anything is built: a `ship` that cannot reach its
@@ -60,7 +60,7 @@ fn connect_cluster(
         .map_err(|e| {
             Error::Usage(format!(
                 "cannot use the cluster: {}; pass --kubeconfig (input `kubeconfig`) and --context",
-                super::render_chain(&e)
+                crate::error::render_chain(&e)
             ))
         })?;
     Ok((runtime, cluster))
@@ -86,10 +86,10 @@ async fn connect_eks(
     let env = |k: &str| std::env::var(k).ok();
     let sdk = crate::aws::load(&settings, &env, mask)
         .await
-        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
-    let info = crate::eks::describe(&sdk, &eks.name)
+        .map_err(|e| Error::Usage(crate::error::render_chain(&e)))?;
+    let info = crate::deploy::eks::describe(&sdk, &eks.name)
         .await
-        .map_err(|e| Error::Usage(super::render_chain(&e)))?;
+        .map_err(|e| Error::Usage(crate::error::render_chain(&e)))?;
     let region = sdk.region().map(|r| r.to_string()).ok_or_else(|| {
         Error::Usage(
             "no AWS region for the EKS cluster: set `cluster.eks.region` or AWS_REGION".into(),
@@ -101,7 +101,7 @@ async fn connect_eks(
     let credentials = provider.provide_credentials().await.map_err(|e| {
         Error::Usage(format!(
             "no AWS credentials to sign the EKS token with: {}",
-            super::render_chain(&e)
+            crate::error::render_chain(&e)
         ))
     })?;
     let endpoint = eks.endpoint.clone().unwrap_or(info.endpoint);
@@ -112,7 +112,8 @@ async fn connect_eks(
     tokio::spawn(keep_fresh(provider.clone(), Arc::clone(&current)));
     let source = move || -> Result<String, crate::deploy::TokenError> {
         let credentials = current.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let token = crate::eks::token(&credentials, &region, &name, std::time::SystemTime::now())?;
+        let token =
+            crate::deploy::eks::token(&credentials, &region, &name, std::time::SystemTime::now())?;
         mask(&token);
         Ok(token)
     };
@@ -122,7 +123,7 @@ async fn connect_eks(
             Error::Usage(format!(
                 "cannot use EKS cluster `{}`: {}",
                 eks.name,
-                super::render_chain(&e)
+                crate::error::render_chain(&e)
             ))
         })
 }
@@ -149,7 +150,7 @@ async fn keep_fresh(
         match provider.provide_credentials().await {
             Ok(fresh) => *current.lock().unwrap_or_else(|p| p.into_inner()) = fresh,
             Err(error) => tracing::warn!(
-                error = %super::render_chain(&error),
+                error = %crate::error::render_chain(&error),
                 "could not renew the AWS credentials for the EKS token; retrying"
             ),
         }
@@ -225,8 +226,8 @@ fn matching(patterns: &[String], files: &[String], service: &str) -> Result<Vec<
     let mut include = globset::GlobSetBuilder::new();
     let mut exclude = globset::GlobSetBuilder::new();
     for p in patterns {
-        let (negated, pattern) = crate::glob::split_negation(p);
-        let glob = crate::glob::compile(pattern).map_err(|e| {
+        let (negated, pattern) = crate::plan::glob::split_negation(p);
+        let glob = crate::plan::glob::compile(pattern).map_err(|e| {
             Error::Usage(format!(
                 "service {service}: bad manifest glob `{p}`: {}",
                 e.kind()

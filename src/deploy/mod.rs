@@ -8,6 +8,7 @@
 
 mod apply;
 mod cluster;
+pub mod eks;
 pub mod image;
 pub mod manifests;
 pub mod pods;

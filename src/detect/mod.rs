@@ -4,9 +4,9 @@
 //! history is missing. Every source reports both sides of a rename, so a file moved from one
 //! service to another marks both.
 
+pub mod api;
 pub mod event;
 pub mod git;
-pub mod github;
 
 use serde::Serialize;
 

@@ -10,8 +10,8 @@
 
 use crate::config::{self, Problem};
 use crate::deploy::{RolloutResult, RolloutStatus};
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::Plan;
-use crate::push::{ImageResult, ImageStatus};
 use crate::report::commands::{Annotation, Level};
 
 /// Annotations of one level the runner shows per step.

@@ -2,7 +2,7 @@
 //! service, in one comment that later runs of the same kind update in place.
 //!
 //! Pure: a plan, the image and rollout results and a few facts about the config in, Markdown
-//! out. [`crate::publish`] finds, creates and updates the comment.
+//! out. [`crate::report::publish`] finds, creates and updates the comment.
 //!
 //! # Caveats
 //! - Everything that comes from the repository or the tools (file names, rules, image
@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 
 use crate::cli::Command;
 use crate::deploy::{RolloutResult, RolloutStatus};
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::{NodePlan, Plan};
-use crate::push::{ImageResult, ImageStatus};
 use crate::report::summary::cell;
 
 /// GitHub's limit for a comment body, in characters.
@@ -42,7 +42,7 @@ pub struct CommentKey {
     /// The config path from the repository root, e.g. `.github/monoship.yml`.
     pub config: String,
     pub command: Command,
-    /// The deployment environment of a `ship` (see [`crate::publish::environment_name`]).
+    /// The deployment environment of a `ship` (see [`crate::report::publish::environment_name`]).
     pub environment: Option<String>,
 }
 

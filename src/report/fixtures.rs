@@ -3,8 +3,8 @@
 
 use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::detect::ChangeSource;
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::{NodePlan, Plan, Reason};
-use crate::push::{ImageResult, ImageStatus};
 
 pub(crate) fn reason(path: &str, rule: &str) -> Reason {
     Reason {

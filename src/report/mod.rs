@@ -7,6 +7,8 @@ pub mod commands;
 pub mod comment;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod log;
 pub mod outputs;
+pub mod publish;
 pub mod summary;
 pub mod text;

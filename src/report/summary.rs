@@ -76,7 +76,7 @@ pub fn render_plan(plan: &Plan, config: &Config) -> String {
 pub fn render(
     plan: &Plan,
     config: &Config,
-    images: Option<&[crate::push::ImageResult]>,
+    images: Option<&[crate::image::push::ImageResult]>,
     rollouts: Option<&[crate::deploy::RolloutResult]>,
 ) -> String {
     let command = match (images.is_some(), rollouts.is_some()) {
@@ -114,7 +114,7 @@ pub fn render(
     let failed: BTreeSet<&str> = images
         .unwrap_or_default()
         .iter()
-        .filter(|r| r.status == crate::push::ImageStatus::Failed)
+        .filter(|r| r.status == crate::image::push::ImageStatus::Failed)
         .map(|r| r.service.as_str())
         .chain(
             rollouts
@@ -145,9 +145,9 @@ pub fn render(
             None => ("–".to_string(), "–".to_string(), "–".to_string()),
             Some(r) => {
                 let status = match r.status {
-                    crate::push::ImageStatus::Built => "built",
-                    crate::push::ImageStatus::Reused => "reused",
-                    crate::push::ImageStatus::Failed => "**failed**",
+                    crate::image::push::ImageStatus::Built => "built",
+                    crate::image::push::ImageStatus::Reused => "reused",
+                    crate::image::push::ImageStatus::Failed => "**failed**",
                 };
                 let name = r
                     .image

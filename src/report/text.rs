@@ -4,8 +4,8 @@
 //! name cannot move the cursor or start a workflow command.
 
 use crate::deploy::{RolloutResult, RolloutStatus};
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::Plan;
-use crate::push::{ImageResult, ImageStatus};
 use crate::report::commands::one_line;
 
 /// Reasons shown per changed service; the rest are counted.

@@ -15,7 +15,7 @@ use aws_sdk_ecr::types::ImageTagMutability;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use monoship::aws::{self, AwsError, AwsSettings, OidcClaims};
-use monoship::ecr::{Ecr, EcrError, EcrSettings, RepositoryState};
+use monoship::image::ecr::{Ecr, EcrError, EcrSettings, RepositoryState};
 use serde_json::json;
 use wiremock::matchers::{bearer_token, header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};

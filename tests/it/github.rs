@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use monoship::detect::github::{ApiFiles, GithubApi, GithubError};
+use monoship::detect::api::{ApiFiles, GithubApi, GithubError};
 use monoship::detect::{ChangeKind, ChangedFile};
 use serde_json::{json, Value};
 use wiremock::matchers::{bearer_token, method, path, query_param, query_param_is_missing};

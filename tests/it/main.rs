@@ -4,6 +4,7 @@
 mod support;
 
 mod action;
+mod architecture;
 mod aws;
 mod bigrepo;
 mod build;

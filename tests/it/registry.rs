@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use monoship::registry::{OciRegistry, RegistryError, RegistryTarget, Secret};
+use monoship::image::registry::{OciRegistry, RegistryError, RegistryTarget};
+use monoship::secret::Secret;
 use wiremock::matchers::{header, method, path, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 

@@ -241,8 +241,8 @@ fn check_loaded(c: &Config) -> Result<(), String> {
             ));
         }
         for p in paths {
-            let (_, pattern) = monoship::glob::split_negation(p);
-            if monoship::glob::compile(pattern).is_err() {
+            let (_, pattern) = monoship::plan::glob::split_negation(p);
+            if monoship::plan::glob::compile(pattern).is_err() {
                 return Err(format!("glob {p:?} of {name} loaded but does not compile"));
             }
         }

@@ -1,4 +1,4 @@
-//! The Dockerfile reader, `monoship::dockerfile::read_build_inputs`.
+//! The Dockerfile reader, `monoship::plan::dockerfile::read_build_inputs`.
 //!
 //! Inputs: Dockerfiles built from instructions (every `COPY`/`ADD` flag, JSON and shell forms,
 //! variables in all their spellings, `RUN --mount`, heredocs, parser directives, continuations,
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use monoship::dockerfile::{read_build_inputs, BuildInputs};
+use monoship::plan::dockerfile::{read_build_inputs, BuildInputs};
 
 use super::{edits, line_count, mutate, spicy_string};
 use crate::harness::{self, Budget, Outcome};
@@ -356,7 +356,7 @@ pub fn check(input: &Input) -> Result<(), String> {
             .into_iter()
             .chain(s.excludes.iter().map(String::as_str))
         {
-            if let Err(e) = monoship::glob::compile(p) {
+            if let Err(e) = monoship::plan::glob::compile(p) {
                 return Err(format!(
                     "line {}: glob {p:?} does not compile ({e}); the plan would stop",
                     s.line
@@ -371,7 +371,7 @@ pub fn check(input: &Input) -> Result<(), String> {
         let glued_globstar = s.pattern.contains("**");
         if !glued_globstar
             && !escaped_dots
-            && monoship::glob::normalize(&s.pattern)
+            && monoship::plan::glob::normalize(&s.pattern)
                 .split('/')
                 .any(|seg| seg == "..")
         {
@@ -410,12 +410,12 @@ fn covers(inputs: &BuildInputs, path: &str) -> bool {
         .collect();
     inputs.sources.iter().any(|s| {
         let hit = s.pattern.is_empty()
-            || monoship::glob::compile(&s.pattern).is_ok_and(|g| {
+            || monoship::plan::glob::compile(&s.pattern).is_ok_and(|g| {
                 let m = g.compile_matcher();
                 prefixes.iter().any(|p| m.is_match(p))
             });
         let excluded = s.excludes.iter().any(|e| {
-            monoship::glob::compile(e).is_ok_and(|g| {
+            monoship::plan::glob::compile(e).is_ok_and(|g| {
                 let m = g.compile_matcher();
                 prefixes.iter().any(|p| m.is_match(p))
             })

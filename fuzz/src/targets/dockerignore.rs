@@ -1,4 +1,4 @@
-//! The `.dockerignore` reader and matcher, `monoship::dockerignore::DockerIgnore`.
+//! The `.dockerignore` reader and matcher, `monoship::plan::dockerignore::DockerIgnore`.
 //!
 //! Inputs: ignore files of generated patterns (exceptions, comments, classes, escapes, `**`,
 //! leading `/`, `./` and `..`, CRLF, a byte-order mark), edited and unstructured ones, and paths
@@ -15,7 +15,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use monoship::dockerignore::DockerIgnore;
+use monoship::plan::dockerignore::DockerIgnore;
 
 use super::{edits, line_count, mutate, spicy_string};
 use crate::harness::{self, Budget, Outcome};

@@ -1,9 +1,8 @@
 //! OCI registries through the distribution API: does a tag exist, what digest does it point
 //! to, and copying a manifest to more tags (how a reused image gets its commit tags without a
-//! rebuild). Login for `docker push` is the Docker CLI's business ([`crate::build`]); this
+//! rebuild). Login for `docker push` is the Docker CLI's business ([`crate::image::build`]); this
 //! client authenticates itself with the same credentials (Basic, or the Bearer token flow).
 
-use std::fmt;
 use std::time::Duration;
 
 use base64::Engine;
@@ -12,29 +11,10 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode};
 
+use crate::secret::Secret;
+
 /// Every manifest type a tag may point to; the registry answers with the one it stores.
 const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
-
-/// A password or token: never printed, not even by `{:?}`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
-        Secret(value.into())
-    }
-
-    /// The secret itself, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
 
 /// Where images go: `HOST[:PORT][/PREFIX]`, with optional credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@
 //!   `COPY --exclude` and `COPY --parents` sources. Docker turns these patterns into Go regular
 //!   expressions, with a few quirks this module reproduces (see [`ignore_dialect_globs`]).
 //! - the *source dialect* of Go's `filepath.Match`, used for plain `COPY`/`ADD` sources; only its
-//!   syntax check and character classes live here, [`crate::dockerfile`] does the rest.
+//!   syntax check and character classes live here, [`crate::plan::dockerfile`] does the rest.
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 

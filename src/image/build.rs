@@ -1,12 +1,11 @@
 //! Build: images of the changed services through the Docker CLI, as the runner provides it
 //! (the daemon's socket mounted, the CLI in the action image). `docker buildx build --push`
-//! when the buildx plugin is there, else `docker build` and, in [`crate::push`], `docker push`.
+//! when the buildx plugin is there, else `docker build` and, in [`crate::image::push`], `docker push`.
 //!
 //! Logins go to a private `DOCKER_CONFIG` that lives as long as [`DockerCli`], passwords through
 //! stdin; nothing here ever puts a secret on a command line.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -14,7 +13,7 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-use crate::registry::Secret;
+use crate::secret::Secret;
 
 /// The Docker daemon or CLI could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -362,19 +361,6 @@ pub fn failed_line(log: &str, instruction_lines: &[usize]) -> Option<usize> {
     instruction_lines.get(step.checked_sub(1)?).copied()
 }
 
-/// Writes a log to stdout inside a collapsible group, with workflow commands in it disabled
-/// so a build's output cannot forge annotations or masks.
-pub fn print_group(out: &mut dyn Write, title: &str, log: &str) -> std::io::Result<()> {
-    let token = crate::report::outputs::random_delimiter();
-    writeln!(out, "{}", crate::report::commands::group(title))?;
-    writeln!(out, "::stop-commands::{token}")?;
-    for line in log.lines() {
-        writeln!(out, "{line}")?;
-    }
-    writeln!(out, "::{token}::")?;
-    writeln!(out, "{}", crate::report::commands::END_GROUP)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,18 +416,5 @@ mod tests {
             label_line(&labels),
             "\nLABEL \"a.b\"=\"x_y\" \"c\"=\"z w\"\n"
         );
-    }
-
-    #[test]
-    fn groups_stop_commands_inside_logs() {
-        let mut out = Vec::new();
-        print_group(&mut out, "build cart", "step\n::error::forged\n").unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "::group::build cart");
-        let token = lines[1].strip_prefix("::stop-commands::").unwrap();
-        assert!(token.len() > 20);
-        assert_eq!(lines[4], format!("::{token}::"));
-        assert_eq!(lines[5], "::endgroup::");
     }
 }

@@ -1,6 +1,6 @@
 //! Push: get each changed service's image into the registry, by the cheapest honest route.
 //!
-//! 1. Its content tag (`src-<digest of its inputs>`, see [`crate::inputs`]) already exists:
+//! 1. Its content tag (`src-<digest of its inputs>`, see [`crate::image::content`]) already exists:
 //!    nothing is built; the stored manifest is copied to the commit tags (`reused`).
 //! 2. Otherwise it is built and pushed (`built`). The content tag is pushed last, so it only
 //!    exists once the image is complete, and the digest reported is the registry's own
@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::build::{failed_line, last_lines, BuildJob, DockerCli};
-use crate::registry::OciRegistry;
+use crate::image::build::{failed_line, last_lines, BuildJob, DockerCli};
+use crate::image::registry::OciRegistry;
 
 /// How long one build may take.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -144,7 +144,7 @@ async fn one_image(
                 "cannot ask the registry whether {}:{} exists: {}",
                 job.image,
                 job.content_tag,
-                crate::app::render_chain(&e)
+                crate::error::render_chain(&e)
             ),
         ),
     }
@@ -162,12 +162,12 @@ async fn reuse(
         match registry.tag_digest(&job.repository, tag).await {
             Ok(Some(existing)) if existing == digest => continue, // re-run: already tagged
             Ok(_) => {}
-            Err(e) => return ImageResult::failed(job, started, crate::app::render_chain(&e)),
+            Err(e) => return ImageResult::failed(job, started, crate::error::render_chain(&e)),
         }
         if manifest.is_none() {
             match registry.manifest(&job.repository, &digest).await {
                 Ok(m) => manifest = Some(m),
-                Err(e) => return ImageResult::failed(job, started, crate::app::render_chain(&e)),
+                Err(e) => return ImageResult::failed(job, started, crate::error::render_chain(&e)),
             }
         }
         if let Err(e) = registry
@@ -177,7 +177,7 @@ async fn reuse(
             return ImageResult::failed(
                 job,
                 started,
-                format!("cannot add tag {tag}: {}", crate::app::render_chain(&e)),
+                format!("cannot add tag {tag}: {}", crate::error::render_chain(&e)),
             );
         }
     }
@@ -212,7 +212,7 @@ async fn build_and_push(
     let built = docker.build(&job.build, BUILD_LIMIT).await;
     let built = match built {
         Ok(b) => b,
-        Err(e) => return ImageResult::failed(job, started, crate::app::render_chain(&e)),
+        Err(e) => return ImageResult::failed(job, started, crate::error::render_chain(&e)),
     };
     log.push_str(&built.output);
     if !built.success {
@@ -246,7 +246,7 @@ async fn build_and_push(
                         return r;
                     }
                 }
-                Err(e) => return ImageResult::failed(job, started, crate::app::render_chain(&e)),
+                Err(e) => return ImageResult::failed(job, started, crate::error::render_chain(&e)),
             }
         }
     }
@@ -280,7 +280,7 @@ async fn build_and_push(
                 started,
                 format!(
                     "cannot read the pushed digest: {}",
-                    crate::app::render_chain(&e)
+                    crate::error::render_chain(&e)
                 ),
             );
             r.log = Some(log);

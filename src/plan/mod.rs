@@ -5,6 +5,10 @@
 //! Every pattern of every service and group goes into one [`GlobSet`], so matching costs one
 //! pass over the changed files whatever the number of services.
 
+pub mod dockerfile;
+pub mod dockerignore;
+pub mod glob;
+
 use std::collections::{BTreeMap, HashMap};
 
 use globset::{GlobSet, GlobSetBuilder};
@@ -12,9 +16,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::detect::{ChangeSource, ChangedFile};
-use crate::dockerfile::BuildInputs;
-use crate::dockerignore::DockerIgnore;
-use crate::glob;
+use crate::plan::dockerfile::BuildInputs;
+use crate::plan::dockerignore::DockerIgnore;
 
 /// At most this many reasons are kept per service; the rest are counted.
 pub const MAX_REASONS: usize = 20;
@@ -477,9 +480,9 @@ impl ServiceMatcher {
     /// the Dockerfile, the ignore file), for content addresses.
     pub fn docker_inputs<'a>(
         &self,
-        files: &'a [crate::inputs::InputFile],
-    ) -> BTreeMap<String, Vec<&'a crate::inputs::InputFile>> {
-        let mut out: BTreeMap<String, Vec<&crate::inputs::InputFile>> = BTreeMap::new();
+        files: &'a [crate::image::content::InputFile],
+    ) -> BTreeMap<String, Vec<&'a crate::image::content::InputFile>> {
+        let mut out: BTreeMap<String, Vec<&crate::image::content::InputFile>> = BTreeMap::new();
         let mut hits = Vec::new();
         let mut claimed: Vec<usize> = Vec::new();
         for file in files {

@@ -10,11 +10,13 @@ use crate::cli::{ActionEnv, Command, Request};
 use crate::config::Config;
 use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::github::GithubApi;
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::Plan;
-use crate::publish::{self, CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus};
-use crate::push::{ImageResult, ImageStatus};
 use crate::report::commands::{one_line, Annotation, Level};
 use crate::report::comment::{self, CommentInput, CommentKey, ServiceTargets};
+use crate::report::publish::{
+    self, CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus,
+};
 
 /// Events whose pull request gets the comment.
 const COMMENT_EVENTS: [&str; 2] = ["pull_request", "pull_request_target"];
@@ -152,7 +154,7 @@ pub(crate) fn start_deployments(
             };
             out.push((
                 record.service.clone(),
-                started.await.map_err(|e| super::render_chain(&e)),
+                started.await.map_err(|e| crate::error::render_chain(&e)),
             ));
         }
         Ok(out)
@@ -207,7 +209,7 @@ pub(crate) fn deployments_in_progress(
         let mut out = Vec::new();
         for id in &ids {
             let result = api.create_deployment_status(*id, &status).await;
-            out.push((*id, result.map_err(|e| super::render_chain(&e))));
+            out.push((*id, result.map_err(|e| crate::error::render_chain(&e))));
         }
         Ok(out)
     })
@@ -266,7 +268,7 @@ pub(crate) fn finish_deployments(
             out.push((
                 *id,
                 status.state,
-                result.map_err(|e| super::render_chain(&e)),
+                result.map_err(|e| crate::error::render_chain(&e)),
             ));
         }
         Ok(out)
@@ -396,14 +398,14 @@ where
         return Err("there is no GitHub token: the `token` input is empty (its default is `${{ github.token }}`) and GITHUB_TOKEN is unset".into());
     }
     let api = GithubApi::new(&a.api_url, repository, a.token.as_deref())
-        .map_err(|e| super::render_chain(&e))?;
+        .map_err(|e| crate::error::render_chain(&e))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime
         .block_on(work(api))
-        .map_err(|e| super::render_chain(&e))
+        .map_err(|e| crate::error::render_chain(&e))
 }
 
 /// Text sent to GitHub with the run's secrets scrubbed: unlike the log, a comment or a

@@ -5,18 +5,19 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
+mod github;
 mod images;
-mod publish;
 mod rollouts;
 
 use crate::cli::{ActionEnv, Command, Format, Request};
 use crate::config::{self, Config, ConfigError, Problem};
+use crate::detect::api::{GithubApi, GithubError};
 use crate::detect::event::{self, RangeRequest};
 use crate::detect::git::{Git, GitError};
-use crate::detect::github::{GithubApi, GithubError};
 use crate::detect::{ChangeSource, ChangedFile};
-use crate::dockerfile;
-use crate::dockerignore::DockerIgnore;
+use crate::error::render_chain;
+use crate::plan::dockerfile;
+use crate::plan::dockerignore::DockerIgnore;
 use crate::plan::{self, DockerBuild, Plan, ServiceMatcher};
 use crate::report::commands::{Annotation, Level};
 use crate::report::{annotations, outputs, summary, text};
@@ -96,17 +97,6 @@ impl Error {
     }
 }
 
-/// An error and its causes, one per line.
-pub fn render_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        out.push_str(&format!("\n  caused by: {c}"));
-        cause = c.source();
-    }
-    out
-}
-
 /// Credentials the job hands over in the environment or as inputs. The runner masks secrets it
 /// knows of, but a value computed in an earlier step and passed along is not one of them.
 const SECRET_VARIABLES: [&str; 7] = [
@@ -158,7 +148,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
     match req.command {
         Command::Plan => {
             report_plan(req, &config, &plan, stdout, stderr)?;
-            publish::comment(req, &config, git.root(), &plan, None, None, stderr);
+            github::comment(req, &config, git.root(), &plan, None, None, stderr);
             Ok(0)
         }
         Command::Build | Command::Ship => {
@@ -173,9 +163,9 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
             let rollouts = match (&cluster, &images) {
                 (Some(cluster), Some(images)) => {
                     let deployments =
-                        publish::start_deployments(req, &config, &plan, images, stderr);
+                        github::start_deployments(req, &config, &plan, images, stderr);
                     let mut starting = |services: &[String]| {
-                        publish::deployments_in_progress(
+                        github::deployments_in_progress(
                             req,
                             deployments.as_ref(),
                             services,
@@ -191,7 +181,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
                         &git,
                         &mut starting,
                     );
-                    publish::finish_deployments(req, deployments, deployed.as_deref().ok(), stderr);
+                    github::finish_deployments(req, deployments, deployed.as_deref().ok(), stderr);
                     Some(deployed?)
                 }
                 _ => None,
@@ -205,7 +195,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
                 stdout,
                 stderr,
             )?;
-            publish::comment(
+            github::comment(
                 req,
                 &config,
                 git.root(),
@@ -216,7 +206,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
             );
             let build_failed = images.as_ref().is_some_and(|i| {
                 i.iter()
-                    .any(|r| r.status == crate::push::ImageStatus::Failed)
+                    .any(|r| r.status == crate::image::push::ImageStatus::Failed)
             });
             let deploy_failed = rollouts.as_ref().is_some_and(|r| {
                 r.iter().any(|r| {

@@ -101,7 +101,7 @@ pub async fn describe(sdk: &aws_config::SdkConfig, cluster: &str) -> Result<Clus
             let message = e
                 .as_service_error()
                 .map(|s| s.to_string())
-                .unwrap_or_else(|| crate::app::render_chain(&e));
+                .unwrap_or_else(|| crate::error::render_chain(&e));
             EksError::Describe {
                 cluster: cluster.to_string(),
                 message,

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::detect::git::{GitError, GitRepo};
-use crate::registry::{hex, sha256_digest};
+use crate::image::registry::{hex, sha256_digest};
 
 /// One file of a build context and its content id.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::dockerignore::{
+use crate::plan::dockerignore::{
     check_go_pattern, class_glob, go_clean, ignore_dialect_globs, parse_class, push_literal,
 };
 
@@ -48,7 +48,7 @@ pub struct ContextSource {
     pub line: usize,
     /// How the instruction looked, for change reasons: `Dockerfile COPY ./pb/`.
     pub rule: String,
-    /// Context-relative glob (monoship's dialect, see [`crate::glob`]); `""` is the whole
+    /// Context-relative glob (monoship's dialect, see [`crate::plan::glob`]); `""` is the whole
     /// context. The planner matches it and everything below it.
     pub pattern: String,
     /// Context-relative globs of files this instruction leaves out (a match on a folder covers

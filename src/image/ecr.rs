@@ -10,7 +10,7 @@ use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
 use base64::Engine;
 
 use crate::aws::AWS_MAX_ATTEMPTS;
-use crate::registry::Secret;
+use crate::secret::Secret;
 
 /// How monoship uses ECR.
 #[derive(Debug, Clone, Default)]
