@@ -66,6 +66,8 @@ pub struct ActionEnv {
     /// The environment `ship` deploys to (input `environment`, CLI `--environment`); see
     /// [`crate::report::publish::environment_name`] for the default.
     pub environment: Option<String>,
+    /// The values of [`SECRET_VARIABLES`] that are set, masked before anything is printed.
+    pub secrets: Vec<crate::secret::Secret>,
 }
 
 /// One run, from the CLI or from action inputs.
@@ -98,7 +100,62 @@ pub struct Request {
     pub docker: PathBuf,
     pub deploy: DeployOptions,
     pub action: Option<ActionEnv>,
+    /// The variables AWS credentials are loaded from, read once here so that no stage reads
+    /// the process environment itself.
+    pub aws_env: EnvSnapshot,
 }
+
+/// Environment variables captured at start. Never printed: some are credentials.
+#[derive(Clone, Default)]
+pub struct EnvSnapshot(std::collections::BTreeMap<String, String>);
+
+impl EnvSnapshot {
+    /// Captures `names` through `env`.
+    pub fn capture(names: &[&str], env: &dyn Fn(&str) -> Option<String>) -> EnvSnapshot {
+        EnvSnapshot(
+            names
+                .iter()
+                .filter_map(|n| env(n).map(|v| (n.to_string(), v)))
+                .collect(),
+        )
+    }
+
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+impl std::fmt::Debug for EnvSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.keys()).finish()
+    }
+}
+
+/// Every variable [`crate::aws::load`] reads (the SDK's own default chain reads the process
+/// environment itself).
+pub const AWS_VARIABLES: [&str; 9] = [
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GITHUB_ACTIONS",
+    "ACTIONS_ID_TOKEN_REQUEST_URL",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
+
+/// Credentials the job hands over in the environment or as inputs. The runner masks secrets it
+/// knows of, but a value computed in an earlier step and passed along is not one of them.
+pub const SECRET_VARIABLES: [&str; 7] = [
+    "INPUT_TOKEN",
+    "GITHUB_TOKEN",
+    "INPUT_REGISTRY-PASSWORD",
+    "MONOSHIP_REGISTRY_PASSWORD",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "ACTIONS_ID_TOKEN_REQUEST_TOKEN",
+];
 
 /// How `ship` deploys.
 #[derive(Debug, Clone)]
@@ -363,6 +420,7 @@ fn request(
         rebuild: push.rebuild,
         docker: docker_program(env),
         deploy: DeployOptions::default(),
+        aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         action: if in_action {
             Some(ActionEnv {
                 comment: s.comment,
@@ -398,6 +456,13 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
         comment: false,
         github_deployments: false,
         environment: None,
+        secrets: SECRET_VARIABLES
+            .iter()
+            .filter_map(|n| env(n))
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .map(crate::secret::Secret::new)
+            .collect(),
     }
 }
 
@@ -486,6 +551,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
                 ),
             },
         },
+        aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         action: Some(ActionEnv {
             // Jobs of a matrix over `services` would all update one comment: off unless asked.
             comment: input("comment")

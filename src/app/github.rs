@@ -6,17 +6,17 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use crate::cli::{ActionEnv, Command, Request};
+use super::{Run, Session};
+use crate::cli::Command;
 use crate::config::Config;
 use crate::deploy::{RolloutResult, RolloutStatus};
-use crate::github::GithubApi;
+use crate::error::render_chain;
+use crate::github::{GithubApi, GithubError};
 use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::Plan;
 use crate::report::commands::{one_line, Annotation, Level};
 use crate::report::comment::{self, CommentInput, CommentKey, ServiceTargets};
-use crate::report::publish::{
-    self, CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus,
-};
+use crate::report::publish::{CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus};
 
 /// Events whose pull request gets the comment.
 const COMMENT_EVENTS: [&str; 2] = ["pull_request", "pull_request_target"];
@@ -25,21 +25,19 @@ const COMMENT_EVENTS: [&str; 2] = ["pull_request", "pull_request_target"];
 /// on, the event is a pull request and it was no dry run. Call it last: outputs and summary
 /// are already written.
 pub(crate) fn comment(
-    req: &Request,
-    config: &Config,
-    repo_root: &Path,
-    plan: &Plan,
+    run: &Run<'_>,
     images: Option<&[ImageResult]>,
     rollouts: Option<&[RolloutResult]>,
     log: &mut dyn Write,
 ) {
-    let Some(a) = req.action.as_ref().filter(|a| a.comment) else {
+    let ctx = run.ctx;
+    let Some(a) = ctx.action.as_ref().filter(|a| a.comment) else {
         return;
     };
-    if req.dry_run || !COMMENT_EVENTS.contains(&a.event_name.as_str()) {
+    if ctx.dry_run || !COMMENT_EVENTS.contains(&a.event_name.as_str()) {
         return;
     }
-    let Some(number) = super::pull_request_number(req) else {
+    let Some(number) = ctx.pull_request else {
         warn(
             log,
             "pull-request comment not posted",
@@ -48,24 +46,23 @@ pub(crate) fn comment(
         return;
     };
     let key = CommentKey {
-        config: config_key(req, repo_root),
-        command: req.command,
-        environment: (req.command == Command::Ship).then(|| environment(req, config)),
+        config: config_key(&ctx.config_path, &ctx.config_arg, run.git.root()),
+        command: ctx.command,
+        environment: (ctx.command == Command::Ship).then(|| a.environment.clone()),
     };
-    let targets = service_targets(config);
-    let url = run_url(a);
+    let targets = service_targets(&ctx.config);
     let body = redact(
         comment::render(&CommentInput {
             key: &key,
-            plan,
+            plan: run.plan,
             targets: &targets,
             images,
             rollouts,
-            run_url: url.as_deref(),
+            run_url: a.run_url.as_deref(),
         }),
-        req,
+        &ctx.sent_secrets(),
     );
-    let outcome = with_api(a, |api| async move {
+    let outcome = with_api(run.session, |api| async move {
         api.upsert_comment(number, &key, &body).await
     });
     match outcome {
@@ -91,29 +88,80 @@ pub(crate) struct Deployments {
 }
 
 /// Creates a deployment per service about to be deployed (a changed service with deploy
-/// targets and an image in the registry) and sets each `in_progress`. All of them start
-/// before the deploy stage; the stage then deploys dependencies first.
+/// targets and an image in the registry) and sets each `queued`. All of them start before the
+/// deploy stage; the stage then deploys dependencies first.
 ///
 /// `None` when the `github-deployments` input is off, on a dry run, or when nothing will be
 /// deployed (a failed build under `atomic` stops every deploy).
 pub(crate) fn start_deployments(
-    req: &Request,
-    config: &Config,
-    plan: &Plan,
+    run: &Run<'_>,
     images: &[ImageResult],
     log: &mut dyn Write,
 ) -> Option<Deployments> {
-    let a = req.action.as_ref().filter(|a| a.github_deployments)?;
-    if req.dry_run || req.command != Command::Ship {
+    let ctx = run.ctx;
+    let a = ctx.action.as_ref().filter(|a| a.github_deployments)?;
+    if ctx.dry_run || ctx.command != Command::Ship {
         return None;
     }
-    if req.deploy.atomic && images.iter().any(|i| i.status == ImageStatus::Failed) {
+    if ctx.deploy.atomic && images.iter().any(|i| i.status == ImageStatus::Failed) {
         return None;
     }
-    let environment = environment(req, config);
+    let records = deployment_records(&ctx.config, run.plan, images, &a.environment);
+    if records.is_empty() {
+        return None;
+    }
+    let status = DeploymentStatus {
+        state: DeploymentState::Queued,
+        description: "monoship deploys it after the services it depends on".into(),
+        log_url: a.run_url.clone(),
+        environment: a.environment.clone(),
+    };
+    let results = with_api(run.session, |api| async move {
+        let mut out = Vec::new();
+        for record in &records {
+            let started = async {
+                let id = api.create_deployment(record).await?;
+                api.create_deployment_status(id, &status).await?;
+                Ok::<_, GithubError>(id)
+            };
+            out.push((
+                record.service.clone(),
+                started.await.map_err(|e| render_chain(&e)),
+            ));
+        }
+        Ok(out)
+    })
+    .unwrap_or_else(|message| vec![(String::new(), Err(message))]);
+    let mut started = Vec::new();
+    for (service, result) in results {
+        match result {
+            Ok(id) => {
+                let _ = writeln!(
+                    log,
+                    "GitHub deployment {id}: {service} to {}, queued",
+                    a.environment
+                );
+                started.push((service, id));
+            }
+            Err(message) => warn(log, "GitHub deployment not recorded", message),
+        }
+    }
+    Some(Deployments {
+        started,
+        environment: a.environment.clone(),
+        log_url: a.run_url.clone(),
+    })
+}
+
+/// One record per changed service with deploy targets and an image that did not fail. Pure.
+fn deployment_records(
+    config: &Config,
+    plan: &Plan,
+    images: &[ImageResult],
+    environment: &str,
+) -> Vec<DeploymentRecord> {
     let targets = service_targets(config);
-    let records: Vec<DeploymentRecord> = plan
-        .changed
+    plan.changed
         .iter()
         .filter_map(|service| {
             let deploy = targets
@@ -130,64 +178,20 @@ pub(crate) fn start_deployments(
                 image,
                 targets: deploy,
                 commit: plan.head.clone(),
-                environment: environment.clone(),
+                environment: environment.to_string(),
             })
         })
-        .collect();
-    if records.is_empty() {
-        return None;
-    }
-    let log_url = run_url(a);
-    let status = DeploymentStatus {
-        state: DeploymentState::Queued,
-        description: "monoship deploys it after the services it depends on".into(),
-        log_url: log_url.clone(),
-        environment: environment.clone(),
-    };
-    let results = with_api(a, |api| async move {
-        let mut out = Vec::new();
-        for record in &records {
-            let started = async {
-                let id = api.create_deployment(record).await?;
-                api.create_deployment_status(id, &status).await?;
-                Ok::<_, crate::github::GithubError>(id)
-            };
-            out.push((
-                record.service.clone(),
-                started.await.map_err(|e| crate::error::render_chain(&e)),
-            ));
-        }
-        Ok(out)
-    })
-    .unwrap_or_else(|message| vec![(String::new(), Err(message))]);
-    let mut started = Vec::new();
-    for (service, result) in results {
-        match result {
-            Ok(id) => {
-                let _ = writeln!(
-                    log,
-                    "GitHub deployment {id}: {service} to {environment}, queued"
-                );
-                started.push((service, id));
-            }
-            Err(message) => warn(log, "GitHub deployment not recorded", message),
-        }
-    }
-    Some(Deployments {
-        started,
-        environment,
-        log_url,
-    })
+        .collect()
 }
 
 /// Marks the deployments of `services` `in_progress`: their rollouts start now.
 pub(crate) fn deployments_in_progress(
-    req: &Request,
+    run: &Run<'_>,
     deployments: Option<&Deployments>,
     services: &[String],
     log: &mut dyn Write,
 ) {
-    let (Some(d), Some(a)) = (deployments, req.action.as_ref()) else {
+    let Some(d) = deployments else {
         return;
     };
     let ids: Vec<u64> = d
@@ -205,11 +209,11 @@ pub(crate) fn deployments_in_progress(
         log_url: d.log_url.clone(),
         environment: d.environment.clone(),
     };
-    let results = with_api(a, |api| async move {
+    let results = with_api(run.session, |api| async move {
         let mut out = Vec::new();
         for id in &ids {
             let result = api.create_deployment_status(*id, &status).await;
-            out.push((*id, result.map_err(|e| crate::error::render_chain(&e))));
+            out.push((*id, result.map_err(|e| render_chain(&e))));
         }
         Ok(out)
     })
@@ -228,17 +232,15 @@ pub(crate) fn deployments_in_progress(
 /// or was rolled back, `success` when one succeeded, else `error` (it was skipped, or the
 /// deploy stage stopped: `rollouts` is `None`).
 pub(crate) fn finish_deployments(
-    req: &Request,
+    run: &Run<'_>,
     deployments: Option<Deployments>,
     rollouts: Option<&[RolloutResult]>,
     log: &mut dyn Write,
 ) {
-    let (Some(d), Some(a)) = (deployments, req.action.as_ref()) else {
+    let Some(d) = deployments.filter(|d| !d.started.is_empty()) else {
         return;
     };
-    if d.started.is_empty() {
-        return;
-    }
+    let secrets = run.ctx.sent_secrets();
     let statuses: Vec<(u64, DeploymentStatus)> = d
         .started
         .iter()
@@ -249,27 +251,20 @@ pub(crate) fn finish_deployments(
                 .filter(|r| &r.service == service)
                 .collect();
             let (state, description) = final_state(&mine, rollouts.is_some());
-            let description = redact(description, req);
-            (
-                *id,
-                DeploymentStatus {
-                    state,
-                    description,
-                    log_url: d.log_url.clone(),
-                    environment: d.environment.clone(),
-                },
-            )
+            let status = DeploymentStatus {
+                state,
+                description: redact(description, &secrets),
+                log_url: d.log_url.clone(),
+                environment: d.environment.clone(),
+            };
+            (*id, status)
         })
         .collect();
-    let results = with_api(a, |api| async move {
+    let results = with_api(run.session, |api| async move {
         let mut out = Vec::new();
         for (id, status) in &statuses {
             let result = api.create_deployment_status(*id, status).await;
-            out.push((
-                *id,
-                status.state,
-                result.map_err(|e| crate::error::render_chain(&e)),
-            ));
+            out.push((*id, status.state, result.map_err(|e| render_chain(&e))));
         }
         Ok(out)
     })
@@ -323,31 +318,14 @@ fn final_state(rollouts: &[&RolloutResult], stage_finished: bool) -> (Deployment
     }
 }
 
-/// The environment of this `ship`: input, else context, else EKS cluster (when no kubeconfig
-/// overrides it), else `production`.
-fn environment(req: &Request, config: &Config) -> String {
-    let eks = config
-        .cluster
-        .as_ref()
-        .and_then(|c| c.eks.as_ref())
-        .filter(|_| req.deploy.kubeconfig.is_none())
-        .map(|e| e.name.as_str());
-    publish::environment_name(
-        req.action.as_ref().and_then(|a| a.environment.as_deref()),
-        req.deploy.context.as_deref(),
-        eks,
-    )
-}
-
 /// The config path from the repository root, so two jobs with different working directories
 /// never share a comment.
-fn config_key(req: &Request, repo_root: &Path) -> String {
-    let path = req.workdir.join(&req.config);
+fn config_key(path: &Path, as_given: &Path, repo_root: &Path) -> String {
     let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let relative = canonical(&path)
+    let relative = canonical(path)
         .strip_prefix(canonical(repo_root))
         .map(Path::to_path_buf)
-        .unwrap_or_else(|_| req.config.clone());
+        .unwrap_or_else(|_| as_given.to_path_buf());
     relative.to_string_lossy().replace('\\', "/")
 }
 
@@ -376,44 +354,25 @@ fn service_targets(config: &Config) -> BTreeMap<String, ServiceTargets> {
         .collect()
 }
 
-fn run_url(a: &ActionEnv) -> Option<String> {
-    match (&a.repository, &a.run_id) {
-        (Some(r), Some(id)) => Some(format!("{}/{r}/actions/runs/{id}", a.server_url)),
-        _ => None,
-    }
-}
-
-/// Runs `work` against the run's repository on a runtime of its own; any failure, set-up
-/// included, comes back as a one-paragraph message.
-fn with_api<T, F, Fut>(a: &ActionEnv, work: F) -> Result<T, String>
+/// Runs `work` against the run's repository with the run's one GitHub client; any failure,
+/// set-up included, comes back as a one-paragraph message.
+fn with_api<'s, T, F, Fut>(session: &'s Session, work: F) -> Result<T, String>
 where
-    F: FnOnce(GithubApi) -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::github::GithubError>>,
+    F: FnOnce(&'s GithubApi) -> Fut,
+    Fut: std::future::Future<Output = Result<T, GithubError>>,
 {
-    let repository = a
-        .repository
-        .as_deref()
-        .ok_or("GITHUB_REPOSITORY is not set, so there is no repository to report to")?;
-    if a.token.is_none() {
-        return Err("there is no GitHub token: the `token` input is empty (its default is `${{ github.token }}`) and GITHUB_TOKEN is unset".into());
-    }
-    let api = GithubApi::new(&a.api_url, repository, a.token.as_deref())
-        .map_err(|e| crate::error::render_chain(&e))?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    runtime
-        .block_on(work(api))
-        .map_err(|e| crate::error::render_chain(&e))
+    let api = match session.github(true) {
+        Some(Ok(api)) => api,
+        Some(Err(e)) => return Err(render_chain(&e)),
+        None => return Err("not running in GitHub Actions".into()),
+    };
+    session.block_on(work(api)).map_err(|e| render_chain(&e))
 }
 
 /// Text sent to GitHub with the run's secrets scrubbed: unlike the log, a comment or a
 /// deployment status is not masked by the runner.
-fn redact(mut text: String, req: &Request) -> String {
-    let token = req.action.as_ref().and_then(|a| a.token.as_deref());
-    let password = req.registry_password.as_ref().map(|p| p.expose());
-    for secret in [token, password].into_iter().flatten() {
+fn redact(mut text: String, secrets: &[&str]) -> String {
+    for secret in secrets {
         if secret.trim().len() >= 4 {
             text = text.replace(secret.trim(), "***");
         }

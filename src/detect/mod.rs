@@ -7,6 +7,7 @@
 pub mod api;
 pub mod event;
 pub mod git;
+pub mod range;
 
 use serde::Serialize;
 
