@@ -466,25 +466,59 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
     }
 }
 
-/// Reads `INPUT_*` variables (names uppercased, hyphens kept: `INPUT_DRY-RUN`).
-fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, UsageError> {
-    let input = |name: &str| {
-        env(&format!("INPUT_{}", name.to_uppercase().replace(' ', "_")))
+/// The action's inputs: `INPUT_*` variables (names uppercased, hyphens kept: `INPUT_DRY-RUN`),
+/// trimmed, empty ones unset.
+struct Inputs<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Inputs<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        (self.env)(&format!("INPUT_{}", name.to_uppercase().replace(' ', "_")))
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())
-    };
-    let flag = |name: &str| -> Result<bool, UsageError> {
-        match input(name).as_deref() {
-            None => Ok(false),
+    }
+
+    /// A boolean input, `default` when unset; only `true` and `false` (any case GitHub's
+    /// YAML writes) are accepted.
+    fn flag_or(&self, name: &str, default: bool) -> Result<bool, UsageError> {
+        match self.get(name).as_deref() {
+            None => Ok(default),
             Some("true") | Some("True") | Some("TRUE") => Ok(true),
             Some("false") | Some("False") | Some("FALSE") => Ok(false),
             Some(other) => Err(UsageError(format!(
                 "input `{name}` must be `true` or `false`, not `{other}`"
             ))),
         }
-    };
+    }
+
+    fn flag(&self, name: &str) -> Result<bool, UsageError> {
+        self.flag_or(name, false)
+    }
+
+    /// A positive whole number; `what` completes "must be a positive ...".
+    fn positive<T: std::str::FromStr + PartialOrd + Default>(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<T>, UsageError> {
+        let Some(v) = self.get(name) else {
+            return Ok(None);
+        };
+        match v.parse::<T>() {
+            Ok(n) if n > T::default() => Ok(Some(n)),
+            _ => Err(UsageError(format!(
+                "input `{name}` must be a positive {what}, not `{v}`"
+            ))),
+        }
+    }
+}
+
+/// Reads the action's inputs into a request.
+fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, UsageError> {
+    let input = Inputs { env };
     // SPEC §2: the action runs `ship` unless told otherwise.
-    let command = match input("command").as_deref().unwrap_or("ship") {
+    let command = match input.get("command").as_deref().unwrap_or("ship") {
         "plan" => Command::Plan,
         "build" => Command::Build,
         "ship" => Command::Ship,
@@ -497,20 +531,21 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
     let workspace = env("GITHUB_WORKSPACE")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("."));
-    let workdir = match input("working-directory") {
+    let workdir = match input.get("working-directory") {
         Some(dir) => workspace.join(dir),
         None => workspace,
     };
     Ok(Request {
         command,
         workdir,
-        config: input("config")
+        config: input
+            .get("config")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(".github/monoship.yml")),
-        base: input("base"),
-        head: input("head"),
-        merge_base: flag("merge-base")?,
-        services: input("services").map(|s| {
+        base: input.get("base"),
+        head: input.get("head"),
+        merge_base: input.flag("merge-base")?,
+        services: input.get("services").map(|s| {
             s.split([',', '\n'])
                 .map(|x| x.trim().to_string())
                 .filter(|x| !x.is_empty())
@@ -518,47 +553,108 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
         }),
         format: Format::Text,
         color: false,
-        dry_run: flag("dry-run")?,
-        registry: input("registry"),
-        registry_username: input("registry-username"),
-        registry_password: input("registry-password")
+        dry_run: input.flag("dry-run")?,
+        registry: input.get("registry"),
+        registry_username: input.get("registry-username"),
+        registry_password: input
+            .get("registry-password")
             .or_else(|| env("MONOSHIP_REGISTRY_PASSWORD").filter(|p| !p.is_empty()))
             .map(crate::secret::Secret::new),
-        max_parallel: match input("max-parallel") {
-            None => None,
-            Some(v) => Some(v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                UsageError(format!(
-                    "input `max-parallel` must be a positive number, not `{v}`"
-                ))
-            })?),
-        },
-        rebuild: flag("rebuild")?,
+        max_parallel: input.positive("max-parallel", "number")?,
+        rebuild: input.flag("rebuild")?,
         docker: docker_program(env),
-        deploy: DeployOptions {
-            kubeconfig: input("kubeconfig").map(PathBuf::from),
-            context: input("context"),
-            rollback: input("rollback").map_or(Ok(true), |_| flag("rollback"))?,
-            force: flag("force")?,
-            atomic: input("atomic").map_or(Ok(true), |_| flag("atomic"))?,
-            timeout: match input("timeout") {
-                None => std::time::Duration::from_secs(600),
-                Some(v) => std::time::Duration::from_secs(
-                    v.parse::<u64>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        UsageError(format!(
-                            "input `timeout` must be a positive number of seconds, not `{v}`"
-                        ))
-                    })?,
-                ),
-            },
-        },
+        deploy: deploy_inputs(&input)?,
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         action: Some(ActionEnv {
             // Jobs of a matrix over `services` would all update one comment: off unless asked.
-            comment: input("comment")
-                .map_or(Ok(input("services").is_none()), |_| flag("comment"))?,
-            github_deployments: flag("github-deployments")?,
-            environment: input("environment"),
+            comment: input.flag_or("comment", input.get("services").is_none())?,
+            github_deployments: input.flag("github-deployments")?,
+            environment: input.get("environment"),
             ..action_env(env)
         }),
     })
+}
+
+fn deploy_inputs(input: &Inputs<'_>) -> Result<DeployOptions, UsageError> {
+    Ok(DeployOptions {
+        kubeconfig: input.get("kubeconfig").map(PathBuf::from),
+        context: input.get("context"),
+        rollback: input.flag_or("rollback", true)?,
+        force: input.flag("force")?,
+        atomic: input.flag_or("atomic", true)?,
+        timeout: std::time::Duration::from_secs(
+            input
+                .positive("timeout", "number of seconds")?
+                .unwrap_or(600),
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn inputs_are_trimmed_and_empty_ones_unset() {
+        let env = inputs(&[("INPUT_BASE", "  main \n"), ("INPUT_HEAD", "   ")]);
+        let input = Inputs { env: &env };
+        assert_eq!(input.get("base").as_deref(), Some("main"));
+        assert_eq!(input.get("head"), None);
+    }
+
+    #[test]
+    fn booleans_take_yaml_spellings_and_refuse_the_rest() {
+        let env = inputs(&[("INPUT_FORCE", "True"), ("INPUT_ATOMIC", "yes")]);
+        let input = Inputs { env: &env };
+        assert!(input.flag("force").unwrap());
+        assert!(
+            input.flag_or("rollback", true).unwrap(),
+            "unset keeps the default"
+        );
+        assert_eq!(
+            input.flag("atomic").unwrap_err().to_string(),
+            "input `atomic` must be `true` or `false`, not `yes`"
+        );
+    }
+
+    #[test]
+    fn numbers_must_be_positive() {
+        let env = inputs(&[("INPUT_TIMEOUT", "0"), ("INPUT_MAX-PARALLEL", "4")]);
+        let input = Inputs { env: &env };
+        assert_eq!(
+            input.positive::<usize>("max-parallel", "number").unwrap(),
+            Some(4)
+        );
+        assert_eq!(
+            input
+                .positive::<u64>("timeout", "number of seconds")
+                .unwrap_err()
+                .to_string(),
+            "input `timeout` must be a positive number of seconds, not `0`"
+        );
+        assert_eq!(input.positive::<u64>("missing", "number").unwrap(), None);
+    }
+
+    #[test]
+    fn the_action_ships_by_default_and_a_matrix_over_services_does_not_comment() {
+        let env = inputs(&[("GITHUB_WORKSPACE", "/w"), ("INPUT_SERVICES", "a,\nb")]);
+        let req = from_action_env(&env).unwrap();
+        assert_eq!(req.command, Command::Ship);
+        assert_eq!(
+            req.services.as_deref(),
+            Some(&["a".to_string(), "b".to_string()][..])
+        );
+        assert!(!req.action.as_ref().unwrap().comment);
+        assert!(req.deploy.rollback && req.deploy.atomic);
+        assert_eq!(req.deploy.timeout, std::time::Duration::from_secs(600));
+    }
 }
