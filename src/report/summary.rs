@@ -363,9 +363,12 @@ pub fn append(path: &Path, markdown: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GroupConfig;
     use crate::config::ServiceConfig;
+    use crate::deploy::RolloutStatus;
     use crate::detect::ChangeSource;
-    use crate::report::fixtures::{plan, reason};
+    use crate::image::push::ImageStatus;
+    use crate::report::fixtures::{plan, reason, rollout, Images};
 
     /// A service with `n` reasons, at most 20 of them listed.
     fn node(name: &str, n: usize) -> NodePlan {
@@ -392,6 +395,103 @@ mod tests {
         assert_eq!(cart.matches(" | ").count(), 6);
         // changed services come first
         assert!(md.find("| cart").unwrap() < md.find("| ads").unwrap());
+    }
+
+    /// A shop of four services and one group: `cart` and `frontend` depend on the group
+    /// `proto`, `frontend` also on `cart`; `email` stands alone.
+    fn shop() -> (Plan, Config) {
+        let cart = NodePlan {
+            reasons: vec![
+                reason("pb/demo.proto", "Dockerfile COPY ./pb/"),
+                reason("src/cart/main.go", "Dockerfile COPY src/cart/"),
+                reason("src/cart/go.mod", "Dockerfile COPY src/cart/"),
+                reason("src/cart/go.sum", "Dockerfile COPY src/cart/"),
+            ],
+            more_reasons: 2,
+            ..node("cart", 1)
+        };
+        let frontend = NodePlan {
+            reasons: vec![reason("", "named in --services")],
+            ..node("frontend", 1)
+        };
+        let services = vec![node("ads", 0), cart, node("email", 0), frontend];
+        let mut plan = plan(services, vec![node("proto", 1)], 7);
+        plan.warnings = (0..12)
+            .map(|i| format!("warning {i}: <b>|x|</b>"))
+            .collect();
+        let mut config = Config::default();
+        let depends = |on: &[&str]| ServiceConfig {
+            depends_on: on.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        for (name, on) in [
+            ("ads", &[][..]),
+            ("cart", &["proto"][..]),
+            ("email", &[][..]),
+            ("frontend", &["proto", "cart"][..]),
+        ] {
+            config.services.insert(name.into(), depends(on));
+        }
+        config.groups.insert("proto".into(), GroupConfig::default());
+        (plan, config)
+    }
+
+    const IMAGES: Images = Images {
+        registry: "registry.example/shop",
+        digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        seconds: 42.25,
+        error: "the build failed",
+        failed_at: None,
+    };
+
+    #[test]
+    fn a_plan_summary_reads_as_before() {
+        let (plan, config) = shop();
+        let md = render_plan(&plan, &config);
+        assert!(md.ends_with("highlighted.\n"), "{md}");
+        insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn a_build_summary_without_a_base_reads_as_before() {
+        let (mut plan, config) = shop();
+        plan.base = None;
+        plan.warnings.truncate(1);
+        let images = [
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("frontend", ImageStatus::Reused),
+        ];
+        let md = render(&plan, &config, Some(&images), None);
+        assert!(md.ends_with("highlighted.\n"), "{md}");
+        insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn a_ship_summary_marks_failures_in_rows_and_graph() {
+        let (mut plan, config) = shop();
+        plan.warnings.clear();
+        let images = [
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("frontend", ImageStatus::Failed),
+        ];
+        let rollouts = [
+            rollout("cart", RolloutStatus::Succeeded, None, 3.0),
+            rollout(
+                "cart",
+                RolloutStatus::RolledBack,
+                Some(&"x".repeat(300)),
+                9.5,
+            ),
+            rollout(
+                "frontend",
+                RolloutStatus::Skipped,
+                Some("its image failed"),
+                0.0,
+            ),
+        ];
+        let md = render(&plan, &config, Some(&images), Some(&rollouts));
+        assert!(md.ends_with("failed ones red.\n"), "{md}");
+        insta::assert_snapshot!(md);
     }
 
     #[test]
@@ -523,6 +623,7 @@ mod tests {
             .collect();
         assert!(lines.contains(&format!("  class {} changed", changed.join(",")).as_str()));
         assert!(md.ends_with("changed ones are highlighted.\n"), "{md}");
+        insta::assert_snapshot!(md);
     }
 
     #[test]
