@@ -6,27 +6,21 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    fixture, pr_payload, run_action, three_services, with_commits, ActionRun, Repo,
+    fixture, pr_payload, run_action, three_services, with_commits, ActionRun, Repo, ShopConfig,
 };
 
-const CONFIG: &str = "\
-services:
-  api:
-    dockerfile: services/api/Dockerfile
-    context: .
-  web:
-    dockerfile: services/web/Dockerfile
-    depends_on: [api]
-  worker:
-    paths: [\"services/worker/**\"]
-    depends_on: [shared]
-groups:
-  shared:
-    paths: [\"libs/**\"]
-";
+/// The shop: web after api, and worker after the `shared` group of `libs/`.
+fn config() -> String {
+    ShopConfig {
+        web_depends_on_api: true,
+        shared_libs: true,
+        ..ShopConfig::default()
+    }
+    .yaml()
+}
 
 fn repo() -> (Repo, String) {
-    let mut repo = three_services(CONFIG);
+    let mut repo = three_services(&config());
     repo.write("libs/util.txt", "u\n");
     let base = repo.commit("base");
     (repo, base)
@@ -190,7 +184,7 @@ fn config_errors_become_annotations_on_the_config_line() {
     let (mut repo, base) = repo();
     repo.write(
         ".github/monoship.yml",
-        &CONFIG.replace("depends_on: [api]", "depends_on: [apii]"),
+        &config().replace("depends_on: [api]", "depends_on: [apii]"),
     );
     repo.commit("typo");
     let r = run_action(

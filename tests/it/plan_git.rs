@@ -1,30 +1,24 @@
 //! `monoship plan` on real git repositories: what counts as a change (SPEC §4).
 
-use crate::support::{monoship, plan_json, Repo};
+use crate::support::{monoship, plan_json, Repo, ShopConfig};
 use std::collections::BTreeMap;
 
-const CONFIG: &str = "\
-services:
-  api:
-    dockerfile: services/api/Dockerfile
-    context: .
-  web:
-    dockerfile: services/web/Dockerfile
-    depends_on: [api]
-  worker:
-    paths: [\"services/worker/**\", \"!**/*.md\"]
-    depends_on: [shared]
-  docs:
-    paths: [\"docs/**\"]
-groups:
-  shared:
-    paths: [\"libs/**\"]
-";
+/// The shop with everything: web after api, worker after `shared` and blind to Markdown,
+/// and a `docs` service.
+fn config() -> String {
+    ShopConfig {
+        web_depends_on_api: true,
+        worker_skips_markdown: true,
+        docs: true,
+        shared_libs: true,
+    }
+    .yaml()
+}
 
 /// A repository with three services and a shared folder, committed once.
 fn shop() -> (Repo, String) {
     let mut repo = Repo::new();
-    repo.write(".github/monoship.yml", CONFIG)
+    repo.write(".github/monoship.yml", &config())
         .write(
             "services/api/Dockerfile",
             "FROM scratch\nCOPY pb/ /pb/\nCOPY services/api/src /app\n",
@@ -357,7 +351,7 @@ mod bad_input {
         let (mut repo, _) = shop();
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("    depends_on: [api]", "    depends_on: [apii]"),
+            &config().replace("    depends_on: [api]", "    depends_on: [apii]"),
         );
         repo.commit("typo");
         expect_exit_2(
@@ -367,7 +361,7 @@ mod bad_input {
         );
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("    context: .", "    contxt: ."),
+            &config().replace("    context: .", "    contxt: ."),
         );
         expect_exit_2(
             &repo,
@@ -376,7 +370,7 @@ mod bad_input {
         );
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("\"docs/**\"", "\"docs/[**\""),
+            &config().replace("\"docs/**\"", "\"docs/[**\""),
         );
         expect_exit_2(
             &repo,
@@ -385,7 +379,7 @@ mod bad_input {
         );
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace(
+            &config().replace(
                 "    paths: [\"libs/**\"]",
                 "    paths: [\"libs/**\"]\n    depends_on: [worker]",
             ),
@@ -398,7 +392,7 @@ mod bad_input {
         let (mut repo, _) = shop();
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("services/web/Dockerfile", "services/web/Dockerfil"),
+            &config().replace("services/web/Dockerfile", "services/web/Dockerfil"),
         );
         repo.commit("typo");
         expect_exit_2(

@@ -324,6 +324,48 @@ pub fn env_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The config of the shop most tests plan: `api` built from the repository root, `web` from
+/// its own folder, `worker` a script under `services/worker/`; each field adds one thing, and
+/// the default adds none.
+#[derive(Clone, Copy, Default)]
+pub struct ShopConfig {
+    /// `web` depends on `api`.
+    pub web_depends_on_api: bool,
+    /// `worker`'s paths leave out Markdown files.
+    pub worker_skips_markdown: bool,
+    /// A fourth service, `docs`, of `docs/**`.
+    pub docs: bool,
+    /// `worker` depends on a group `shared` of `libs/**`.
+    pub shared_libs: bool,
+}
+
+impl ShopConfig {
+    /// The config as `.github/monoship.yml` holds it.
+    pub fn yaml(self) -> String {
+        let mut yaml = String::from(
+            "services:\n  api:\n    dockerfile: services/api/Dockerfile\n    context: .\n  web:\n    dockerfile: services/web/Dockerfile\n",
+        );
+        if self.web_depends_on_api {
+            yaml.push_str("    depends_on: [api]\n");
+        }
+        yaml.push_str("  worker:\n    paths: [\"services/worker/**\"");
+        if self.worker_skips_markdown {
+            yaml.push_str(", \"!**/*.md\"");
+        }
+        yaml.push_str("]\n");
+        if self.shared_libs {
+            yaml.push_str("    depends_on: [shared]\n");
+        }
+        if self.docs {
+            yaml.push_str("  docs:\n    paths: [\"docs/**\"]\n");
+        }
+        if self.shared_libs {
+            yaml.push_str("groups:\n  shared:\n    paths: [\"libs/**\"]\n");
+        }
+        yaml
+    }
+}
+
 /// api (built from the root, copying `pb/`), web (built from its own folder) and worker (a
 /// script) as `config` declares them; written, not committed.
 pub fn three_services(config: &str) -> Repo {
@@ -435,4 +477,11 @@ pub fn run_action(
     vars.extend(env_map(env));
     let run = monoship(Path::new("/"), &[], &vars);
     ActionRun::read(run, &output, &summary)
+}
+
+/// `text` with the short ids of `base` and `head` named, so a snapshot holds whichever
+/// commits a test makes.
+pub fn with_commit_names(text: &str, base: &str, head: &str) -> String {
+    text.replace(&base[..12], "{base}")
+        .replace(&head[..12], "{head}")
 }
