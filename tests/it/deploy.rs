@@ -603,34 +603,8 @@ async fn an_older_commit_is_skipped_unless_forced() {
 #[tokio::test]
 async fn statefulsets_and_daemonsets_roll_out() {
     let env = Env::start().await;
-    env.sim
-        .apply_yaml(&format!(
-            r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: shop}}
-spec:
-  replicas: 2
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      containers: [{{name: db, image: "{OLD}"}}]
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {{name: agent, namespace: shop}}
-spec:
-  selector: {{matchLabels: {{app: agent}}}}
-  template:
-    metadata: {{labels: {{app: agent}}}}
-    spec:
-      initContainers: [{{name: setup, image: "{OLD}"}}]
-      containers: [{{name: agent, image: "{OLD}"}}]
-"#
-        ))
-        .expect("applied");
+    let both = format!("{}---{}", db_statefulset(""), agent_daemonset("", true));
+    env.sim.apply_yaml(&both).expect("applied");
     env.rolled_out("statefulsets", "db").await;
     env.rolled_out("daemonsets", "agent").await;
     for (workload, resource, name) in [
@@ -656,6 +630,54 @@ spec:
         digest(7).as_str(),
         "init containers of the repository are updated too"
     );
+}
+
+/// The StatefulSet `db` of two replicas running [`OLD`], with `annotations` (flow-map entries).
+fn db_statefulset(annotations: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+  namespace: shop
+  annotations: {{{annotations}}}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers: [{{name: db, image: "{OLD}"}}]
+"#
+    )
+}
+
+/// The DaemonSet `agent` running [`OLD`], with `annotations` (flow-map entries), and an init
+/// container `setup` of the same image when `init` is set.
+fn agent_daemonset(annotations: &str, init: bool) -> String {
+    let init = if init {
+        format!("\n      initContainers: [{{name: setup, image: \"{OLD}\"}}]")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+  namespace: shop
+  annotations: {{{annotations}}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:{init}
+      containers: [{{name: agent, image: "{OLD}"}}]
+"#
+    )
 }
 
 /// Applies `manifest("")`, waits for its rollout, arms `fail-next: mode`, deploys digest `n`
@@ -686,28 +708,10 @@ async fn rolled_back(
 #[tokio::test]
 async fn a_daemonset_crash_loop_is_rolled_back_through_its_history() {
     let env = Env::start().await;
-    let agent = |annotations: &str| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: agent
-  namespace: shop
-  annotations: {{{annotations}}}
-spec:
-  selector: {{matchLabels: {{app: agent}}}}
-  template:
-    metadata: {{labels: {{app: agent}}}}
-    spec:
-      containers: [{{name: agent, image: "{OLD}"}}]
-"#
-        )
-    };
     let result = rolled_back(
         &env,
         ("daemonsets", "daemonset/agent"),
-        agent,
+        |annotations| agent_daemonset(annotations, false),
         "CrashLoopBackOff",
         8,
     )
@@ -878,30 +882,10 @@ async fn tokens_are_minted_again_as_they_age_and_after_a_401() {
 #[tokio::test]
 async fn a_statefulset_image_pull_failure_is_rolled_back_through_its_history() {
     let env = Env::start().await;
-    let db = |annotations: &str| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: db
-  namespace: shop
-  annotations: {{{annotations}}}
-spec:
-  replicas: 2
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      containers: [{{name: db, image: "{OLD}"}}]
-"#
-        )
-    };
     let result = rolled_back(
         &env,
         ("statefulsets", "statefulset/db"),
-        db,
+        db_statefulset,
         "ImagePullBackOff",
         10,
     )

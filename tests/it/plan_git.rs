@@ -38,11 +38,27 @@ fn shop() -> (Repo, String) {
     (repo, base)
 }
 
+/// Commits the work tree and plans from `base`: the changed services.
 fn changed_after(repo: &mut Repo, base: &str) -> Vec<String> {
     repo.commit("change");
+    changed_since(repo, base)
+}
+
+/// The services changed from `base` to the head, by a plan that succeeds.
+fn changed_since(repo: &Repo, base: &str) -> Vec<String> {
     let run = plan_json(repo.path(), &["--base", base]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     run.changed()
+}
+
+/// The entry named `name` in the `list` (`services` or `groups`) of a JSON plan.
+fn entry<'a>(plan: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
+    plan[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}: {plan}"))
 }
 
 #[test]
@@ -57,23 +73,13 @@ fn a_shared_folder_copied_by_a_dockerfile_rebuilds_the_service_and_its_dependent
     assert_eq!(plan["source"], "git");
     assert_eq!(plan["base"], base.as_str());
     assert_eq!(plan["head"].as_str().unwrap().len(), 40);
-    let api = plan["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "api")
-        .unwrap();
+    let api = entry(&plan, "services", "api");
     assert_eq!(api["reasons"][0]["path"], "pb/api.proto");
     assert!(
         api["reasons"][0]["rule"].as_str().unwrap().contains("COPY"),
         "{api}"
     );
-    let web = plan["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap();
+    let web = entry(&plan, "services", "web");
     assert_eq!(web["reasons"][0]["rule"], "depends_on api");
     assert_eq!(
         plan["services"].as_array().unwrap().len(),
@@ -94,10 +100,7 @@ fn ignore_file_rules_apply_and_the_ignore_file_itself_counts() {
     let (mut repo, base) = shop();
     repo.write("services/web/README.md", "# web, edited\n");
     let head = repo.commit("readme");
-    assert_eq!(
-        plan_json(repo.path(), &["--base", &base]).changed(),
-        Vec::<String>::new()
-    );
+    assert_eq!(changed_since(&repo, &base), Vec::<String>::new());
     repo.write("services/web/.dockerignore", "*.md\n*.html\n");
     assert_eq!(changed_after(&mut repo, &head), vec!["web"]);
 }
@@ -110,10 +113,7 @@ fn a_per_dockerfile_ignore_file_wins_over_the_context_one() {
     // README.md is no longer ignored (the context's .dockerignore no longer applies)...
     repo.write("services/web/README.md", "# web v2\n");
     let mid = repo.commit("readme");
-    assert_eq!(
-        plan_json(repo.path(), &["--base", &base]).changed(),
-        vec!["web"]
-    );
+    assert_eq!(changed_since(&repo, &base), vec!["web"]);
     // ...and index.html is.
     repo.write("services/web/index.html", "<p>v2</p>\n");
     assert_eq!(changed_after(&mut repo, &mid), Vec::<String>::new());
@@ -138,10 +138,7 @@ fn paths_exclusions_win_and_groups_propagate() {
     let (mut repo, base) = shop();
     repo.write("services/worker/README.md", "# worker v2\n");
     let mid = repo.commit("worker readme");
-    assert_eq!(
-        plan_json(repo.path(), &["--base", &base]).changed(),
-        Vec::<String>::new()
-    );
+    assert_eq!(changed_since(&repo, &base), Vec::<String>::new());
     repo.write("libs/util.txt", "u2\n");
     let run = {
         repo.commit("lib");
@@ -149,12 +146,7 @@ fn paths_exclusions_win_and_groups_propagate() {
     };
     assert_eq!(run.changed(), vec!["worker"]);
     let plan = run.json();
-    let shared = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "shared")
-        .unwrap();
+    let shared = entry(&plan, "groups", "shared");
     assert_eq!(shared["changed"], true);
 }
 
@@ -205,12 +197,7 @@ fn unusual_file_names_flow_through_exactly() {
     let run = plan_json(repo.path(), &["--base", &base]);
     assert_eq!(run.changed(), vec!["worker"]);
     let plan = run.json();
-    let shared = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "shared")
-        .unwrap();
+    let shared = entry(&plan, "groups", "shared");
     let mut paths: Vec<&str> = shared["reasons"]
         .as_array()
         .unwrap()
