@@ -55,6 +55,14 @@ impl Env {
         self.dir.path().join("kubeconfig")
     }
 
+    /// An environment whose deployment `cart` runs [`OLD`], rolled out.
+    async fn with_cart() -> Env {
+        let env = Env::start().await;
+        env.seed_deployment(&[]);
+        env.rolled_out("deployments", "cart").await;
+        env
+    }
+
     /// The cart Deployment: the service's container, plus a sidecar from the same path on
     /// another registry port (which must not be touched).
     fn seed_deployment(&self, annotations: &[(&str, &str)]) {
@@ -244,9 +252,7 @@ fn annotation(object: &Value, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_deployment_gets_the_digest_and_kubectl_agrees_it_rolled_out() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
 
     // Note when the simulator's Deployment becomes complete, to measure how soon deploy sees it.
     let done_at: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -277,12 +283,7 @@ async fn a_deployment_gets_the_digest_and_kubectl_agrees_it_rolled_out() {
         watcher
     );
     let (result, returned_at) = result;
-    assert_eq!(
-        result.status,
-        RolloutStatus::Succeeded,
-        "{result:?}\n{}",
-        lines.text()
-    );
+    assert_succeeded(&result, &lines);
     assert_eq!(result.reason, None);
     assert_eq!(result.workload, "deployment/shop/cart");
     assert_eq!(result.previous_image.as_deref(), Some(OLD));
@@ -400,9 +401,7 @@ async fn image_pull_back_off_fails_early_and_is_rolled_back() {
 
 #[tokio::test]
 async fn crash_loop_back_off_fails_early_and_is_rolled_back() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     env.seed_deployment(&[("sim.monoship.dev/fail-next", "CrashLoopBackOff")]);
 
     // Note when a pod first shows CrashLoopBackOff in the simulator.
@@ -504,9 +503,7 @@ async fn without_rollback_a_failure_leaves_the_new_template() {
 
 #[tokio::test]
 async fn a_dropped_watch_is_resumed() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     let done = AtomicBool::new(false);
     let lines = Lines::default();
     let req = request("deployment/cart", &digest(4));
@@ -523,12 +520,7 @@ async fn a_dropped_watch_is_resumed() {
             }
         }
     );
-    assert_eq!(
-        result.status,
-        RolloutStatus::Succeeded,
-        "{result:?}\n{}",
-        lines.text()
-    );
+    assert_succeeded(&result, &lines);
     let watches = env
         .sim
         .requests()
@@ -540,9 +532,7 @@ async fn a_dropped_watch_is_resumed() {
 
 #[tokio::test]
 async fn a_conflict_on_the_patch_is_retried() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     env.sim.inject_fault(
         Fault::new(409, "/apis/apps/v1/namespaces/shop/deployments/cart")
             .method("PATCH")
@@ -613,12 +603,7 @@ async fn statefulsets_and_daemonsets_roll_out() {
     ] {
         let lines = Lines::default();
         let result = run_deploy(&env, &request(workload, &digest(7)), &lines).await;
-        assert_eq!(
-            result.status,
-            RolloutStatus::Succeeded,
-            "{result:?}\n{}",
-            lines.text()
-        );
+        assert_succeeded(&result, &lines);
         assert_eq!(env.template_image(resource, name, 0), digest(7));
         let (ok, kubectl_says) = env.kubectl_rollout_status(workload).await;
         assert!(ok, "{kubectl_says}");
@@ -678,6 +663,16 @@ spec:
       containers: [{{name: agent, image: "{OLD}"}}]
 "#
     )
+}
+
+/// The rollout succeeded; the log lines say why when it did not.
+fn assert_succeeded(result: &RolloutResult, lines: &Lines) {
+    assert_eq!(
+        result.status,
+        RolloutStatus::Succeeded,
+        "{result:?}\n{}",
+        lines.text()
+    );
 }
 
 /// Applies `manifest("")`, waits for its rollout, arms `fail-next: mode`, deploys digest `n`
@@ -901,9 +896,7 @@ async fn a_statefulset_image_pull_failure_is_rolled_back_through_its_history() {
 
 #[tokio::test]
 async fn the_timeout_bounds_the_wait_and_names_the_last_state() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     env.seed_deployment(&[("sim.monoship.dev/fail-next", "ProgressDeadlineExceeded")]);
     let req = request_with("deployment/cart", &digest(11), |c| {
         c.timeout = Duration::from_millis(1500);
