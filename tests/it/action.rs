@@ -107,15 +107,7 @@ fn a_new_branch_compares_with_its_merge_base_on_the_default_branch() {
     let (mut origin, _) = repo();
     origin.write("libs/util.txt", "main\n");
     origin.commit("main work");
-    let clone = tempfile::tempdir().unwrap();
-    assert!(std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(origin.path())
-        .arg(clone.path())
-        .status()
-        .unwrap()
-        .success());
-    let mut work = Repo::attach(clone);
+    let mut work = origin.clone_with(&[]);
     work.git(&["checkout", "-q", "-b", "topic"]);
     work.write("services/worker/job.sh", "echo 2\n");
     work.commit("one");
@@ -229,19 +221,12 @@ mod api_fallback {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     /// A shallow clone of a pull request's head: the base commit is not in it.
-    fn shallow_pr() -> (Repo, tempfile::TempDir, String, String) {
+    fn shallow_pr() -> (Repo, Repo, String, String) {
         let (mut origin, base) = repo();
         origin.write("services/worker/job.sh", "echo pr\n");
         origin.write("pb/api.proto", "p9\n");
         let head = origin.commit("pr work");
-        let clone = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", origin.path().display());
-        assert!(std::process::Command::new("git")
-            .args(["clone", "-q", "--depth", "1", &url])
-            .arg(clone.path())
-            .status()
-            .unwrap()
-            .success());
+        let clone = origin.clone_with(&["--depth", "1"]);
         (origin, clone, base, head)
     }
 

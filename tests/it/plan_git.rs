@@ -231,15 +231,7 @@ fn merge_commits_compare_trees() {
 fn default_base_is_the_merge_base_with_the_remote_default_branch() {
     let (mut origin, _) = shop();
     origin.commit("second");
-    let clone = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(origin.path())
-        .arg(clone.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut work = Repo::attach(clone);
+    let mut work = origin.clone_with(&[]);
     work.git(&["checkout", "-q", "-b", "topic"]);
     work.write("docs/new.md", "n\n");
     work.commit("topic work");
@@ -424,19 +416,7 @@ mod bad_input {
         origin.commit("two");
         origin.write("docs/y.md", "y\n");
         origin.commit("three");
-        let clone = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", origin.path().display());
-        let out = std::process::Command::new("git")
-            .args(["clone", "-q", "--depth", "1", &url])
-            .arg(clone.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let shallow = Repo::attach(clone);
+        let shallow = origin.clone_with(&["--depth", "1"]);
         expect_exit_2(
             &shallow,
             &["--base", &base],

@@ -508,15 +508,7 @@ pub(crate) mod eks {
 #[test]
 fn two_concurrent_deploys_of_one_service_leave_the_newer_commit_running() {
     let env = setup_with_tick(Duration::from_millis(200));
-    let newer_dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(env.repo.path())
-        .arg(newer_dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut newer = Repo::attach(newer_dir);
+    let mut newer = env.repo.clone_with(&[]);
     newer.write("src/cart/main.go", "package main // B\n");
     newer.commit("cart B");
     let older_head = env.repo.git(&["rev-parse", "HEAD"]).trim().to_string();

@@ -31,28 +31,40 @@ impl Repo {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.invalid",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
+        let mut git = self.git_command();
+        git.args(args)
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", self.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            .env("HOME", self.path());
+        checked_stdout(&mut git)
+    }
+
+    /// `git -C <repo>` with a fixed identity and no commit signing.
+    fn git_command(&self) -> Command {
+        let mut git = Command::new("git");
+        git.arg("-C").arg(self.path()).args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ]);
+        git
+    }
+
+    /// A clone of this repository (`git clone -q`, then `options`) in a new temp dir. The
+    /// source is a `file://` URL, so options such as `--depth 1` are honoured.
+    pub fn clone_with(&self, options: &[&str]) -> Repo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("file://{}", self.path().display());
+        checked_stdout(
+            Command::new("git")
+                .args(["clone", "-q"])
+                .args(options)
+                .arg(url)
+                .arg(dir.path()),
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        Repo::attach(dir)
     }
 
     pub fn write(&self, path: &str, contents: &str) -> &Repo {
@@ -77,29 +89,27 @@ impl Repo {
             self.ticks % 60
         );
         self.git(&["add", "-A"]);
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.invalid",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(["commit", "-q", "--allow-empty", "-m", message])
-            .env("GIT_AUTHOR_DATE", &date)
-            .env("GIT_COMMITTER_DATE", &date)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        checked_stdout(
+            self.git_command()
+                .args(["commit", "-q", "--allow-empty", "-m", message])
+                .env("GIT_AUTHOR_DATE", &date)
+                .env("GIT_COMMITTER_DATE", &date),
         );
         self.git(&["rev-parse", "HEAD"])
     }
+}
+
+/// Runs `command` and fails the test with its stderr unless it succeeds; its stdout, trimmed.
+pub fn checked_stdout(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The result of one run of the binary.
