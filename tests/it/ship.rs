@@ -140,6 +140,12 @@ pub(crate) fn rollout<'a>(plan: &'a Value, service: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no rollout for {service}: {plan}"))
 }
 
+/// The reason of `rollout` says `part`.
+fn assert_reason(rollout: &Value, part: &str) {
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(part), "{rollout}");
+}
+
 #[test]
 fn ship_deploys_exactly_the_changed_services_by_digest() {
     let env = setup(None);
@@ -284,13 +290,7 @@ fn a_crash_looping_rollout_fails_early_and_is_rolled_back() {
     let plan = run.json();
     let cart = rollout(&plan, "cart");
     assert_eq!(cart["status"], "rolled-back", "{cart}");
-    assert!(
-        cart["reason"]
-            .as_str()
-            .unwrap()
-            .contains("CrashLoopBackOff"),
-        "{cart}"
-    );
+    assert_reason(cart, "CrashLoopBackOff");
     assert_eq!(image_of(&env, "cart"), old, "the previous template is back");
     let frontend = rollout(&plan, "frontend");
     assert_eq!(
@@ -426,15 +426,7 @@ pub(crate) mod eks {
         repo.write(".github/monoship.yml", &format!("{config}cluster:\n  eks:\n    name: prod\n    region: us-east-1\n    endpoint: {}\n", sim.url()));
         repo.write("pb/demo.proto", "eks\n");
         repo.commit("to prod");
-        let vars: BTreeMap<String, String> = [
-            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let vars = moto.run_env();
         let run = monoship(
             repo.path(),
             &[
@@ -586,12 +578,9 @@ fn a_workload_running_a_newer_commit_is_not_taken_back() {
     let plan = run.json();
     let cart = rollout(&plan, "cart");
     assert_eq!(cart["status"], "skipped", "{cart}");
-    assert!(
-        cart["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("runs {newer}, newer than {older}; pass --force")),
-        "{cart}"
+    assert_reason(
+        cart,
+        &format!("runs {newer}, newer than {older}; pass --force"),
     );
     assert_eq!(
         image_of(&env, "cart"),
