@@ -140,6 +140,16 @@ pub(crate) fn rollout<'a>(plan: &'a Value, service: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no rollout for {service}: {plan}"))
 }
 
+/// The image entry of `service` in a JSON report.
+fn built<'a>(plan: &'a Value, service: &str) -> &'a Value {
+    plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == service)
+        .unwrap_or_else(|| panic!("no image for {service}: {plan}"))
+}
+
 /// The reason of `rollout` says `part`.
 fn assert_reason(rollout: &Value, part: &str) {
     let reason = rollout["reason"].as_str().unwrap_or_default();
@@ -189,13 +199,7 @@ fn ship_deploys_exactly_the_changed_services_by_digest() {
     let checkout = rollout(&plan, "checkout");
     assert_eq!(checkout["status"], "succeeded", "{checkout}");
     assert_eq!(checkout["workload"], "deployment/shop/checkout");
-    let image = plan["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["service"] == "checkout")
-        .unwrap()["image"]
-        .clone();
+    let image = built(&plan, "checkout")["image"].clone();
     assert_eq!(json!(image_of(&env, "checkout")), image);
     let d = env
         .sim
@@ -540,13 +544,7 @@ fn two_concurrent_deploys_of_one_service_leave_the_newer_commit_running() {
         a_cart["status"] == "succeeded" || a_cart["status"] == "skipped",
         "{a_cart}"
     );
-    let b_image = b["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["service"] == "cart")
-        .unwrap()["image"]
-        .clone();
+    let b_image = built(&b, "cart")["image"].clone();
     assert_eq!(
         json!(image_of(&env, "cart")),
         b_image,
