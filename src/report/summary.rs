@@ -250,12 +250,7 @@ fn rollout_cell(rollouts: &[RolloutResult], service: &str) -> String {
 /// marked. `None` when nothing depends on anything; a one-line note instead of the chart when
 /// it would be too large to render.
 pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<String> {
-    let nodes: Vec<GraphNode> = plan
-        .services
-        .iter()
-        .map(|s| (s, true))
-        .chain(plan.groups.iter().map(|g| (g, false)))
-        .collect();
+    let nodes = graph_nodes(plan);
     let edges = dependency_edges(&nodes, config);
     if edges.is_empty() {
         return None;
@@ -293,6 +288,15 @@ pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<St
 
 /// A node of the graph: a service (`true`) or a group (`false`).
 type GraphNode<'a> = (&'a NodePlan, bool);
+
+/// The services, then the groups, of `plan`; a node's position is its id in the chart.
+fn graph_nodes(plan: &Plan) -> Vec<GraphNode<'_>> {
+    plan.services
+        .iter()
+        .map(|s| (s, true))
+        .chain(plan.groups.iter().map(|g| (g, false)))
+        .collect()
+}
 
 /// Arrows `(from, to)` between positions in `nodes`, from each dependency to its dependent;
 /// names that are not nodes are left out.
@@ -554,13 +558,9 @@ mod tests {
                 ..Default::default()
             },
         );
-        let nodes: Vec<GraphNode> = plan
-            .services
-            .iter()
-            .map(|s| (s, true))
-            .chain(plan.groups.iter().map(|g| (g, false)))
+        let edges: Vec<_> = dependency_edges(&graph_nodes(&plan), &config)
+            .into_iter()
             .collect();
-        let edges: Vec<_> = dependency_edges(&nodes, &config).into_iter().collect();
         // cart is n1, frontend n3, the group proto n4.
         assert_eq!(edges, [(1, 3), (4, 1), (4, 3)]);
     }
