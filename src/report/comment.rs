@@ -671,134 +671,21 @@ mod tests {
         }
     }
 
-    const PLAN_COMMENT: &str = r#"<!-- monoship:comment config=.github/monoship.yml command=plan -->
-### monoship plan
-
-**2 of 3 services changed** (<code>111111111111</code>..<code>222222222222</code>, 2 changed files, source: git).
-
-Would build 2 images and deploy 2 targets.
-
-<details><summary><b>cart</b> · 2 changed files · would build · would deploy</summary>
-
-| changed file | rule |
-|---|---|
-| <code>pb/demo.proto</code> | <code>Dockerfile COPY ./pb/</code> |
-| <code>src/cart/main.go</code> | <code>Dockerfile COPY src/cart/</code> |
-
-Would build <code>src/cart/Dockerfile</code>; `ship` would deploy it to <code>deployment/cart (namespace shop)</code>.
-
-</details>
-
-<details><summary><b>frontend</b> · 1 changed file · would build · would deploy</summary>
-
-| changed file | rule |
-|---|---|
-| <code>pb/demo.proto</code> | <code>depends&#95;on cart</code> |
-
-Would build <code>src/frontend/Dockerfile</code>; `ship` would deploy it to <code>deployment/frontend (namespace shop)</code>.
-
-</details>
-
-<details><summary>1 service did not change</summary>
-
-<code>ads</code>
-
-</details>
-
-<sub>monoship · commit <code>222222222222</code> · [workflow run](https://github.com/octo/shop/actions/runs/42) · its job summary has the full report</sub>
-"#;
-
-    const BUILD_COMMENT: &str = r#"<!-- monoship:comment config=.github/monoship.yml command=build -->
-### monoship build
-
-**2 of 3 services changed** (<code>111111111111</code>..<code>222222222222</code>, 2 changed files, source: git).
-
-1 image built, 1 reused.
-
-<details><summary><b>cart</b> · 2 changed files · built</summary>
-
-| changed file | rule |
-|---|---|
-| <code>pb/demo.proto</code> | <code>Dockerfile COPY ./pb/</code> |
-| <code>src/cart/main.go</code> | <code>Dockerfile COPY src/cart/</code> |
-
-Image <code>registry.example/cart@sha256:abababababababababababababababababababababababababababababababab</code>, built and pushed in 12.2 s.
-
-`ship` deploys it to <code>deployment/cart (namespace shop)</code>.
-
-</details>
-
-<details><summary><b>frontend</b> · 1 changed file · reused</summary>
-
-| changed file | rule |
-|---|---|
-| <code>pb/demo.proto</code> | <code>depends&#95;on cart</code> |
-
-Image <code>registry.example/frontend@sha256:abababababababababababababababababababababababababababababababab</code>, reused: an image of the same inputs was already pushed (12.2 s).
-
-`ship` deploys it to <code>deployment/frontend (namespace shop)</code>.
-
-</details>
-
-<details><summary>1 service did not change</summary>
-
-<code>ads</code>
-
-</details>
-
-<sub>monoship · commit <code>222222222222</code> · [workflow run](https://github.com/octo/shop/actions/runs/42) · its job summary has the full report</sub>
-"#;
-
-    const SHIP_COMMENT: &str = r#"<!-- monoship:comment config=.github/monoship.yml command=ship environment=staging -->
-### monoship ship to <code>staging</code>
-
-**2 of 3 services changed** (<code>111111111111</code>..<code>222222222222</code>, 2 changed files, source: git).
-
-1 image built, 1 reused, 1 rollout succeeded, **1 rolled back**.
-
-<details open><summary>❌ <b>frontend</b> · 1 changed file · reused · <code>deployment/shop/frontend</code> ↩️ rolled back</summary>
-
-| changed file | rule |
-|---|---|
-| <code>pb/demo.proto</code> | <code>depends&#95;on cart</code> |
-
-Image <code>registry.example/frontend@sha256:abababababababababababababababababababababababababababababababab</code>, reused: an image of the same inputs was already pushed (12.2 s).
-
-| workload | rollout | time |
-|---|---|---|
-| <code>deployment/shop/frontend</code> | ↩️ rolled back: <code>pod frontend-abc: CrashLoopBackOff (back-off restarting failed container)</code> | 8.0 s |
-
-</details>
-
-<details><summary><b>cart</b> · 2 changed files · built · <code>deployment/shop/cart</code> ✅ succeeded</summary>
-
-| changed file | rule |
-|---|---|
-| <code>pb/demo.proto</code> | <code>Dockerfile COPY ./pb/</code> |
-| <code>src/cart/main.go</code> | <code>Dockerfile COPY src/cart/</code> |
-
-Image <code>registry.example/cart@sha256:abababababababababababababababababababababababababababababababab</code>, built and pushed in 12.2 s.
-
-| workload | rollout | time |
-|---|---|---|
-| <code>deployment/shop/cart</code> | ✅ succeeded | 8.0 s |
-
-</details>
-
-<details><summary>1 service did not change</summary>
-
-<code>ads</code>
-
-</details>
-
-<sub>monoship · commit <code>222222222222</code> · [workflow run](https://github.com/octo/shop/actions/runs/42) · its job summary has the full report</sub>
-"#;
+    /// The snapshot of a comment; insta ignores trailing newlines, so the one GitHub shows
+    /// after the footer is checked here.
+    fn assert_comment_snapshot(name: &str, body: &str) {
+        assert!(body.ends_with("full report</sub>\n"), "{body}");
+        insta::assert_snapshot!(name, body);
+    }
 
     #[test]
     fn plan_comment_says_what_would_be_built_and_deployed_and_why() {
         let (plan, targets, key) = (shop_plan(), shop_targets(), key(Command::Plan));
         let body = render(&input(&key, &plan, &targets, None, None));
-        assert_eq!(body, PLAN_COMMENT);
+        assert_comment_snapshot(
+            "plan_comment_says_what_would_be_built_and_deployed_and_why",
+            &body,
+        );
     }
 
     #[test]
@@ -809,7 +696,10 @@ Image <code>registry.example/cart@sha256:abababababababababababababababababababa
             IMAGES.of("frontend", ImageStatus::Reused),
         ];
         let body = render(&input(&key, &plan, &targets, Some(&images), None));
-        assert_eq!(body, BUILD_COMMENT);
+        assert_comment_snapshot(
+            "build_comment_shows_built_and_reused_images_by_digest",
+            &body,
+        );
     }
 
     #[test]
@@ -835,7 +725,7 @@ Image <code>registry.example/cart@sha256:abababababababababababababababababababa
             Some(&images),
             Some(&rollouts),
         ));
-        assert_eq!(body, SHIP_COMMENT);
+        assert_comment_snapshot("ship_comment_puts_failed_rollouts_first_and_open", &body);
     }
 
     #[test]

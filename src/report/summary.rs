@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::config::Config;
+use crate::deploy::{RolloutResult, RolloutStatus};
+use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::{NodePlan, Plan};
 
 /// GitHub rejects summaries over 1 MiB; stay well below so later steps have room.
@@ -76,127 +78,24 @@ pub fn render_plan(plan: &Plan, config: &Config) -> String {
 pub fn render(
     plan: &Plan,
     config: &Config,
-    images: Option<&[crate::image::push::ImageResult]>,
-    rollouts: Option<&[crate::deploy::RolloutResult]>,
+    images: Option<&[ImageResult]>,
+    rollouts: Option<&[RolloutResult]>,
 ) -> String {
-    let command = match (images.is_some(), rollouts.is_some()) {
-        (_, true) => "ship",
-        (true, false) => "build",
-        _ => "plan",
-    };
-    let mut out = format!("### monoship {command}\n\n");
-    let range = match &plan.base {
-        Some(base) => format!("`{}`..`{}`", short(base), short(&plan.head)),
-        None => format!("at `{}`", short(&plan.head)),
-    };
-    out.push_str(&format!(
-        "{} of {} services changed ({range}, {}, source: {}).\n\n",
-        plan.changed.len(),
-        plan.services.len(),
-        crate::report::text::files_phrase(plan.files),
-        serde_json::to_value(plan.source)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-    ));
-    for w in plan.warnings.iter().take(WARNINGS_SHOWN) {
-        out.push_str(&format!(
-            "> [!WARNING]\n> {}\n\n",
-            cell(&clip(w, WARNING_CHARS))
-        ));
-    }
-    if plan.warnings.len() > WARNINGS_SHOWN {
-        out.push_str(&format!(
-            "{} more warnings are in the log.\n\n",
-            plan.warnings.len() - WARNINGS_SHOWN
-        ));
-    }
-    let failed: BTreeSet<&str> = images
-        .unwrap_or_default()
-        .iter()
-        .filter(|r| r.status == crate::image::push::ImageStatus::Failed)
-        .map(|r| r.service.as_str())
-        .chain(
-            rollouts
-                .unwrap_or_default()
-                .iter()
-                .filter(|r| {
-                    matches!(
-                        r.status,
-                        crate::deploy::RolloutStatus::Failed
-                            | crate::deploy::RolloutStatus::RolledBack
-                    )
-                })
-                .map(|r| r.service.as_str()),
-        )
-        .collect();
+    let mut out = headline(plan, images.is_some(), rollouts.is_some());
+    out.push_str(&warnings(&plan.warnings));
+    let failed = failed_services(images, rollouts);
     let chart = graph(plan, config, &failed).unwrap_or_default();
     out.push_str("| service | changed | why | image | digest | rollout | time |\n|---|---|---|---|---|---|---|\n");
+    // Room kept for the line that counts the rows left out.
     let footer_room = 256;
-    let mut rows = plan
+    let rows = plan
         .services
         .iter()
         .filter(|s| s.changed)
         .chain(plan.services.iter().filter(|s| !s.changed));
     let mut shown = 0;
-    for s in rows.by_ref() {
-        let image = images.and_then(|all| all.iter().find(|r| r.service == s.name));
-        let (image_cell, digest_cell, time_cell) = match image {
-            None => ("–".to_string(), "–".to_string(), "–".to_string()),
-            Some(r) => {
-                let status = match r.status {
-                    crate::image::push::ImageStatus::Built => "built",
-                    crate::image::push::ImageStatus::Reused => "reused",
-                    crate::image::push::ImageStatus::Failed => "**failed**",
-                };
-                let name = r
-                    .image
-                    .as_deref()
-                    .and_then(|i| i.split_once('@'))
-                    .map(|(n, _)| format!("<code>{}</code> ", cell(n)))
-                    .unwrap_or_default();
-                let digest = r
-                    .digest
-                    .as_deref()
-                    .map(|d| format!("<code>{}</code>", cell(&d[..d.len().min(19)])))
-                    .unwrap_or_else(|| "–".into());
-                (
-                    format!("{name}{status}"),
-                    digest,
-                    format!("{:.1}s", r.seconds),
-                )
-            }
-        };
-        let rollout_cell = rollouts
-            .map(|all| {
-                let mine: Vec<String> = all
-                    .iter()
-                    .filter(|r| r.service == s.name)
-                    .map(|r| {
-                        let status = r.status.as_str();
-                        let reason = r
-                            .reason
-                            .as_deref()
-                            .map(|x| {
-                                format!(": {}", cell(&x.chars().take(200).collect::<String>()))
-                            })
-                            .unwrap_or_default();
-                        format!("<code>{}</code> {status}{reason}", cell(&r.workload))
-                    })
-                    .collect();
-                if mine.is_empty() {
-                    "–".to_string()
-                } else {
-                    mine.join("<br>")
-                }
-            })
-            .unwrap_or_else(|| "–".into());
-        let row = format!(
-            "| {} | {} | {} | {image_cell} | {digest_cell} | {rollout_cell} | {time_cell} |\n",
-            cell(&s.name),
-            if s.changed { "yes" } else { "no" },
-            why(s)
-        );
+    for s in rows {
+        let row = service_row(s, images, rollouts);
         if out.len() + row.len() + footer_room + chart.len() > MAX_SUMMARY_BYTES {
             break;
         }
@@ -216,17 +115,192 @@ pub fn render(
     out
 }
 
+/// The heading, named after the command that got this far, and the line that counts the
+/// changed services.
+fn headline(plan: &Plan, built: bool, deployed: bool) -> String {
+    let command = match (built, deployed) {
+        (_, true) => "ship",
+        (true, false) => "build",
+        _ => "plan",
+    };
+    let range = match &plan.base {
+        Some(base) => format!("`{}`..`{}`", short(base), short(&plan.head)),
+        None => format!("at `{}`", short(&plan.head)),
+    };
+    format!(
+        "### monoship {command}\n\n{} of {} services changed ({range}, {}, source: {}).\n\n",
+        plan.changed.len(),
+        plan.services.len(),
+        crate::report::text::files_phrase(plan.files),
+        serde_json::to_value(plan.source)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+    )
+}
+
+/// The first [`WARNINGS_SHOWN`] warnings as alerts, clipped, and a count of the rest.
+fn warnings(all: &[String]) -> String {
+    let mut out = String::new();
+    for w in all.iter().take(WARNINGS_SHOWN) {
+        out.push_str(&format!(
+            "> [!WARNING]\n> {}\n\n",
+            cell(&clip(w, WARNING_CHARS))
+        ));
+    }
+    if all.len() > WARNINGS_SHOWN {
+        out.push_str(&format!(
+            "{} more warnings are in the log.\n\n",
+            all.len() - WARNINGS_SHOWN
+        ));
+    }
+    out
+}
+
+/// Services whose image failed to build or whose rollout failed or was rolled back.
+fn failed_services<'a>(
+    images: Option<&'a [ImageResult]>,
+    rollouts: Option<&'a [RolloutResult]>,
+) -> BTreeSet<&'a str> {
+    let failed_images = images
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| r.status == ImageStatus::Failed)
+        .map(|r| r.service.as_str());
+    let failed_rollouts = rollouts
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| matches!(r.status, RolloutStatus::Failed | RolloutStatus::RolledBack))
+        .map(|r| r.service.as_str());
+    failed_images.chain(failed_rollouts).collect()
+}
+
+/// One table row: the service, whether it changed and why, its image and its rollouts.
+fn service_row(
+    s: &NodePlan,
+    images: Option<&[ImageResult]>,
+    rollouts: Option<&[RolloutResult]>,
+) -> String {
+    let image = images.and_then(|all| all.iter().find(|r| r.service == s.name));
+    let (image_cell, digest_cell, time_cell) = image_cells(image);
+    let rollout_cell = rollouts
+        .map(|all| rollout_cell(all, &s.name))
+        .unwrap_or_else(|| "–".into());
+    format!(
+        "| {} | {} | {} | {image_cell} | {digest_cell} | {rollout_cell} | {time_cell} |\n",
+        cell(&s.name),
+        if s.changed { "yes" } else { "no" },
+        why(s)
+    )
+}
+
+/// The image, digest and time cells of a row; dashes when the service has no image.
+fn image_cells(image: Option<&ImageResult>) -> (String, String, String) {
+    let Some(r) = image else {
+        return ("–".to_string(), "–".to_string(), "–".to_string());
+    };
+    let status = match r.status {
+        ImageStatus::Built => "built",
+        ImageStatus::Reused => "reused",
+        ImageStatus::Failed => "**failed**",
+    };
+    let name = r
+        .image
+        .as_deref()
+        .and_then(|i| i.split_once('@'))
+        .map(|(n, _)| format!("<code>{}</code> ", cell(n)))
+        .unwrap_or_default();
+    let digest = r
+        .digest
+        .as_deref()
+        .map(|d| format!("<code>{}</code>", cell(&d[..d.len().min(19)])))
+        .unwrap_or_else(|| "–".into());
+    (
+        format!("{name}{status}"),
+        digest,
+        format!("{:.1}s", r.seconds),
+    )
+}
+
+/// The rollouts of `service`, one workload a line, each reason cut to 200 characters; a dash
+/// when it has none.
+fn rollout_cell(rollouts: &[RolloutResult], service: &str) -> String {
+    let mine: Vec<String> = rollouts
+        .iter()
+        .filter(|r| r.service == service)
+        .map(|r| {
+            let status = r.status.as_str();
+            let reason = r
+                .reason
+                .as_deref()
+                .map(|x| format!(": {}", cell(&x.chars().take(200).collect::<String>())))
+                .unwrap_or_default();
+            format!("<code>{}</code> {status}{reason}", cell(&r.workload))
+        })
+        .collect();
+    if mine.is_empty() {
+        "–".to_string()
+    } else {
+        mine.join("<br>")
+    }
+}
+
 /// The `depends_on` graph as a Markdown section: a Mermaid flowchart with an arrow from each
 /// service or group to those that depend on it, changed nodes highlighted and failed ones
 /// marked. `None` when nothing depends on anything; a one-line note instead of the chart when
 /// it would be too large to render.
 pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<String> {
-    let nodes: Vec<(&NodePlan, bool)> = plan
-        .services
+    let nodes = graph_nodes(plan);
+    let edges = dependency_edges(&nodes, config);
+    if edges.is_empty() {
+        return None;
+    }
+    let heading = "#### Dependencies\n\n";
+    let omitted = |why: String| Some(format!("{heading}Graph omitted: {why}.\n"));
+    if nodes.len() > MAX_GRAPH_NODES {
+        return omitted(format!(
+            "{} services and {} groups, more than the {MAX_GRAPH_NODES} it draws",
+            plan.services.len(),
+            plan.groups.len()
+        ));
+    }
+    if edges.len() > MAX_GRAPH_EDGES {
+        return omitted(format!(
+            "{} dependencies, more than the {MAX_GRAPH_EDGES} GitHub draws",
+            edges.len()
+        ));
+    }
+    let (chart, any_failed) = mermaid_chart(&nodes, &edges, failed);
+    if chart.len() > MAX_GRAPH_CHARS {
+        return omitted(format!(
+            "{} characters, more than the {MAX_GRAPH_CHARS} GitHub draws",
+            chart.len()
+        ));
+    }
+    let mut legend = String::from(
+        "An arrow points from a service or group (round ends) to those that `depends_on` it; changed ones are highlighted",
+    );
+    if any_failed {
+        legend.push_str(", failed ones red");
+    }
+    Some(format!("{heading}{chart}\n{legend}.\n"))
+}
+
+/// A node of the graph: a service (`true`) or a group (`false`).
+type GraphNode<'a> = (&'a NodePlan, bool);
+
+/// The services, then the groups, of `plan`; a node's position is its id in the chart.
+fn graph_nodes(plan: &Plan) -> Vec<GraphNode<'_>> {
+    plan.services
         .iter()
         .map(|s| (s, true))
         .chain(plan.groups.iter().map(|g| (g, false)))
-        .collect();
+        .collect()
+}
+
+/// Arrows `(from, to)` between positions in `nodes`, from each dependency to its dependent;
+/// names that are not nodes are left out.
+fn dependency_edges(nodes: &[GraphNode], config: &Config) -> BTreeSet<(usize, usize)> {
     // Ids are positions (`n0`, `n1`, ...), so no name can break the chart's syntax.
     let mut ids: HashMap<&str, usize> = HashMap::new();
     for (i, (node, _)) in nodes.iter().enumerate() {
@@ -248,24 +322,15 @@ pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<St
             }
         }
     }
-    if edges.is_empty() {
-        return None;
-    }
-    let heading = "#### Dependencies\n\n";
-    let omitted = |why: String| Some(format!("{heading}Graph omitted: {why}.\n"));
-    if nodes.len() > MAX_GRAPH_NODES {
-        return omitted(format!(
-            "{} services and {} groups, more than the {MAX_GRAPH_NODES} it draws",
-            plan.services.len(),
-            plan.groups.len()
-        ));
-    }
-    if edges.len() > MAX_GRAPH_EDGES {
-        return omitted(format!(
-            "{} dependencies, more than the {MAX_GRAPH_EDGES} GitHub draws",
-            edges.len()
-        ));
-    }
+    edges
+}
+
+/// The fenced Mermaid flowchart of `nodes` and `edges`, and whether any node is marked failed.
+fn mermaid_chart(
+    nodes: &[GraphNode],
+    edges: &BTreeSet<(usize, usize)>,
+    failed: &BTreeSet<&str>,
+) -> (String, bool) {
     let mut chart = String::from("```mermaid\nflowchart LR\n");
     for (i, (node, is_service)) in nodes.iter().enumerate() {
         let label = mermaid_label(&node.name);
@@ -275,7 +340,7 @@ pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<St
             chart.push_str(&format!("  n{i}([\"{label}\"])\n"));
         }
     }
-    for (from, to) in &edges {
+    for (from, to) in edges {
         chart.push_str(&format!("  n{from} --> n{to}\n"));
     }
     let class = |pick: &dyn Fn(&NodePlan) -> bool| -> Vec<String> {
@@ -302,19 +367,7 @@ pub fn graph(plan: &Plan, config: &Config, failed: &BTreeSet<&str>) -> Option<St
         chart.push_str(&format!("  class {} failed\n", broken.join(",")));
     }
     chart.push_str("```\n");
-    if chart.len() > MAX_GRAPH_CHARS {
-        return omitted(format!(
-            "{} characters, more than the {MAX_GRAPH_CHARS} GitHub draws",
-            chart.len()
-        ));
-    }
-    let mut legend = String::from(
-        "An arrow points from a service or group (round ends) to those that `depends_on` it; changed ones are highlighted",
-    );
-    if !broken.is_empty() {
-        legend.push_str(", failed ones red");
-    }
-    Some(format!("{heading}{chart}\n{legend}.\n"))
+    (chart, !broken.is_empty())
 }
 
 /// A name as the text of a quoted Mermaid label: letters, digits and a few harmless marks
@@ -363,9 +416,12 @@ pub fn append(path: &Path, markdown: &str) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::GroupConfig;
     use crate::config::ServiceConfig;
+    use crate::deploy::RolloutStatus;
     use crate::detect::ChangeSource;
-    use crate::report::fixtures::{plan, reason};
+    use crate::image::push::ImageStatus;
+    use crate::report::fixtures::{plan, reason, rollout, Images};
 
     /// A service with `n` reasons, at most 20 of them listed.
     fn node(name: &str, n: usize) -> NodePlan {
@@ -392,6 +448,154 @@ mod tests {
         assert_eq!(cart.matches(" | ").count(), 6);
         // changed services come first
         assert!(md.find("| cart").unwrap() < md.find("| ads").unwrap());
+    }
+
+    /// A shop of four services and one group: `cart` and `frontend` depend on the group
+    /// `proto`, `frontend` also on `cart`; `email` stands alone.
+    fn shop() -> (Plan, Config) {
+        let cart = NodePlan {
+            reasons: vec![
+                reason("pb/demo.proto", "Dockerfile COPY ./pb/"),
+                reason("src/cart/main.go", "Dockerfile COPY src/cart/"),
+                reason("src/cart/go.mod", "Dockerfile COPY src/cart/"),
+                reason("src/cart/go.sum", "Dockerfile COPY src/cart/"),
+            ],
+            more_reasons: 2,
+            ..node("cart", 1)
+        };
+        let frontend = NodePlan {
+            reasons: vec![reason("", "named in --services")],
+            ..node("frontend", 1)
+        };
+        let services = vec![node("ads", 0), cart, node("email", 0), frontend];
+        let mut plan = plan(services, vec![node("proto", 1)], 7);
+        plan.warnings = (0..12)
+            .map(|i| format!("warning {i}: <b>|x|</b>"))
+            .collect();
+        let mut config = Config::default();
+        let depends = |on: &[&str]| ServiceConfig {
+            depends_on: on.iter().map(|d| d.to_string()).collect(),
+            ..Default::default()
+        };
+        for (name, on) in [
+            ("ads", &[][..]),
+            ("cart", &["proto"][..]),
+            ("email", &[][..]),
+            ("frontend", &["proto", "cart"][..]),
+        ] {
+            config.services.insert(name.into(), depends(on));
+        }
+        config.groups.insert("proto".into(), GroupConfig::default());
+        (plan, config)
+    }
+
+    const IMAGES: Images = Images {
+        registry: "registry.example/shop",
+        digest: "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        seconds: 42.25,
+        error: "the build failed",
+        failed_at: None,
+    };
+
+    #[test]
+    fn a_plan_summary_reads_as_before() {
+        let (plan, config) = shop();
+        let md = render_plan(&plan, &config);
+        assert!(md.ends_with("highlighted.\n"), "{md}");
+        insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn a_build_summary_without_a_base_reads_as_before() {
+        let (mut plan, config) = shop();
+        plan.base = None;
+        plan.warnings.truncate(1);
+        let images = [
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("frontend", ImageStatus::Reused),
+        ];
+        let md = render(&plan, &config, Some(&images), None);
+        assert!(md.ends_with("highlighted.\n"), "{md}");
+        insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn a_ship_summary_marks_failures_in_rows_and_graph() {
+        let (mut plan, config) = shop();
+        plan.warnings.clear();
+        let images = [
+            IMAGES.of("cart", ImageStatus::Built),
+            IMAGES.of("frontend", ImageStatus::Failed),
+        ];
+        let rollouts = [
+            rollout("cart", RolloutStatus::Succeeded, None, 3.0),
+            rollout(
+                "cart",
+                RolloutStatus::RolledBack,
+                Some(&"x".repeat(300)),
+                9.5,
+            ),
+            rollout(
+                "frontend",
+                RolloutStatus::Skipped,
+                Some("its image failed"),
+                0.0,
+            ),
+        ];
+        let md = render(&plan, &config, Some(&images), Some(&rollouts));
+        assert!(md.ends_with("failed ones red.\n"), "{md}");
+        insta::assert_snapshot!(md);
+    }
+
+    #[test]
+    fn edges_run_from_dependency_to_dependent_and_skip_unknown_names() {
+        let (plan, mut config) = shop();
+        config.services.get_mut("email").unwrap().depends_on = vec!["gone".into()];
+        config.services.insert(
+            "not-planned".into(),
+            ServiceConfig {
+                depends_on: vec!["cart".into()],
+                ..Default::default()
+            },
+        );
+        let edges: Vec<_> = dependency_edges(&graph_nodes(&plan), &config)
+            .into_iter()
+            .collect();
+        // cart is n1, frontend n3, the group proto n4.
+        assert_eq!(edges, [(1, 3), (4, 1), (4, 3)]);
+    }
+
+    #[test]
+    fn failed_images_and_failed_or_rolled_back_rollouts_mark_their_services() {
+        let images = [
+            IMAGES.of("cart", ImageStatus::Failed),
+            IMAGES.of("ads", ImageStatus::Built),
+        ];
+        let rollouts = [
+            rollout("email", RolloutStatus::Failed, None, 1.0),
+            rollout("web", RolloutStatus::RolledBack, None, 1.0),
+            rollout("ads", RolloutStatus::Skipped, None, 1.0),
+            rollout("docs", RolloutStatus::Succeeded, None, 1.0),
+        ];
+        let failed = failed_services(Some(&images), Some(&rollouts));
+        assert_eq!(failed, BTreeSet::from(["cart", "email", "web"]));
+        assert!(failed_services(None, None).is_empty());
+    }
+
+    #[test]
+    fn image_and_rollout_cells_show_dashes_for_what_is_missing() {
+        let dash = || "–".to_string();
+        assert_eq!(image_cells(None), (dash(), dash(), dash()));
+        assert_eq!(
+            image_cells(Some(&IMAGES.of("cart", ImageStatus::Failed))),
+            ("**failed**".to_string(), dash(), "42.2s".to_string())
+        );
+        let rollouts = [rollout("cart", RolloutStatus::Succeeded, None, 1.0)];
+        assert_eq!(rollout_cell(&rollouts, "ads"), "–");
+        assert_eq!(
+            rollout_cell(&rollouts, "cart"),
+            "<code>deployment/shop/cart</code> succeeded"
+        );
     }
 
     #[test]
@@ -523,6 +727,7 @@ mod tests {
             .collect();
         assert!(lines.contains(&format!("  class {} changed", changed.join(",")).as_str()));
         assert!(md.ends_with("changed ones are highlighted.\n"), "{md}");
+        insta::assert_snapshot!(md);
     }
 
     #[test]

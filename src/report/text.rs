@@ -5,7 +5,7 @@
 
 use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::image::push::{ImageResult, ImageStatus};
-use crate::plan::Plan;
+use crate::plan::{NodePlan, Plan};
 use crate::report::commands::one_line;
 
 /// Reasons shown per changed service; the rest are counted.
@@ -64,6 +64,23 @@ fn short(sha: &str) -> &str {
 /// Renders a plan for people: the range, each changed service with its first reasons, and
 /// the unchanged ones counted (the first few named).
 pub fn render_plan(plan: &Plan, style: Style) -> String {
+    let mut out = plan_heading(plan, style);
+    let changed: Vec<&NodePlan> = plan.services.iter().filter(|s| s.changed).collect();
+    let width = changed
+        .iter()
+        .map(|s| one_line(&s.name).chars().count())
+        .max()
+        .unwrap_or(0)
+        .min(NAME_COLUMN);
+    for s in changed {
+        out.push_str(&changed_service(s, width, style));
+    }
+    out.push_str(&unchanged_services(plan, style));
+    out
+}
+
+/// The range and source, the warnings, and the heading of the changed services.
+fn plan_heading(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
     let range = match &plan.base {
         Some(base) => format!("{}..{}", short(base), short(&plan.head)),
@@ -89,68 +106,73 @@ pub fn render_plan(plan: &Plan, style: Style) -> String {
     } else {
         out.push('\n');
     }
-    let changed: Vec<_> = plan.services.iter().filter(|s| s.changed).collect();
-    let width = changed
-        .iter()
-        .map(|s| one_line(&s.name).chars().count())
-        .max()
-        .unwrap_or(0)
-        .min(NAME_COLUMN);
-    for s in changed {
-        let name = one_line(&s.name);
-        // Padding is added outside the colour codes, so columns line up either way.
-        let pad = " ".repeat(width.saturating_sub(name.chars().count()));
-        for (i, r) in s.reasons.iter().take(REASONS_SHOWN).enumerate() {
-            let who = if i == 0 {
-                format!("{}{pad}", style.green(&name))
-            } else {
-                " ".repeat(width.max(name.chars().count()))
-            };
-            if r.path.is_empty() {
-                out.push_str(&format!("  {who}  {}\n", one_line(&r.rule)));
-            } else {
-                out.push_str(&format!(
-                    "  {who}  {}  {}\n",
-                    one_line(&r.path),
-                    style.dim(&format!("<- {}", one_line(&r.rule)))
-                ));
-            }
-        }
-        if s.reasons.is_empty() {
-            out.push_str(&format!("  {}{pad}\n", style.green(&name)));
-        }
-        let rest = s.reasons.len().saturating_sub(REASONS_SHOWN) + s.more_reasons;
-        if rest > 0 {
+    out
+}
+
+/// The lines of one changed service: its name padded to `width`, then its first reasons,
+/// one a line, and a count of the rest.
+fn changed_service(s: &NodePlan, width: usize, style: Style) -> String {
+    let mut out = String::new();
+    let name = one_line(&s.name);
+    // Padding is added outside the colour codes, so columns line up either way.
+    let pad = " ".repeat(width.saturating_sub(name.chars().count()));
+    let indent = " ".repeat(width.max(name.chars().count()));
+    for (i, r) in s.reasons.iter().take(REASONS_SHOWN).enumerate() {
+        let who = if i == 0 {
+            format!("{}{pad}", style.green(&name))
+        } else {
+            indent.clone()
+        };
+        if r.path.is_empty() {
+            out.push_str(&format!("  {who}  {}\n", one_line(&r.rule)));
+        } else {
             out.push_str(&format!(
-                "  {}  {}\n",
-                " ".repeat(width.max(name.chars().count())),
-                style.dim(&format!("... and {rest} more"))
+                "  {who}  {}  {}\n",
+                one_line(&r.path),
+                style.dim(&format!("<- {}", one_line(&r.rule)))
             ));
         }
     }
+    if s.reasons.is_empty() {
+        out.push_str(&format!("  {}{pad}\n", style.green(&name)));
+    }
+    let rest = s.reasons.len().saturating_sub(REASONS_SHOWN) + s.more_reasons;
+    if rest > 0 {
+        out.push_str(&format!(
+            "  {indent}  {}\n",
+            style.dim(&format!("... and {rest} more"))
+        ));
+    }
+    out
+}
+
+/// One line counting the unchanged services and naming the first [`UNCHANGED_NAMED`];
+/// empty when every service changed.
+fn unchanged_services(plan: &Plan, style: Style) -> String {
     let unchanged: Vec<String> = plan
         .services
         .iter()
         .filter(|s| !s.changed)
         .map(|s| one_line(&s.name))
         .collect();
-    if !unchanged.is_empty() {
-        let mut names = unchanged
-            .iter()
-            .take(UNCHANGED_NAMED)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ");
-        if unchanged.len() > UNCHANGED_NAMED {
-            names.push_str(&format!(
-                ", ... and {} more",
-                unchanged.len() - UNCHANGED_NAMED
-            ));
-        }
-        out.push_str(&style.dim(&format!("unchanged ({}): {names}", unchanged.len())));
-        out.push('\n');
+    if unchanged.is_empty() {
+        return String::new();
     }
-    out
+    let mut names = unchanged
+        .iter()
+        .take(UNCHANGED_NAMED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if unchanged.len() > UNCHANGED_NAMED {
+        names.push_str(&format!(
+            ", ... and {} more",
+            unchanged.len() - UNCHANGED_NAMED
+        ));
+    }
+    let mut line = style.dim(&format!("unchanged ({}): {names}", unchanged.len()));
+    line.push('\n');
+    line
 }
 
 /// "1 changed file", "5,000 changed files".
@@ -302,22 +324,7 @@ mod tests {
 
     #[test]
     fn plans_render_plain_and_in_colour() {
-        let rows: [(Plan, Style, &str); 4] = [
-            (
-                shop(),
-                Style::PLAIN,
-                "plan aaaaaaaaaaaa..bbbbbbbbbbbb (git, 4 changed files)
-warning: the base commit is not in this clone;\\nused the API
-changed (3/5):
-  api       pb/api.proto  <- Dockerfile COPY pb/
-  frontend  pb/api.proto  <- depends_on api
-            web/a.txt  <- paths: web/**
-            web/b.txt  <- paths: web/**
-            ... and 3 more
-  jobs      named in --services
-unchanged (2): docs, worker
-",
-            ),
+        let rows: [(Plan, Style, &str); 3] = [
             (
                 shop(),
                 Style::COLOR,
@@ -357,6 +364,33 @@ unchanged (1): api
         for (i, (plan, style, want)) in rows.iter().enumerate() {
             assert_eq!(render_plan(plan, *style), *want, "row {i}");
         }
+        let plain = render_plan(&shop(), Style::PLAIN);
+        assert!(plain.ends_with("docs, worker\n"), "{plain}");
+        insta::assert_snapshot!(plain);
+    }
+
+    #[test]
+    fn a_name_wider_than_the_column_indents_its_own_reasons() {
+        let long = "a-service-name-of-30-characters";
+        let s = node(long, &[("x", "paths: **"), ("y", "paths: **")], 1);
+        let indent = " ".repeat(long.len());
+        assert_eq!(
+            changed_service(&s, 4, Style::PLAIN),
+            format!(
+                "  {long}  x  <- paths: **\n  {indent}  y  <- paths: **\n  {indent}  ... and 1 more\n"
+            )
+        );
+        let bare = NodePlan {
+            changed: true,
+            ..node("api", &[], 0)
+        };
+        assert_eq!(changed_service(&bare, 6, Style::PLAIN), "  api   \n");
+    }
+
+    #[test]
+    fn no_unchanged_services_means_no_line() {
+        let all_changed = plan(vec![node("api", &[("x", "paths: **")], 0)], vec![], 1);
+        assert_eq!(unchanged_services(&all_changed, Style::COLOR), "");
     }
 
     #[test]

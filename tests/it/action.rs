@@ -6,30 +6,47 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    fixture, pr_payload, run_action, three_services, with_commits, ActionRun, Repo,
+    fixture, pr_payload, run_action, three_services, with_commit_names, with_commits, ActionRun,
+    Repo, ShopConfig,
 };
 
-const CONFIG: &str = "\
-services:
-  api:
-    dockerfile: services/api/Dockerfile
-    context: .
-  web:
-    dockerfile: services/web/Dockerfile
-    depends_on: [api]
-  worker:
-    paths: [\"services/worker/**\"]
-    depends_on: [shared]
-groups:
-  shared:
-    paths: [\"libs/**\"]
-";
+/// The shop: web after api, and worker after the `shared` group of `libs/`.
+fn config() -> String {
+    ShopConfig {
+        web_depends_on_api: true,
+        shared_libs: true,
+        ..ShopConfig::default()
+    }
+    .yaml()
+}
 
 fn repo() -> (Repo, String) {
-    let mut repo = three_services(CONFIG);
+    let mut repo = three_services(&config());
     repo.write("libs/util.txt", "u\n");
     let base = repo.commit("base");
     (repo, base)
+}
+
+/// Runs the action for GitHub's `push` of a new branch, moved to `after` and then changed by
+/// `adjust`; the run exits 0.
+fn new_branch_push(workspace: &Path, after: &str, adjust: impl FnOnce(&mut Value)) -> ActionRun {
+    let mut payload = fixture("push.with-new-branch.json");
+    payload["after"] = after.into();
+    adjust(&mut payload);
+    let r = run_action(workspace, "push", &payload, after, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    r
+}
+
+/// Runs the action for GitHub's `workflow_dispatch` event at `sha` with `env`.
+fn dispatch(workspace: &Path, sha: &str, env: &[(&str, &str)]) -> ActionRun {
+    run_action(
+        workspace,
+        "workflow_dispatch",
+        &fixture("workflow_dispatch.json"),
+        sha,
+        env,
+    )
 }
 
 #[test]
@@ -63,21 +80,9 @@ fn pull_request_outputs_and_summary_are_exact() {
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     assert_eq!(r.outputs, want);
-    let expected_summary = format!(
-        "### monoship plan\n\n2 of 3 services changed (`{}`..`{}`, 1 changed file, source: git).\n\n\
-| service | changed | why | image | digest | rollout | time |\n|---|---|---|---|---|---|---|\n\
-| api | yes | <code>pb/api.proto</code> (Dockerfile COPY pb/) | – | – | – | – |\n\
-| web | yes | <code>pb/api.proto</code> (depends&#95;on api) | – | – | – | – |\n\
-| worker | no |  | – | – | – | – |\n\n\
-#### Dependencies\n\n```mermaid\nflowchart LR\n  n0[\"api\"]\n  n1[\"web\"]\n  n2[\"worker\"]\n  n3([\"shared\"])\n  \
-n0 --> n1\n  n3 --> n2\n  \
-classDef changed fill:#fff3bf,stroke:#e8590c,stroke-width:2px,color:#000\n  \
-class n0,n1 changed\n```\n\n\
-An arrow points from a service or group (round ends) to those that `depends_on` it; changed ones are highlighted.\n\n",
-        &base[..12],
-        &head[..12]
-    );
-    assert_eq!(r.summary, expected_summary);
+    // The summary file ends with the blank line that separates it from the next step's.
+    assert!(r.summary.ends_with("highlighted.\n\n"), "{}", r.summary);
+    insta::assert_snapshot!(with_commit_names(&r.summary, &base, &head));
 }
 
 #[test]
@@ -88,13 +93,11 @@ fn push_compares_before_with_after_even_when_forced() {
     repo.git(&["reset", "-q", "--hard", &base]);
     repo.write("pb/api.proto", "p3\n");
     let after = repo.commit("rewritten");
-    let mut payload = fixture("push.with-new-branch.json");
-    payload["before"] = dropped.clone().into();
-    payload["after"] = after.clone().into();
-    payload["ref"] = "refs/heads/feature".into();
-    payload["forced"] = true.into();
-    let r = run_action(repo.path(), "push", &payload, &after, &[]);
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let r = new_branch_push(repo.path(), &after, |payload| {
+        payload["before"] = dropped.clone().into();
+        payload["ref"] = "refs/heads/feature".into();
+        payload["forced"] = true.into();
+    });
     // worker's change was undone by the force push: what is deployed must change back too.
     assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
 }
@@ -104,36 +107,23 @@ fn a_new_branch_compares_with_its_merge_base_on_the_default_branch() {
     let (mut origin, _) = repo();
     origin.write("libs/util.txt", "main\n");
     origin.commit("main work");
-    let clone = tempfile::tempdir().unwrap();
-    assert!(std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(origin.path())
-        .arg(clone.path())
-        .status()
-        .unwrap()
-        .success());
-    let mut work = Repo::attach(clone);
+    let mut work = origin.clone_with(&[]);
     work.git(&["checkout", "-q", "-b", "topic"]);
     work.write("services/worker/job.sh", "echo 2\n");
     work.commit("one");
     work.write("services/worker/job.sh", "echo 3\n");
     let after = work.commit("two");
-    let mut payload = fixture("push.with-new-branch.json");
-    payload["after"] = after.clone().into();
-    payload["ref"] = "refs/heads/topic".into();
-    payload["repository"]["default_branch"] = "main".into();
-    let r = run_action(work.path(), "push", &payload, &after, &[]);
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let r = new_branch_push(work.path(), &after, |payload| {
+        payload["ref"] = "refs/heads/topic".into();
+        payload["repository"]["default_branch"] = "main".into();
+    });
     assert_eq!(r.output("changed"), r#"["worker"]"#);
 }
 
 #[test]
 fn the_first_push_of_the_default_branch_ships_everything_with_a_reason() {
     let (repo, base) = repo();
-    let mut payload = fixture("push.with-new-branch.json");
-    payload["after"] = base.clone().into();
-    let r = run_action(repo.path(), "push", &payload, &base, &[]);
-    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let r = new_branch_push(repo.path(), &base, |_| {});
     assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
     assert!(r.summary.contains("source: all"), "{}", r.summary);
 }
@@ -166,21 +156,9 @@ fn merge_group_uses_base_and_head_sha() {
 #[test]
 fn dispatch_ships_everything_unless_services_are_named() {
     let (repo, base) = repo();
-    let r = run_action(
-        repo.path(),
-        "workflow_dispatch",
-        &fixture("workflow_dispatch.json"),
-        &base,
-        &[],
-    );
+    let r = dispatch(repo.path(), &base, &[]);
     assert_eq!(r.output("changed"), r#"["api","web","worker"]"#);
-    let r = run_action(
-        repo.path(),
-        "workflow_dispatch",
-        &fixture("workflow_dispatch.json"),
-        &base,
-        &[("INPUT_SERVICES", "web")],
-    );
+    let r = dispatch(repo.path(), &base, &[("INPUT_SERVICES", "web")]);
     assert_eq!(r.output("changed"), r#"["web"]"#);
     assert_eq!(r.output("api"), "false");
 }
@@ -190,16 +168,10 @@ fn config_errors_become_annotations_on_the_config_line() {
     let (mut repo, base) = repo();
     repo.write(
         ".github/monoship.yml",
-        &CONFIG.replace("depends_on: [api]", "depends_on: [apii]"),
+        &config().replace("depends_on: [api]", "depends_on: [apii]"),
     );
     repo.commit("typo");
-    let r = run_action(
-        repo.path(),
-        "workflow_dispatch",
-        &fixture("workflow_dispatch.json"),
-        &base,
-        &[],
-    );
+    let r = dispatch(repo.path(), &base, &[]);
     assert_eq!(r.run.code, 2);
     assert!(
         r.outputs.is_empty(),
@@ -232,13 +204,7 @@ fn an_unreadable_event_payload_is_exit_2() {
 #[test]
 fn an_unknown_command_input_is_exit_2() {
     let (repo, base) = repo();
-    let r = run_action(
-        repo.path(),
-        "workflow_dispatch",
-        &fixture("workflow_dispatch.json"),
-        &base,
-        &[("INPUT_COMMAND", "deploy")],
-    );
+    let r = dispatch(repo.path(), &base, &[("INPUT_COMMAND", "deploy")]);
     assert_eq!(r.run.code, 2);
     assert!(
         r.run
@@ -255,19 +221,12 @@ mod api_fallback {
     use wiremock::{Mock, MockServer, ResponseTemplate};
 
     /// A shallow clone of a pull request's head: the base commit is not in it.
-    fn shallow_pr() -> (Repo, tempfile::TempDir, String, String) {
+    fn shallow_pr() -> (Repo, Repo, String, String) {
         let (mut origin, base) = repo();
         origin.write("services/worker/job.sh", "echo pr\n");
         origin.write("pb/api.proto", "p9\n");
         let head = origin.commit("pr work");
-        let clone = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", origin.path().display());
-        assert!(std::process::Command::new("git")
-            .args(["clone", "-q", "--depth", "1", &url])
-            .arg(clone.path())
-            .status()
-            .unwrap()
-            .success());
+        let clone = origin.clone_with(&["--depth", "1"]);
         (origin, clone, base, head)
     }
 

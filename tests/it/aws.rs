@@ -82,6 +82,16 @@ impl Moto {
         }
         panic!("moto_server did not start:\n{last_log}");
     }
+
+    /// The environment of a `monoship` run against this moto, with moto's test keys.
+    pub fn run_env(&self) -> std::collections::BTreeMap<String, String> {
+        crate::support::env_map(&[
+            ("AWS_ENDPOINT_URL", self.endpoint.as_str()),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ])
+    }
 }
 
 impl Drop for Moto {

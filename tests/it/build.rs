@@ -387,18 +387,6 @@ mod ecr {
         repo.commit("push to ECR");
     }
 
-    fn aws(moto: &Moto) -> Vec<(String, String)> {
-        [
-            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-    }
-
     #[test]
     fn ecr_logs_in_creates_repositories_and_pushes() {
         let moto = Moto::start();
@@ -407,7 +395,7 @@ mod ecr {
         with_ecr(&mut repo, &registry, true);
         repo.write("pb/demo.proto", "ecr\n");
         let head = repo.commit("protos");
-        let env: BTreeMap<String, String> = aws(&moto).into_iter().collect();
+        let env = moto.run_env();
         let run = monoship(
             repo.path(),
             &["build", "--format", "json", "--base", &base],
@@ -445,11 +433,7 @@ mod ecr {
         with_ecr(&mut repo, &registry, false);
         repo.write("pb/demo.proto", "ecr\n");
         repo.commit("protos");
-        let run = monoship(
-            repo.path(),
-            &["build", "--base", &base],
-            &aws(&moto).into_iter().collect(),
-        );
+        let run = monoship(repo.path(), &["build", "--base", &base], &moto.run_env());
         assert_eq!(run.code, 2, "{}", run.stderr);
         assert!(run.stderr.contains("create_repositories"), "{}", run.stderr);
         assert!(registry.catalog().is_empty(), "nothing was pushed");

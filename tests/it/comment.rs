@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 use wiremock::matchers::any;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::support::{pr_payload, run_action, three_services, ActionRun, Repo};
+use crate::support::{
+    pr_payload, run_action, three_services, with_commit_names, ActionRun, Repo, ShopConfig,
+};
 
 const TOKEN: &str = "ghs_commentTestToken0123456789";
 const REPOSITORY: &str = "octo/shop";
@@ -365,21 +367,18 @@ impl Drop for Github {
     }
 }
 
-const CONFIG: &str = "\
-services:
-  api:
-    dockerfile: services/api/Dockerfile
-    context: .
-  web:
-    dockerfile: services/web/Dockerfile
-    depends_on: [api]
-  worker:
-    paths: [\"services/worker/**\"]
-";
+/// The shop with web after api.
+fn config() -> String {
+    ShopConfig {
+        web_depends_on_api: true,
+        ..ShopConfig::default()
+    }
+    .yaml()
+}
 
 /// A pull request that changes `pb/api.proto` (so `api` and `web`): (repo, base, head).
 fn pull_request_repo() -> (Repo, String, String) {
-    let mut repo = three_services(CONFIG);
+    let mut repo = three_services(&config());
     let base = repo.commit("base");
     repo.write("pb/api.proto", "p2\n");
     let head = repo.commit("proto");
@@ -481,6 +480,8 @@ fn a_pull_request_plan_creates_the_comment_when_none_is_marked() {
         "{body}"
     );
     assert!(body.contains(RUN_URL), "{body}");
+    assert!(body.ends_with("</sub>\n"), "{body}");
+    insta::assert_snapshot!(with_commit_names(body, &base, &head));
     let forge = github.forge();
     assert_eq!(forge.comments.len(), 4, "the others are untouched");
     assert_eq!(forge.unauthorized, 0);

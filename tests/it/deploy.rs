@@ -55,6 +55,14 @@ impl Env {
         self.dir.path().join("kubeconfig")
     }
 
+    /// An environment whose deployment `cart` runs [`OLD`], rolled out.
+    async fn with_cart() -> Env {
+        let env = Env::start().await;
+        env.seed_deployment(&[]);
+        env.rolled_out("deployments", "cart").await;
+        env
+    }
+
     /// The cart Deployment: the service's container, plus a sidecar from the same path on
     /// another registry port (which must not be touched).
     fn seed_deployment(&self, annotations: &[(&str, &str)]) {
@@ -244,9 +252,7 @@ fn annotation(object: &Value, key: &str) -> Option<String> {
 
 #[tokio::test]
 async fn a_deployment_gets_the_digest_and_kubectl_agrees_it_rolled_out() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
 
     // Note when the simulator's Deployment becomes complete, to measure how soon deploy sees it.
     let done_at: Arc<Mutex<Option<Instant>>> = Arc::default();
@@ -277,12 +283,7 @@ async fn a_deployment_gets_the_digest_and_kubectl_agrees_it_rolled_out() {
         watcher
     );
     let (result, returned_at) = result;
-    assert_eq!(
-        result.status,
-        RolloutStatus::Succeeded,
-        "{result:?}\n{}",
-        lines.text()
-    );
+    assert_succeeded(&result, &lines);
     assert_eq!(result.reason, None);
     assert_eq!(result.workload, "deployment/shop/cart");
     assert_eq!(result.previous_image.as_deref(), Some(OLD));
@@ -400,9 +401,7 @@ async fn image_pull_back_off_fails_early_and_is_rolled_back() {
 
 #[tokio::test]
 async fn crash_loop_back_off_fails_early_and_is_rolled_back() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     env.seed_deployment(&[("sim.monoship.dev/fail-next", "CrashLoopBackOff")]);
 
     // Note when a pod first shows CrashLoopBackOff in the simulator.
@@ -504,9 +503,7 @@ async fn without_rollback_a_failure_leaves_the_new_template() {
 
 #[tokio::test]
 async fn a_dropped_watch_is_resumed() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     let done = AtomicBool::new(false);
     let lines = Lines::default();
     let req = request("deployment/cart", &digest(4));
@@ -523,12 +520,7 @@ async fn a_dropped_watch_is_resumed() {
             }
         }
     );
-    assert_eq!(
-        result.status,
-        RolloutStatus::Succeeded,
-        "{result:?}\n{}",
-        lines.text()
-    );
+    assert_succeeded(&result, &lines);
     let watches = env
         .sim
         .requests()
@@ -540,9 +532,7 @@ async fn a_dropped_watch_is_resumed() {
 
 #[tokio::test]
 async fn a_conflict_on_the_patch_is_retried() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     env.sim.inject_fault(
         Fault::new(409, "/apis/apps/v1/namespaces/shop/deployments/cart")
             .method("PATCH")
@@ -603,34 +593,8 @@ async fn an_older_commit_is_skipped_unless_forced() {
 #[tokio::test]
 async fn statefulsets_and_daemonsets_roll_out() {
     let env = Env::start().await;
-    env.sim
-        .apply_yaml(&format!(
-            r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata: {{name: db, namespace: shop}}
-spec:
-  replicas: 2
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      containers: [{{name: db, image: "{OLD}"}}]
----
-apiVersion: apps/v1
-kind: DaemonSet
-metadata: {{name: agent, namespace: shop}}
-spec:
-  selector: {{matchLabels: {{app: agent}}}}
-  template:
-    metadata: {{labels: {{app: agent}}}}
-    spec:
-      initContainers: [{{name: setup, image: "{OLD}"}}]
-      containers: [{{name: agent, image: "{OLD}"}}]
-"#
-        ))
-        .expect("applied");
+    let both = format!("{}---{}", db_statefulset(""), agent_daemonset("", true));
+    env.sim.apply_yaml(&both).expect("applied");
     env.rolled_out("statefulsets", "db").await;
     env.rolled_out("daemonsets", "agent").await;
     for (workload, resource, name) in [
@@ -639,12 +603,7 @@ spec:
     ] {
         let lines = Lines::default();
         let result = run_deploy(&env, &request(workload, &digest(7)), &lines).await;
-        assert_eq!(
-            result.status,
-            RolloutStatus::Succeeded,
-            "{result:?}\n{}",
-            lines.text()
-        );
+        assert_succeeded(&result, &lines);
         assert_eq!(env.template_image(resource, name, 0), digest(7));
         let (ok, kubectl_says) = env.kubectl_rollout_status(workload).await;
         assert!(ok, "{kubectl_says}");
@@ -655,6 +614,64 @@ spec:
         agent["spec"]["template"]["spec"]["initContainers"][0]["image"],
         digest(7).as_str(),
         "init containers of the repository are updated too"
+    );
+}
+
+/// The StatefulSet `db` of two replicas running [`OLD`], with `annotations` (flow-map entries).
+fn db_statefulset(annotations: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+  namespace: shop
+  annotations: {{{annotations}}}
+spec:
+  replicas: 2
+  serviceName: db
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      containers: [{{name: db, image: "{OLD}"}}]
+"#
+    )
+}
+
+/// The DaemonSet `agent` running [`OLD`], with `annotations` (flow-map entries), and an init
+/// container `setup` of the same image when `init` is set.
+fn agent_daemonset(annotations: &str, init: bool) -> String {
+    let init = if init {
+        format!("\n      initContainers: [{{name: setup, image: \"{OLD}\"}}]")
+    } else {
+        String::new()
+    };
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+  namespace: shop
+  annotations: {{{annotations}}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:{init}
+      containers: [{{name: agent, image: "{OLD}"}}]
+"#
+    )
+}
+
+/// The rollout succeeded; the log lines say why when it did not.
+fn assert_succeeded(result: &RolloutResult, lines: &Lines) {
+    assert_eq!(
+        result.status,
+        RolloutStatus::Succeeded,
+        "{result:?}\n{}",
+        lines.text()
     );
 }
 
@@ -686,28 +703,10 @@ async fn rolled_back(
 #[tokio::test]
 async fn a_daemonset_crash_loop_is_rolled_back_through_its_history() {
     let env = Env::start().await;
-    let agent = |annotations: &str| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: DaemonSet
-metadata:
-  name: agent
-  namespace: shop
-  annotations: {{{annotations}}}
-spec:
-  selector: {{matchLabels: {{app: agent}}}}
-  template:
-    metadata: {{labels: {{app: agent}}}}
-    spec:
-      containers: [{{name: agent, image: "{OLD}"}}]
-"#
-        )
-    };
     let result = rolled_back(
         &env,
         ("daemonsets", "daemonset/agent"),
-        agent,
+        |annotations| agent_daemonset(annotations, false),
         "CrashLoopBackOff",
         8,
     )
@@ -878,30 +877,10 @@ async fn tokens_are_minted_again_as_they_age_and_after_a_401() {
 #[tokio::test]
 async fn a_statefulset_image_pull_failure_is_rolled_back_through_its_history() {
     let env = Env::start().await;
-    let db = |annotations: &str| {
-        format!(
-            r#"
-apiVersion: apps/v1
-kind: StatefulSet
-metadata:
-  name: db
-  namespace: shop
-  annotations: {{{annotations}}}
-spec:
-  replicas: 2
-  serviceName: db
-  selector: {{matchLabels: {{app: db}}}}
-  template:
-    metadata: {{labels: {{app: db}}}}
-    spec:
-      containers: [{{name: db, image: "{OLD}"}}]
-"#
-        )
-    };
     let result = rolled_back(
         &env,
         ("statefulsets", "statefulset/db"),
-        db,
+        db_statefulset,
         "ImagePullBackOff",
         10,
     )
@@ -917,9 +896,7 @@ spec:
 
 #[tokio::test]
 async fn the_timeout_bounds_the_wait_and_names_the_last_state() {
-    let env = Env::start().await;
-    env.seed_deployment(&[]);
-    env.rolled_out("deployments", "cart").await;
+    let env = Env::with_cart().await;
     env.seed_deployment(&[("sim.monoship.dev/fail-next", "ProgressDeadlineExceeded")]);
     let req = request_with("deployment/cart", &digest(11), |c| {
         c.timeout = Duration::from_millis(1500);

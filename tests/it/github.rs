@@ -186,74 +186,143 @@ async fn mount_failures_then_success(server: &MockServer, failure: ResponseTempl
         .await;
 }
 
-fn assert_one_cart_file(listing: &ApiFiles) {
-    assert_eq!(paths(listing), ["services/cart/main.go"]);
-    assert!(!listing.truncated);
+fn comparison(files: Vec<Value>) -> Value {
+    let base = "1f0d5e0e2ab1c3d4e5f60718293a4b5c6d7e8f90";
+    let head = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a291807";
+    json!({
+        "url": format!("https://api.github.com/repos/octo-org/shop/compare/{base}...{head}"),
+        "html_url": format!("https://github.com/octo-org/shop/compare/{base}...{head}"),
+        "permalink_url": format!("https://github.com/octo-org/shop/compare/octo-org:{base}...octo-org:{head}"),
+        "diff_url": format!("https://github.com/octo-org/shop/compare/{base}...{head}.diff"),
+        "patch_url": format!("https://github.com/octo-org/shop/compare/{base}...{head}.patch"),
+        "base_commit": {"sha": base, "commit": {"message": "Release 1.4"}},
+        "merge_base_commit": {"sha": base, "commit": {"message": "Release 1.4"}},
+        "status": "ahead",
+        "ahead_by": 2,
+        "behind_by": 0,
+        "total_commits": 2,
+        "commits": [
+            {"sha": "4a5b6c7d8e9f00112233445566778899aabbccdd", "commit": {"message": "Move the proto"}},
+            {"sha": head, "commit": {"message": "Bump cart"}},
+        ],
+        "files": files,
+    })
+}
+
+const COMPARE: &str = "/repos/octo-org/shop/compare/1f0d5e0e...9e8d7c6b";
+/// Mounts `answer` to `GET at`, expected exactly `times` times.
+async fn serve(server: &MockServer, at: &str, answer: ResponseTemplate, times: u64) {
+    Mock::given(method("GET"))
+        .and(path(at))
+        .respond_with(answer)
+        .expect(times)
+        .mount(server)
+        .await;
+}
+
+/// A page listing one added file.
+fn one_added(name: &str) -> ResponseTemplate {
+    github_response(200).set_body_json(json!([diff_entry(name, "added", None)]))
+}
+
+/// Which listing a case asks for.
+#[derive(Clone, Copy, Debug)]
+enum Listing {
+    /// The files of pull request #7, its total unknown.
+    PullRequest,
+    /// The comparison of `1f0d5e0e...9e8d7c6b`.
+    Compare,
+}
+
+impl Listing {
+    fn path(self) -> &'static str {
+        match self {
+            Listing::PullRequest => PR_FILES,
+            Listing::Compare => COMPARE,
+        }
+    }
+
+    async fn list(self, api: &GithubApi) -> Result<ApiFiles, GithubError> {
+        match self {
+            Listing::PullRequest => api.pull_request_files(7, None).await,
+            Listing::Compare => api.compare("1f0d5e0e", "9e8d7c6b").await,
+        }
+    }
+}
+
+/// A pull request of `files` modified files, listed with `changed_files` as the event gave it.
+struct PagedCase {
+    files: usize,
+    changed_files: Option<u64>,
+    truncated: bool,
 }
 
 #[tokio::test]
-async fn pull_request_files_follow_link_pages_in_order() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let files = modified_files(250);
-        mount_pull_request_pages(&server, &files).await;
+async fn pull_request_files_follow_link_pages_and_say_when_the_cap_cut_them() {
+    let cases = [
+        // Three pages, in order, all of them.
+        PagedCase {
+            files: 250,
+            changed_files: Some(250),
+            truncated: false,
+        },
+        // 3,000 files is GitHub's cap, whether or not the event gave a total.
+        PagedCase {
+            files: 3000,
+            changed_files: None,
+            truncated: true,
+        },
+        PagedCase {
+            files: 3000,
+            changed_files: Some(3500),
+            truncated: true,
+        },
+        // A listing shorter than the pull request's own count.
+        PagedCase {
+            files: 5,
+            changed_files: Some(6),
+            truncated: true,
+        },
+    ];
+    for case in cases {
+        let label = format!(
+            "{} files, changed_files {:?}",
+            case.files, case.changed_files
+        );
+        bounded(async {
+            let server = MockServer::start().await;
+            let files = modified_files(case.files);
+            mount_pull_request_pages(&server, &files).await;
 
-        let listing = api(&server).pull_request_files(7, Some(250)).await.unwrap();
+            let listing = api(&server)
+                .pull_request_files(7, case.changed_files)
+                .await
+                .unwrap();
 
-        assert_eq!(paths(&listing), files);
-        assert!(listing
-            .files
-            .iter()
-            .all(|file| file.kind == ChangeKind::Modified && file.previous.is_none()));
-        assert!(!listing.truncated);
-        assert_eq!(listing.reported_total, Some(250));
-        let requests = server.received_requests().await.unwrap();
-        assert_eq!(requests.len(), 3);
-        assert!(requests.iter().all(|request| request
-            .url
-            .query()
-            .unwrap()
-            .contains("per_page=100")));
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn pull_request_at_the_3000_file_cap_is_truncated() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let files = modified_files(3000);
-        mount_pull_request_pages(&server, &files).await;
-        let api = api(&server);
-
-        let unknown_total = api.pull_request_files(7, None).await.unwrap();
-        assert_eq!(unknown_total.files.len(), 3000);
-        assert!(unknown_total.truncated, "3,000 files is GitHub's cap");
-        assert_eq!(unknown_total.reported_total, None);
-
-        server.reset().await;
-        mount_pull_request_pages(&server, &files).await;
-        let bigger_pull_request = api.pull_request_files(7, Some(3500)).await.unwrap();
-        assert_eq!(bigger_pull_request.files.len(), 3000);
-        assert!(bigger_pull_request.truncated);
-        assert_eq!(bigger_pull_request.reported_total, Some(3500));
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn pull_request_listing_shorter_than_changed_files_is_truncated() {
-    bounded(async {
-        let server = MockServer::start().await;
-        mount_pull_request_pages(&server, &modified_files(5)).await;
-
-        let listing = api(&server).pull_request_files(7, Some(6)).await.unwrap();
-
-        assert_eq!(listing.files.len(), 5);
-        assert!(listing.truncated);
-        assert_eq!(listing.reported_total, Some(6));
-    })
-    .await;
+            assert_eq!(paths(&listing), files, "{label}");
+            assert!(
+                listing
+                    .files
+                    .iter()
+                    .all(|file| file.kind == ChangeKind::Modified && file.previous.is_none()),
+                "{label}"
+            );
+            assert_eq!(listing.truncated, case.truncated, "{label}");
+            assert_eq!(listing.reported_total, case.changed_files, "{label}");
+            let requests = server.received_requests().await.unwrap();
+            assert_eq!(requests.len(), case.files.div_ceil(100), "{label}");
+            assert!(
+                requests.iter().all(|request| request
+                    .url
+                    .query()
+                    .unwrap()
+                    .contains("per_page=100")),
+                "{label}"
+            );
+            server.verify().await;
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -276,12 +345,13 @@ async fn pull_request_renames_keep_the_previous_filename() {
             ),
             diff_entry("services/cart/main.go", "modified", None),
         ]);
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(github_response(200).set_body_json(body))
-            .expect(1)
-            .mount(&server)
-            .await;
+        serve(
+            &server,
+            PR_FILES,
+            github_response(200).set_body_json(body),
+            1,
+        )
+        .await;
 
         let listing = api(&server).pull_request_files(7, Some(6)).await.unwrap();
 
@@ -319,28 +389,200 @@ async fn pull_request_renames_keep_the_previous_filename() {
     .await;
 }
 
+/// GitHub's answer to the secondary rate limit; `retry-after` is up to the case.
+fn secondary_rate_limit() -> ResponseTemplate {
+    github_error(
+        403,
+        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        "overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+    )
+}
+
+/// `failures` answers of `answer` before the listing comes; the client waits at least `waits`.
+struct RetryCase {
+    case: &'static str,
+    answer: ResponseTemplate,
+    failures: u64,
+    waits: Duration,
+}
+
 #[tokio::test]
-async fn too_many_requests_with_retry_after_waits_then_retries() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let limited = github_error(
-            429,
-            "API rate limit exceeded",
-            "overview/rate-limits-for-the-rest-api",
-        )
-        .insert_header("retry-after", "1");
-        mount_failures_then_success(&server, limited, 1).await;
+async fn passing_failures_are_retried_until_the_listing_comes() {
+    let cases = [
+        RetryCase {
+            case: "too many requests, with retry-after",
+            answer: github_error(
+                429,
+                "API rate limit exceeded",
+                "overview/rate-limits-for-the-rest-api",
+            )
+            .insert_header("retry-after", "1"),
+            failures: 1,
+            waits: Duration::from_secs(1),
+        },
+        RetryCase {
+            case: "the secondary rate limit, waited out",
+            answer: secondary_rate_limit().insert_header("retry-after", "1"),
+            failures: 1,
+            waits: Duration::from_secs(1),
+        },
+        RetryCase {
+            case: "server errors, retried with back-off",
+            answer: github_response(502)
+                .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>"),
+            failures: 2,
+            waits: Duration::ZERO,
+        },
+    ];
+    for RetryCase {
+        case,
+        answer,
+        failures,
+        waits,
+    } in cases
+    {
+        bounded(async {
+            let server = MockServer::start().await;
+            mount_failures_then_success(&server, answer, failures).await;
 
-        let started = Instant::now();
-        let listing = api(&server).pull_request_files(7, None).await.unwrap();
+            let started = Instant::now();
+            let listing = api(&server).pull_request_files(7, None).await.unwrap();
 
-        assert_one_cart_file(&listing);
-        assert!(
-            started.elapsed() >= Duration::from_secs(1),
-            "retry-after was not honoured"
-        );
-    })
-    .await;
+            assert_eq!(paths(&listing), ["services/cart/main.go"], "{case}");
+            assert!(!listing.truncated, "{case}");
+            assert!(
+                started.elapsed() >= waits,
+                "{case}: the wait was not honoured"
+            );
+            server.verify().await;
+        })
+        .await;
+    }
+}
+
+/// `answer` to `listing`, asked `requests` times, fails with an error that `is` accepts and
+/// whose message says each of `says` (and never the token).
+struct RefusalCase {
+    case: &'static str,
+    listing: Listing,
+    answer: ResponseTemplate,
+    requests: u64,
+    is: fn(&GithubError) -> bool,
+    says: &'static [&'static str],
+}
+
+#[tokio::test]
+async fn refusals_fail_with_an_error_that_says_what_to_do() {
+    let cases = [
+        RefusalCase {
+            // GitHub asks for at least a minute here, more than the 5 s this client may wait.
+            case: "secondary rate limit without retry-after",
+            listing: Listing::PullRequest,
+            answer: secondary_rate_limit(),
+            requests: 1,
+            is: |e| matches!(e, GithubError::RateLimitTooLong { wait_secs: 60, .. }),
+            says: &[],
+        },
+        RefusalCase {
+            case: "server errors without end, after three retries",
+            listing: Listing::PullRequest,
+            answer: github_error(500, "Server Error", "pulls/pulls#list-pull-requests-files"),
+            requests: 4,
+            is: |e| {
+                matches!(
+                    e,
+                    GithubError::ServerError {
+                        status: 500,
+                        attempts: 4,
+                        ..
+                    }
+                )
+            },
+            says: &["pull request #7 in octo-org/shop", "500 (Server Error)"],
+        },
+        RefusalCase {
+            case: "resource not accessible by integration, not retried",
+            listing: Listing::PullRequest,
+            answer: github_error(
+                403,
+                "Resource not accessible by integration",
+                "pulls/pulls#list-pull-requests-files",
+            ),
+            requests: 1,
+            is: |e| matches!(e, GithubError::PermissionDenied { .. }),
+            says: &[
+                "`pull-requests: read`",
+                "permissions:",
+                "fetch-depth: 0",
+                "Resource not accessible by integration",
+            ],
+        },
+        RefusalCase {
+            case: "a private repository answers not found",
+            listing: Listing::PullRequest,
+            answer: github_error(404, "Not Found", "pulls/pulls#list-pull-requests-files"),
+            requests: 1,
+            is: |e| matches!(e, GithubError::NotFound { .. }),
+            says: &["`pull-requests: read`", "fetch-depth: 0"],
+        },
+        RefusalCase {
+            case: "bad credentials, not retried",
+            listing: Listing::PullRequest,
+            answer: github_error(401, "Bad credentials", ""),
+            requests: 1,
+            is: |e| matches!(e, GithubError::BadCredentials { .. }),
+            says: &[],
+        },
+        RefusalCase {
+            case: "a next link to another host, not followed",
+            listing: Listing::PullRequest,
+            answer: one_added("a.txt").insert_header(
+                "link",
+                "<https://collector.example/repositories/4242/pulls/7/files?page=2>; rel=\"next\"",
+            ),
+            requests: 1,
+            is: |e| matches!(e, GithubError::ForeignNextLink { .. }),
+            says: &[],
+        },
+        RefusalCase {
+            case: "a forbidden comparison",
+            listing: Listing::Compare,
+            answer: github_error(
+                403,
+                "Resource not accessible by integration",
+                "commits/commits#compare-two-commits",
+            ),
+            requests: 1,
+            is: |e| matches!(e, GithubError::PermissionDenied { .. }),
+            says: &["`contents: read`", "comparing 1f0d5e0e...9e8d7c6b"],
+        },
+    ];
+    for RefusalCase {
+        case,
+        listing,
+        answer,
+        requests,
+        is,
+        says,
+    } in cases
+    {
+        bounded(async {
+            let server = MockServer::start().await;
+            serve(&server, listing.path(), answer, requests).await;
+
+            let error = listing.list(&api(&server)).await.unwrap_err();
+
+            assert!(is(&error), "{case}: {error:?}");
+            let message = error.to_string();
+            for part in says {
+                assert!(message.contains(part), "{case}: no {part:?} in {message}");
+            }
+            assert!(!message.contains(TOKEN), "{case}: {message}");
+            assert!(!format!("{error:?}").contains(TOKEN), "{case}: {error:?}");
+            server.verify().await;
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
@@ -356,12 +598,7 @@ async fn exhausted_rate_limit_resetting_far_ahead_fails_at_once_naming_the_reset
         .insert_header("x-ratelimit-remaining", "0")
         .insert_header("x-ratelimit-used", "5000")
         .insert_header("x-ratelimit-reset", reset.to_string());
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(limited)
-            .expect(1)
-            .mount(&server)
-            .await;
+        serve(&server, PR_FILES, limited, 1).await;
 
         let started = Instant::now();
         let error = api(&server).pull_request_files(7, None).await.unwrap_err();
@@ -392,215 +629,6 @@ async fn exhausted_rate_limit_resetting_far_ahead_fails_at_once_naming_the_reset
     })
     .await;
 }
-
-#[tokio::test]
-async fn secondary_rate_limit_is_waited_out() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let limited = github_error(
-            403,
-            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-            "overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
-        )
-        .insert_header("retry-after", "1");
-        mount_failures_then_success(&server, limited, 1).await;
-
-        let started = Instant::now();
-        let listing = api(&server).pull_request_files(7, None).await.unwrap();
-
-        assert_one_cart_file(&listing);
-        assert!(started.elapsed() >= Duration::from_secs(1));
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn secondary_rate_limit_without_retry_after_needs_a_minute() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let limited = github_error(
-            403,
-            "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-            "overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
-        );
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(limited)
-            .expect(1)
-            .mount(&server)
-            .await;
-
-        // GitHub asks for at least a minute here, more than the 5 s this client may wait.
-        let error = api(&server).pull_request_files(7, None).await.unwrap_err();
-
-        assert!(
-            matches!(error, GithubError::RateLimitTooLong { wait_secs: 60, .. }),
-            "{error:?}"
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn server_errors_are_retried_with_backoff() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let unavailable = github_response(502)
-            .set_body_string("<html><body><h1>502 Bad Gateway</h1></body></html>");
-        mount_failures_then_success(&server, unavailable, 2).await;
-
-        let listing = api(&server).pull_request_files(7, None).await.unwrap();
-
-        assert_one_cart_file(&listing);
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn server_errors_without_end_fail_after_three_retries() {
-    bounded(async {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(github_error(
-                500,
-                "Server Error",
-                "pulls/pulls#list-pull-requests-files",
-            ))
-            .expect(4)
-            .mount(&server)
-            .await;
-
-        let error = api(&server).pull_request_files(7, None).await.unwrap_err();
-
-        assert!(
-            matches!(
-                error,
-                GithubError::ServerError {
-                    status: 500,
-                    attempts: 4,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
-        let message = error.to_string();
-        assert!(
-            message.contains("pull request #7 in octo-org/shop"),
-            "{message}"
-        );
-        assert!(message.contains("500 (Server Error)"), "{message}");
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn resource_not_accessible_by_integration_asks_for_the_permission_and_is_not_retried() {
-    bounded(async {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(github_error(
-                403,
-                "Resource not accessible by integration",
-                "pulls/pulls#list-pull-requests-files",
-            ))
-            .expect(1)
-            .mount(&server)
-            .await;
-
-        let error = api(&server).pull_request_files(7, None).await.unwrap_err();
-
-        assert!(
-            matches!(error, GithubError::PermissionDenied { .. }),
-            "{error:?}"
-        );
-        let message = error.to_string();
-        assert!(message.contains("`pull-requests: read`"), "{message}");
-        assert!(message.contains("permissions:"), "{message}");
-        assert!(message.contains("fetch-depth: 0"), "{message}");
-        assert!(
-            message.contains("Resource not accessible by integration"),
-            "{message}"
-        );
-        assert!(!message.contains(TOKEN));
-        server.verify().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn private_repository_not_found_names_the_permission() {
-    bounded(async {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(github_error(
-                404,
-                "Not Found",
-                "pulls/pulls#list-pull-requests-files",
-            ))
-            .expect(1)
-            .mount(&server)
-            .await;
-
-        let error = api(&server).pull_request_files(7, None).await.unwrap_err();
-
-        assert!(matches!(error, GithubError::NotFound { .. }), "{error:?}");
-        let message = error.to_string();
-        assert!(message.contains("`pull-requests: read`"), "{message}");
-        assert!(message.contains("fetch-depth: 0"), "{message}");
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn bad_credentials_are_not_retried_and_never_echo_the_token() {
-    bounded(async {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(github_error(401, "Bad credentials", ""))
-            .expect(1)
-            .mount(&server)
-            .await;
-
-        let error = api(&server).pull_request_files(7, None).await.unwrap_err();
-
-        assert!(
-            matches!(error, GithubError::BadCredentials { .. }),
-            "{error:?}"
-        );
-        assert!(!error.to_string().contains(TOKEN));
-        assert!(!format!("{error:?}").contains(TOKEN));
-    })
-    .await;
-}
-
-fn comparison(files: Vec<Value>) -> Value {
-    let base = "1f0d5e0e2ab1c3d4e5f60718293a4b5c6d7e8f90";
-    let head = "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a291807";
-    json!({
-        "url": format!("https://api.github.com/repos/octo-org/shop/compare/{base}...{head}"),
-        "html_url": format!("https://github.com/octo-org/shop/compare/{base}...{head}"),
-        "permalink_url": format!("https://github.com/octo-org/shop/compare/octo-org:{base}...octo-org:{head}"),
-        "diff_url": format!("https://github.com/octo-org/shop/compare/{base}...{head}.diff"),
-        "patch_url": format!("https://github.com/octo-org/shop/compare/{base}...{head}.patch"),
-        "base_commit": {"sha": base, "commit": {"message": "Release 1.4"}},
-        "merge_base_commit": {"sha": base, "commit": {"message": "Release 1.4"}},
-        "status": "ahead",
-        "ahead_by": 2,
-        "behind_by": 0,
-        "total_commits": 2,
-        "commits": [
-            {"sha": "4a5b6c7d8e9f00112233445566778899aabbccdd", "commit": {"message": "Move the proto"}},
-            {"sha": head, "commit": {"message": "Bump cart"}},
-        ],
-        "files": files,
-    })
-}
-
-const COMPARE: &str = "/repos/octo-org/shop/compare/1f0d5e0e...9e8d7c6b";
 
 #[tokio::test]
 async fn compare_lists_files_and_renames() {
@@ -648,47 +676,18 @@ async fn compare_with_300_files_is_truncated() {
             .iter()
             .map(|name| diff_entry(name, "modified", None))
             .collect();
-        Mock::given(method("GET"))
-            .and(path(COMPARE))
-            .respond_with(github_response(200).set_body_json(comparison(files)))
-            .expect(1)
-            .mount(&server)
-            .await;
+        serve(
+            &server,
+            COMPARE,
+            github_response(200).set_body_json(comparison(files)),
+            1,
+        )
+        .await;
 
         let listing = api(&server).compare("1f0d5e0e", "9e8d7c6b").await.unwrap();
 
         assert_eq!(listing.files.len(), 300);
         assert!(listing.truncated);
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn compare_forbidden_asks_for_contents_read() {
-    bounded(async {
-        let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(COMPARE))
-            .respond_with(github_error(
-                403,
-                "Resource not accessible by integration",
-                "commits/commits#compare-two-commits",
-            ))
-            .expect(1)
-            .mount(&server)
-            .await;
-
-        let error = api(&server)
-            .compare("1f0d5e0e", "9e8d7c6b")
-            .await
-            .unwrap_err();
-
-        let message = error.to_string();
-        assert!(message.contains("`contents: read`"), "{message}");
-        assert!(
-            message.contains("comparing 1f0d5e0e...9e8d7c6b"),
-            "{message}"
-        );
     })
     .await;
 }
@@ -704,14 +703,10 @@ async fn enterprise_path_prefix_is_kept_on_every_page() {
         Mock::given(method("GET"))
             .and(path(format!("/api/v3{PR_FILES}")))
             .and(query_param("per_page", "100"))
-            .respond_with(
-                github_response(200)
-                    .set_body_json(json!([diff_entry("a.txt", "added", None)]))
-                    .insert_header(
-                        "link",
-                        format!("<{next}>; rel=\"next\", <{next}>; rel=\"last\""),
-                    ),
-            )
+            .respond_with(one_added("a.txt").insert_header(
+                "link",
+                format!("<{next}>; rel=\"next\", <{next}>; rel=\"last\""),
+            ))
             .expect(1)
             .mount(&server)
             .await;
@@ -719,9 +714,7 @@ async fn enterprise_path_prefix_is_kept_on_every_page() {
             .and(path(format!("/api/v3{PR_FILES_BY_ID}")))
             .and(query_param("page", "2"))
             .and(bearer_token(TOKEN))
-            .respond_with(
-                github_response(200).set_body_json(json!([diff_entry("b.txt", "added", None)])),
-            )
+            .respond_with(one_added("b.txt"))
             .expect(1)
             .mount(&server)
             .await;
@@ -741,43 +734,10 @@ async fn enterprise_path_prefix_is_kept_on_every_page() {
 }
 
 #[tokio::test]
-async fn next_link_to_another_host_is_not_followed() {
-    bounded(async {
-        let server = MockServer::start().await;
-        let elsewhere = "https://collector.example/repositories/4242/pulls/7/files?page=2";
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(
-                github_response(200)
-                    .set_body_json(json!([diff_entry("a.txt", "added", None)]))
-                    .insert_header("link", format!("<{elsewhere}>; rel=\"next\"")),
-            )
-            .expect(1)
-            .mount(&server)
-            .await;
-
-        let error = api(&server).pull_request_files(7, None).await.unwrap_err();
-
-        assert!(
-            matches!(error, GithubError::ForeignNextLink { .. }),
-            "{error:?}"
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
 async fn public_repository_needs_no_token() {
     bounded(async {
         let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(
-                github_response(200).set_body_json(json!([diff_entry("a.txt", "added", None)])),
-            )
-            .expect(1)
-            .mount(&server)
-            .await;
+        serve(&server, PR_FILES, one_added("a.txt"), 1).await;
 
         let api = GithubApi::new(&server.uri(), REPOSITORY, Some("  ")).unwrap();
         let listing = api.pull_request_files(7, None).await.unwrap();
@@ -793,11 +753,7 @@ async fn public_repository_needs_no_token() {
 async fn unreachable_api_fails_after_bounded_retries() {
     bounded(async {
         // A port that was just free: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = crate::support::free_port();
         let api = GithubApi::new(&format!("http://127.0.0.1:{port}"), REPOSITORY, Some(TOKEN))
             .unwrap()
             .with_retry_delay(Duration::from_millis(10));
@@ -875,14 +831,7 @@ fn client_made_outside_a_runtime_works_inside_one() {
         .unwrap();
     let server = runtime.block_on(async {
         let server = MockServer::start().await;
-        Mock::given(method("GET"))
-            .and(path(PR_FILES))
-            .respond_with(
-                github_response(200).set_body_json(json!([diff_entry("a.txt", "added", None)])),
-            )
-            .expect(1)
-            .mount(&server)
-            .await;
+        serve(&server, PR_FILES, one_added("a.txt"), 1).await;
         server
     });
 

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
-use crate::support::{run_action, ActionRun, Repo, Run};
+use crate::support::{run_action, ActionRun, Repo, Run, ShopConfig};
 
 #[allow(dead_code)]
 #[path = "../../fuzz/src/runner.rs"]
@@ -58,17 +58,6 @@ const TEXTS: [&str; 8] = [
     "##[error]legacy",
     "a\r\n::add-mask::b",
 ];
-
-const CONFIG: &str = "\
-services:
-  api:
-    dockerfile: services/api/Dockerfile
-    context: .
-  web:
-    dockerfile: services/web/Dockerfile
-  worker:
-    paths: [\"services/worker/**\"]
-";
 
 /// Runs the action with the comment off and nothing listening at the API URL, so a call that
 /// should not happen fails at once.
@@ -240,7 +229,7 @@ fn plan_outputs(changed: &[&str], base: &str, head: &str) -> Vec<(&'static str, 
 
 fn base_repo() -> (Repo, String) {
     let mut repo = Repo::new();
-    repo.write(".github/monoship.yml", CONFIG)
+    repo.write(".github/monoship.yml", &ShopConfig::default().yaml())
         .write("services/api/Dockerfile", "FROM scratch\nCOPY . /src\n")
         .write("services/web/Dockerfile", "FROM scratch\nCOPY . /site\n")
         .write("services/worker/job.sh", "echo\n");

@@ -1,30 +1,24 @@
 //! `monoship plan` on real git repositories: what counts as a change (SPEC §4).
 
-use crate::support::{monoship, plan_json, Repo};
+use crate::support::{monoship, plan_json, Repo, ShopConfig};
 use std::collections::BTreeMap;
 
-const CONFIG: &str = "\
-services:
-  api:
-    dockerfile: services/api/Dockerfile
-    context: .
-  web:
-    dockerfile: services/web/Dockerfile
-    depends_on: [api]
-  worker:
-    paths: [\"services/worker/**\", \"!**/*.md\"]
-    depends_on: [shared]
-  docs:
-    paths: [\"docs/**\"]
-groups:
-  shared:
-    paths: [\"libs/**\"]
-";
+/// The shop with everything: web after api, worker after `shared` and blind to Markdown,
+/// and a `docs` service.
+fn config() -> String {
+    ShopConfig {
+        web_depends_on_api: true,
+        worker_skips_markdown: true,
+        docs: true,
+        shared_libs: true,
+    }
+    .yaml()
+}
 
 /// A repository with three services and a shared folder, committed once.
 fn shop() -> (Repo, String) {
     let mut repo = Repo::new();
-    repo.write(".github/monoship.yml", CONFIG)
+    repo.write(".github/monoship.yml", &config())
         .write(
             "services/api/Dockerfile",
             "FROM scratch\nCOPY pb/ /pb/\nCOPY services/api/src /app\n",
@@ -44,11 +38,27 @@ fn shop() -> (Repo, String) {
     (repo, base)
 }
 
+/// Commits the work tree and plans from `base`: the changed services.
 fn changed_after(repo: &mut Repo, base: &str) -> Vec<String> {
     repo.commit("change");
+    changed_since(repo, base)
+}
+
+/// The services changed from `base` to the head, by a plan that succeeds.
+fn changed_since(repo: &Repo, base: &str) -> Vec<String> {
     let run = plan_json(repo.path(), &["--base", base]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     run.changed()
+}
+
+/// The entry named `name` in the `list` (`services` or `groups`) of a JSON plan.
+fn entry<'a>(plan: &'a serde_json::Value, list: &str, name: &str) -> &'a serde_json::Value {
+    plan[list]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {list}: {plan}"))
 }
 
 #[test]
@@ -63,23 +73,13 @@ fn a_shared_folder_copied_by_a_dockerfile_rebuilds_the_service_and_its_dependent
     assert_eq!(plan["source"], "git");
     assert_eq!(plan["base"], base.as_str());
     assert_eq!(plan["head"].as_str().unwrap().len(), 40);
-    let api = plan["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "api")
-        .unwrap();
+    let api = entry(&plan, "services", "api");
     assert_eq!(api["reasons"][0]["path"], "pb/api.proto");
     assert!(
         api["reasons"][0]["rule"].as_str().unwrap().contains("COPY"),
         "{api}"
     );
-    let web = plan["services"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["name"] == "web")
-        .unwrap();
+    let web = entry(&plan, "services", "web");
     assert_eq!(web["reasons"][0]["rule"], "depends_on api");
     assert_eq!(
         plan["services"].as_array().unwrap().len(),
@@ -100,10 +100,7 @@ fn ignore_file_rules_apply_and_the_ignore_file_itself_counts() {
     let (mut repo, base) = shop();
     repo.write("services/web/README.md", "# web, edited\n");
     let head = repo.commit("readme");
-    assert_eq!(
-        plan_json(repo.path(), &["--base", &base]).changed(),
-        Vec::<String>::new()
-    );
+    assert_eq!(changed_since(&repo, &base), Vec::<String>::new());
     repo.write("services/web/.dockerignore", "*.md\n*.html\n");
     assert_eq!(changed_after(&mut repo, &head), vec!["web"]);
 }
@@ -116,10 +113,7 @@ fn a_per_dockerfile_ignore_file_wins_over_the_context_one() {
     // README.md is no longer ignored (the context's .dockerignore no longer applies)...
     repo.write("services/web/README.md", "# web v2\n");
     let mid = repo.commit("readme");
-    assert_eq!(
-        plan_json(repo.path(), &["--base", &base]).changed(),
-        vec!["web"]
-    );
+    assert_eq!(changed_since(&repo, &base), vec!["web"]);
     // ...and index.html is.
     repo.write("services/web/index.html", "<p>v2</p>\n");
     assert_eq!(changed_after(&mut repo, &mid), Vec::<String>::new());
@@ -144,10 +138,7 @@ fn paths_exclusions_win_and_groups_propagate() {
     let (mut repo, base) = shop();
     repo.write("services/worker/README.md", "# worker v2\n");
     let mid = repo.commit("worker readme");
-    assert_eq!(
-        plan_json(repo.path(), &["--base", &base]).changed(),
-        Vec::<String>::new()
-    );
+    assert_eq!(changed_since(&repo, &base), Vec::<String>::new());
     repo.write("libs/util.txt", "u2\n");
     let run = {
         repo.commit("lib");
@@ -155,12 +146,7 @@ fn paths_exclusions_win_and_groups_propagate() {
     };
     assert_eq!(run.changed(), vec!["worker"]);
     let plan = run.json();
-    let shared = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "shared")
-        .unwrap();
+    let shared = entry(&plan, "groups", "shared");
     assert_eq!(shared["changed"], true);
 }
 
@@ -211,12 +197,7 @@ fn unusual_file_names_flow_through_exactly() {
     let run = plan_json(repo.path(), &["--base", &base]);
     assert_eq!(run.changed(), vec!["worker"]);
     let plan = run.json();
-    let shared = plan["groups"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|g| g["name"] == "shared")
-        .unwrap();
+    let shared = entry(&plan, "groups", "shared");
     let mut paths: Vec<&str> = shared["reasons"]
         .as_array()
         .unwrap()
@@ -250,15 +231,7 @@ fn merge_commits_compare_trees() {
 fn default_base_is_the_merge_base_with_the_remote_default_branch() {
     let (mut origin, _) = shop();
     origin.commit("second");
-    let clone = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(origin.path())
-        .arg(clone.path())
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let mut work = Repo::attach(clone);
+    let mut work = origin.clone_with(&[]);
     work.git(&["checkout", "-q", "-b", "topic"]);
     work.write("docs/new.md", "n\n");
     work.commit("topic work");
@@ -357,7 +330,7 @@ mod bad_input {
         let (mut repo, _) = shop();
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("    depends_on: [api]", "    depends_on: [apii]"),
+            &config().replace("    depends_on: [api]", "    depends_on: [apii]"),
         );
         repo.commit("typo");
         expect_exit_2(
@@ -367,7 +340,7 @@ mod bad_input {
         );
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("    context: .", "    contxt: ."),
+            &config().replace("    context: .", "    contxt: ."),
         );
         expect_exit_2(
             &repo,
@@ -376,7 +349,7 @@ mod bad_input {
         );
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("\"docs/**\"", "\"docs/[**\""),
+            &config().replace("\"docs/**\"", "\"docs/[**\""),
         );
         expect_exit_2(
             &repo,
@@ -385,7 +358,7 @@ mod bad_input {
         );
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace(
+            &config().replace(
                 "    paths: [\"libs/**\"]",
                 "    paths: [\"libs/**\"]\n    depends_on: [worker]",
             ),
@@ -398,7 +371,7 @@ mod bad_input {
         let (mut repo, _) = shop();
         repo.write(
             ".github/monoship.yml",
-            &CONFIG.replace("services/web/Dockerfile", "services/web/Dockerfil"),
+            &config().replace("services/web/Dockerfile", "services/web/Dockerfil"),
         );
         repo.commit("typo");
         expect_exit_2(
@@ -443,19 +416,7 @@ mod bad_input {
         origin.commit("two");
         origin.write("docs/y.md", "y\n");
         origin.commit("three");
-        let clone = tempfile::tempdir().unwrap();
-        let url = format!("file://{}", origin.path().display());
-        let out = std::process::Command::new("git")
-            .args(["clone", "-q", "--depth", "1", &url])
-            .arg(clone.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let shallow = Repo::attach(clone);
+        let shallow = origin.clone_with(&["--depth", "1"]);
         expect_exit_2(
             &shallow,
             &["--base", &base],

@@ -140,6 +140,22 @@ pub(crate) fn rollout<'a>(plan: &'a Value, service: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no rollout for {service}: {plan}"))
 }
 
+/// The image entry of `service` in a JSON report.
+fn built<'a>(plan: &'a Value, service: &str) -> &'a Value {
+    plan["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == service)
+        .unwrap_or_else(|| panic!("no image for {service}: {plan}"))
+}
+
+/// The reason of `rollout` says `part`.
+fn assert_reason(rollout: &Value, part: &str) {
+    let reason = rollout["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains(part), "{rollout}");
+}
+
 #[test]
 fn ship_deploys_exactly_the_changed_services_by_digest() {
     let env = setup(None);
@@ -183,13 +199,7 @@ fn ship_deploys_exactly_the_changed_services_by_digest() {
     let checkout = rollout(&plan, "checkout");
     assert_eq!(checkout["status"], "succeeded", "{checkout}");
     assert_eq!(checkout["workload"], "deployment/shop/checkout");
-    let image = plan["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["service"] == "checkout")
-        .unwrap()["image"]
-        .clone();
+    let image = built(&plan, "checkout")["image"].clone();
     assert_eq!(json!(image_of(&env, "checkout")), image);
     let d = env
         .sim
@@ -284,13 +294,7 @@ fn a_crash_looping_rollout_fails_early_and_is_rolled_back() {
     let plan = run.json();
     let cart = rollout(&plan, "cart");
     assert_eq!(cart["status"], "rolled-back", "{cart}");
-    assert!(
-        cart["reason"]
-            .as_str()
-            .unwrap()
-            .contains("CrashLoopBackOff"),
-        "{cart}"
-    );
+    assert_reason(cart, "CrashLoopBackOff");
     assert_eq!(image_of(&env, "cart"), old, "the previous template is back");
     let frontend = rollout(&plan, "frontend");
     assert_eq!(
@@ -426,15 +430,7 @@ pub(crate) mod eks {
         repo.write(".github/monoship.yml", &format!("{config}cluster:\n  eks:\n    name: prod\n    region: us-east-1\n    endpoint: {}\n", sim.url()));
         repo.write("pb/demo.proto", "eks\n");
         repo.commit("to prod");
-        let vars: BTreeMap<String, String> = [
-            ("AWS_ENDPOINT_URL", moto.endpoint.as_str()),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
-            ("AWS_REGION", "us-east-1"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let vars = moto.run_env();
         let run = monoship(
             repo.path(),
             &[
@@ -508,15 +504,7 @@ pub(crate) mod eks {
 #[test]
 fn two_concurrent_deploys_of_one_service_leave_the_newer_commit_running() {
     let env = setup_with_tick(Duration::from_millis(200));
-    let newer_dir = tempfile::tempdir().unwrap();
-    let status = std::process::Command::new("git")
-        .args(["clone", "-q"])
-        .arg(env.repo.path())
-        .arg(newer_dir.path())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut newer = Repo::attach(newer_dir);
+    let mut newer = env.repo.clone_with(&[]);
     newer.write("src/cart/main.go", "package main // B\n");
     newer.commit("cart B");
     let older_head = env.repo.git(&["rev-parse", "HEAD"]).trim().to_string();
@@ -556,13 +544,7 @@ fn two_concurrent_deploys_of_one_service_leave_the_newer_commit_running() {
         a_cart["status"] == "succeeded" || a_cart["status"] == "skipped",
         "{a_cart}"
     );
-    let b_image = b["images"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["service"] == "cart")
-        .unwrap()["image"]
-        .clone();
+    let b_image = built(&b, "cart")["image"].clone();
     assert_eq!(
         json!(image_of(&env, "cart")),
         b_image,
@@ -594,12 +576,9 @@ fn a_workload_running_a_newer_commit_is_not_taken_back() {
     let plan = run.json();
     let cart = rollout(&plan, "cart");
     assert_eq!(cart["status"], "skipped", "{cart}");
-    assert!(
-        cart["reason"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("runs {newer}, newer than {older}; pass --force")),
-        "{cart}"
+    assert_reason(
+        cart,
+        &format!("runs {newer}, newer than {older}; pass --force"),
     );
     assert_eq!(
         image_of(&env, "cart"),

@@ -31,28 +31,40 @@ impl Repo {
     }
 
     pub fn git(&self, args: &[&str]) -> String {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.invalid",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(args)
+        let mut git = self.git_command();
+        git.args(args)
             .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("HOME", self.path())
-            .output()
-            .expect("git runs");
-        assert!(
-            out.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+            .env("HOME", self.path());
+        checked_stdout(&mut git)
+    }
+
+    /// `git -C <repo>` with a fixed identity and no commit signing.
+    fn git_command(&self) -> Command {
+        let mut git = Command::new("git");
+        git.arg("-C").arg(self.path()).args([
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@example.invalid",
+            "-c",
+            "commit.gpgsign=false",
+        ]);
+        git
+    }
+
+    /// A clone of this repository (`git clone -q`, then `options`) in a new temp dir. The
+    /// source is a `file://` URL, so options such as `--depth 1` are honoured.
+    pub fn clone_with(&self, options: &[&str]) -> Repo {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("file://{}", self.path().display());
+        checked_stdout(
+            Command::new("git")
+                .args(["clone", "-q"])
+                .args(options)
+                .arg(url)
+                .arg(dir.path()),
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        Repo::attach(dir)
     }
 
     pub fn write(&self, path: &str, contents: &str) -> &Repo {
@@ -77,29 +89,27 @@ impl Repo {
             self.ticks % 60
         );
         self.git(&["add", "-A"]);
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(self.path())
-            .args([
-                "-c",
-                "user.name=t",
-                "-c",
-                "user.email=t@example.invalid",
-                "-c",
-                "commit.gpgsign=false",
-            ])
-            .args(["commit", "-q", "--allow-empty", "-m", message])
-            .env("GIT_AUTHOR_DATE", &date)
-            .env("GIT_COMMITTER_DATE", &date)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        checked_stdout(
+            self.git_command()
+                .args(["commit", "-q", "--allow-empty", "-m", message])
+                .env("GIT_AUTHOR_DATE", &date)
+                .env("GIT_COMMITTER_DATE", &date),
         );
         self.git(&["rev-parse", "HEAD"])
     }
+}
+
+/// Runs `command` and fails the test with its stderr unless it succeeds; its stdout, trimmed.
+pub fn checked_stdout(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("{command:?} does not start: {e}"));
+    assert!(
+        out.status.success(),
+        "{command:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The result of one run of the binary.
@@ -324,6 +334,48 @@ pub fn env_map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The config of the shop most tests plan: `api` built from the repository root, `web` from
+/// its own folder, `worker` a script under `services/worker/`; each field adds one thing, and
+/// the default adds none.
+#[derive(Clone, Copy, Default)]
+pub struct ShopConfig {
+    /// `web` depends on `api`.
+    pub web_depends_on_api: bool,
+    /// `worker`'s paths leave out Markdown files.
+    pub worker_skips_markdown: bool,
+    /// A fourth service, `docs`, of `docs/**`.
+    pub docs: bool,
+    /// `worker` depends on a group `shared` of `libs/**`.
+    pub shared_libs: bool,
+}
+
+impl ShopConfig {
+    /// The config as `.github/monoship.yml` holds it.
+    pub fn yaml(self) -> String {
+        let mut yaml = String::from(
+            "services:\n  api:\n    dockerfile: services/api/Dockerfile\n    context: .\n  web:\n    dockerfile: services/web/Dockerfile\n",
+        );
+        if self.web_depends_on_api {
+            yaml.push_str("    depends_on: [api]\n");
+        }
+        yaml.push_str("  worker:\n    paths: [\"services/worker/**\"");
+        if self.worker_skips_markdown {
+            yaml.push_str(", \"!**/*.md\"");
+        }
+        yaml.push_str("]\n");
+        if self.shared_libs {
+            yaml.push_str("    depends_on: [shared]\n");
+        }
+        if self.docs {
+            yaml.push_str("  docs:\n    paths: [\"docs/**\"]\n");
+        }
+        if self.shared_libs {
+            yaml.push_str("groups:\n  shared:\n    paths: [\"libs/**\"]\n");
+        }
+        yaml
+    }
+}
+
 /// api (built from the root, copying `pb/`), web (built from its own folder) and worker (a
 /// script) as `config` declares them; written, not committed.
 pub fn three_services(config: &str) -> Repo {
@@ -435,4 +487,11 @@ pub fn run_action(
     vars.extend(env_map(env));
     let run = monoship(Path::new("/"), &[], &vars);
     ActionRun::read(run, &output, &summary)
+}
+
+/// `text` with the short ids of `base` and `head` named, so a snapshot holds whichever
+/// commits a test makes.
+pub fn with_commit_names(text: &str, base: &str, head: &str) -> String {
+    text.replace(&base[..12], "{base}")
+        .replace(&head[..12], "{head}")
 }
