@@ -37,12 +37,12 @@ pub enum ImageStageError {
     #[error(transparent)]
     Aws(#[from] crate::aws::AwsError),
     #[error(transparent)]
-    EcrLogin(EcrError),
+    EcrLogin(Box<EcrError>),
     #[error("service `{service}`: no ECR repository to push to")]
     EcrRepository {
         service: String,
         #[source]
-        source: EcrError,
+        source: Box<EcrError>,
     },
     #[error(transparent)]
     DockerLogin(#[from] DockerError),
@@ -111,7 +111,7 @@ pub(crate) fn build_stage(
                 .block_on(ecr.ensure_repository(&job.repository))
                 .map_err(|source| ImageStageError::EcrRepository {
                     service: job.service.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
     }
@@ -175,7 +175,10 @@ async fn ecr_login(
             endpoint: ecr_config.endpoint.clone(),
         },
     );
-    let login = client.login().await.map_err(ImageStageError::EcrLogin)?;
+    let login = client
+        .login()
+        .await
+        .map_err(|e| ImageStageError::EcrLogin(Box::new(e)))?;
     if in_action {
         eprintln!("{}", commands::add_mask(login.password.expose()));
     }

@@ -51,9 +51,9 @@ pub enum Error {
     #[error(transparent)]
     Pattern(#[from] crate::plan::PatternError),
     #[error(transparent)]
-    Images(#[from] images::ImageStageError),
+    Images(Box<images::ImageStageError>),
     #[error(transparent)]
-    Cluster(#[from] cluster::ClusterError),
+    Cluster(Box<cluster::ClusterError>),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot write `{path}`")]
@@ -91,6 +91,19 @@ impl Error {
             }],
             other => vec![Annotation::new(Level::Error, render_chain(other))],
         }
+    }
+}
+
+// Boxed: these two are the largest, and every stage returns `Error`.
+impl From<images::ImageStageError> for Error {
+    fn from(e: images::ImageStageError) -> Error {
+        Error::Images(Box::new(e))
+    }
+}
+
+impl From<cluster::ClusterError> for Error {
+    fn from(e: cluster::ClusterError) -> Error {
+        Error::Cluster(Box::new(e))
     }
 }
 

@@ -71,8 +71,8 @@ pub(crate) fn deploy_stage(
         let mut jobs: Vec<Job> = Vec::new();
         for t in &ready {
             match prepare(run, session, t, images, &finished, &context) {
-                Ok(job) => jobs.push(job),
-                Err(skip) => results.push(skip),
+                Prepared::Deploy(job) => jobs.push(job),
+                Prepared::Skip(skip) => results.push(skip),
             }
         }
         for r in run_batch(run, cluster, jobs, starting) {
@@ -147,6 +147,13 @@ impl Job {
     }
 }
 
+/// What becomes of one target in its batch.
+enum Prepared {
+    Deploy(Job),
+    /// Not deployed, with the result that says why.
+    Skip(RolloutResult),
+}
+
 /// The deploy of one target, or the result that says why it is skipped.
 fn prepare(
     run: &Run<'_>,
@@ -155,14 +162,15 @@ fn prepare(
     images: &[ImageResult],
     finished: &BTreeMap<String, bool>,
     context: &DeployContext,
-) -> Result<Job, RolloutResult> {
+) -> Prepared {
+    let skip = |workload: String, why: String| Prepared::Skip(skipped(t, workload, why));
     let cluster = &session.cluster;
     if let Some(dep) = service_dependencies(&run.ctx.config, &t.service)
         .into_iter()
         .find(|d| finished.get(d) == Some(&false))
     {
         let why = format!("its dependency {dep} was not deployed");
-        return Err(skipped(t, target_label(t, cluster), why));
+        return skip(target_label(t, cluster), why);
     }
     let image = images
         .iter()
@@ -176,8 +184,7 @@ fn prepare(
         .is_some_and(|s| s.dockerfile.is_none());
     if t.manifests.is_some() {
         if image.is_none() && !unbuilt {
-            let why = "its image is not in the registry".into();
-            return Err(skipped(t, t.spec.clone(), why));
+            return skip(t.spec.clone(), "its image is not in the registry".into());
         }
         let documents = session
             .manifests
@@ -185,24 +192,29 @@ fn prepare(
             .cloned()
             .unwrap_or_default();
         let deploy = manifest_deploy(run.ctx, cluster, t, documents, image.as_deref(), context);
-        return Ok(Job::Manifests(deploy));
+        return Prepared::Deploy(Job::Manifests(deploy));
     }
-    let workload =
-        deploy::parse_workload(&t.spec, t.namespace.as_deref(), cluster.default_namespace())
-            .map_err(|e| skipped(t, t.spec.clone(), e.to_string()))?;
+    let workload = match deploy::parse_workload(
+        &t.spec,
+        t.namespace.as_deref(),
+        cluster.default_namespace(),
+    ) {
+        Ok(w) => w,
+        Err(e) => return skip(t.spec.clone(), e.to_string()),
+    };
     let Some(reference) = image else {
         let why = if unbuilt {
             "the service has no dockerfile, so there is no new image"
         } else {
             "its image is not in the registry"
         };
-        return Err(skipped(t, workload.to_string(), why.into()));
+        return skip(workload.to_string(), why.into());
     };
     let repository = reference
         .split_once('@')
         .map(|(r, _)| r.to_string())
         .unwrap_or_default();
-    Ok(Job::Workload(DeployRequest {
+    Prepared::Deploy(Job::Workload(DeployRequest {
         service: t.service.clone(),
         workload,
         container: t.container.clone(),
