@@ -510,30 +510,10 @@ impl OciRegistry {
         if kind.eq_ignore_ascii_case("basic") {
             return self.basic().ok_or_else(unauthorized);
         }
-        let realm = params
-            .iter()
-            .find(|(k, _)| k == "realm")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(unauthorized)?;
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
-            query.push(("service", service.clone()));
-        }
-        query.push((
-            "scope",
-            params
-                .iter()
-                .find(|(k, _)| k == "scope")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| scope.to_string()),
-        ));
+        let url = token_url(&params, scope).ok_or_else(unauthorized)?;
         let mut headers = HeaderMap::new();
         if let Some(b) = self.basic() {
             headers.insert(AUTHORIZATION, b);
-        }
-        let mut url = reqwest::Url::parse(&realm).map_err(|_| unauthorized())?;
-        for (k, v) in &query {
-            url.query_pairs_mut().append_pair(k, v);
         }
         let response = self
             .http
@@ -596,6 +576,24 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a Bearer challenge's token comes from: its realm, asked for its service and its
+/// scope (else `scope`, the one the request needs); `None` without a usable realm.
+fn token_url(params: &[(String, String)], scope: &str) -> Option<reqwest::Url> {
+    let param = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut url = reqwest::Url::parse(param("realm")?).ok()?;
+    if let Some(service) = param("service") {
+        url.query_pairs_mut().append_pair("service", service);
+    }
+    let scope = param("scope").unwrap_or(scope);
+    url.query_pairs_mut().append_pair("scope", scope);
+    Some(url)
 }
 
 /// Splits `Bearer realm="x",service="y"` into the scheme and its parameters.
@@ -704,6 +702,29 @@ mod tests {
             SendFailure::Server(StatusCode::BAD_GATEWAY).verdict(),
             Verdict::Retry
         );
+    }
+
+    #[test]
+    fn token_urls_ask_the_realm_for_the_service_and_scope() {
+        let (_, params) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example""#,
+        );
+        let url = token_url(&params, "repository:shop/cart:pull").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://auth.example/token?service=registry.example&scope=repository%3Ashop%2Fcart%3Apull"
+        );
+        let (_, params) =
+            parse_challenge(r#"Bearer realm="https://a.example/t?x=1",scope="repository:a:pull""#);
+        let url = token_url(&params, "repository:a:pull,push").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://a.example/t?x=1&scope=repository%3Aa%3Apull"
+        );
+        let (_, params) = parse_challenge(r#"Bearer service="s""#);
+        assert!(token_url(&params, "x").is_none());
+        let (_, params) = parse_challenge(r#"Bearer realm="not a url""#);
+        assert!(token_url(&params, "x").is_none());
     }
 
     #[test]
