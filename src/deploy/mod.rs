@@ -875,6 +875,45 @@ mod tests {
     }
 
     #[test]
+    fn transient_failures_are_retried_4_times_and_conflicts_3_times_at_once() {
+        use crate::retry::{Decision, Stop};
+        let ms = Duration::from_millis;
+        let decide = |policy: &RetryPolicy, n| policy.decide(n, Verdict::Retry);
+        let transient_waits: Vec<Decision> = (1..=4).map(|n| decide(&TRANSIENT, n)).collect();
+        assert_eq!(
+            transient_waits,
+            [
+                Decision::Wait(ms(250)),
+                Decision::Wait(ms(500)),
+                Decision::Wait(ms(1000)),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        let conflict_waits: Vec<Decision> = (1..=3).map(|n| decide(&CONFLICTS, n)).collect();
+        assert_eq!(
+            conflict_waits,
+            [
+                Decision::Wait(Duration::ZERO),
+                Decision::Wait(Duration::ZERO),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        let api = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure("m", "R")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        for again in [429, 500, 503] {
+            assert_eq!(transient(&api(again)), Verdict::Retry, "{again}");
+        }
+        for fatal in [400, 403, 404, 409, 422] {
+            assert_eq!(transient(&api(fatal)), Verdict::Fatal, "{fatal}");
+        }
+    }
+
+    #[test]
     fn selectors_render_as_query_strings() {
         let s: LabelSelector = serde_json::from_value(json!({
             "matchLabels": {"app": "cart", "tier": "web"},
