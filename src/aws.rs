@@ -23,6 +23,7 @@ use aws_sdk_sts::operation::assume_role_with_web_identity::AssumeRoleWithWebIden
 use base64::Engine;
 use reqwest::StatusCode;
 
+use crate::retry::{retry, RetryPolicy, Retrying, Verdict};
 use crate::secret::Secret;
 
 /// The role session name when none is given.
@@ -32,9 +33,9 @@ pub const DEFAULT_AUDIENCE: &str = "sts.amazonaws.com";
 
 /// Attempts of every AWS call before its error is reported (throttling included).
 pub(crate) const AWS_MAX_ATTEMPTS: u32 = 5;
-/// Attempts of the OIDC token request, and the first delay between them (then doubled).
-const ID_TOKEN_ATTEMPTS: u32 = 3;
-const ID_TOKEN_RETRY_DELAY: Duration = Duration::from_millis(500);
+/// The OIDC token request is sent 3 times in all on network errors, 429 and 5xx, pausing
+/// 500 ms, then 1 s.
+const ID_TOKEN_RETRIES: RetryPolicy = RetryPolicy::new(3, Duration::from_millis(500));
 const ID_TOKEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A role session is re-minted this long before it expires.
 const REFRESH_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
@@ -400,70 +401,112 @@ impl IdTokenRequest {
         }))
     }
 
-    /// `GET` the token, retried on network errors, 429 and 5xx. `mask` sees it first.
+    /// `GET` the token, retried on network errors, 429 and 5xx (see [`ID_TOKEN_RETRIES`]).
+    /// `mask` sees it first.
     async fn fetch(&self, mask: &(dyn Fn(&str) + Send + Sync)) -> Result<Secret, AwsError> {
-        #[derive(serde::Deserialize)]
-        struct Answer {
-            value: Option<String>,
-        }
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        let attempt = |attempt| async move {
             let sent = (self.http.get(self.url.clone()))
                 .bearer_auth(self.bearer.expose())
                 .header(reqwest::header::ACCEPT, "application/json")
                 .send()
                 .await;
-            let retry = match sent {
+            match sent {
                 Ok(response) if response.status().is_success() => {
-                    let body =
-                        response
-                            .bytes()
-                            .await
-                            .map_err(|source| AwsError::IdTokenUnreachable {
-                                attempts: attempt,
-                                source,
-                            })?;
-                    let answer: Answer =
-                        serde_json::from_slice(&body).map_err(|e| AwsError::IdTokenMalformed {
-                            why: format!("not JSON: {e}"),
-                        })?;
-                    let jwt = answer.value.filter(|v| !v.is_empty()).ok_or_else(|| {
-                        AwsError::IdTokenMalformed {
-                            why: "no `value`".to_string(),
-                        }
-                    })?;
-                    mask(&jwt);
-                    return Ok(Secret::new(jwt));
+                    let token = read_id_token(response, attempt).await;
+                    token.map_err(IdTokenFailure::Fatal)
                 }
-                Ok(response) => {
-                    let status = response.status();
-                    let retryable =
-                        status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
-                    if !retryable || attempt >= ID_TOKEN_ATTEMPTS {
-                        let body = response.text().await.unwrap_or_default();
-                        return Err(AwsError::IdTokenStatus {
-                            status: status.as_u16(),
-                            attempts: attempt,
-                            body: shorten(body.trim(), 300),
-                        });
-                    }
-                    format!("HTTP {status}")
-                }
-                Err(source) if attempt >= ID_TOKEN_ATTEMPTS => {
-                    return Err(AwsError::IdTokenUnreachable {
-                        attempts: attempt,
-                        source,
-                    });
-                }
+                Ok(response) => Err(IdTokenFailure::Status(response)),
+                Err(source) => Err(IdTokenFailure::Unreachable(source)),
+            }
+        };
+        let on_retry = |failure: &IdTokenFailure, r: Retrying| {
+            let retry = match failure {
+                IdTokenFailure::Status(response) => format!("HTTP {}", response.status()),
                 // reqwest's message names the URL, which holds no secret.
-                Err(source) => source.to_string(),
+                IdTokenFailure::Unreachable(source) => source.to_string(),
+                IdTokenFailure::Fatal(error) => error.to_string(),
             };
-            let delay = ID_TOKEN_RETRY_DELAY * 2u32.pow(attempt - 1);
+            let delay = r.wait;
             tracing::warn!("GitHub OIDC token request failed ({retry}); retrying in {delay:?}");
-            tokio::time::sleep(delay).await;
+        };
+        let classify = IdTokenFailure::verdict;
+        let gave_up = match retry(&ID_TOKEN_RETRIES, classify, on_retry, attempt).await {
+            Ok(jwt) => {
+                mask(&jwt);
+                return Ok(Secret::new(jwt));
+            }
+            Err(gave_up) => gave_up,
+        };
+        let attempts = gave_up.attempts;
+        Err(match gave_up.error {
+            IdTokenFailure::Status(response) => {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                AwsError::IdTokenStatus {
+                    status,
+                    attempts,
+                    body: shorten(body.trim(), 300),
+                }
+            }
+            IdTokenFailure::Unreachable(source) => {
+                AwsError::IdTokenUnreachable { attempts, source }
+            }
+            IdTokenFailure::Fatal(error) => error,
+        })
+    }
+}
+
+/// A failed attempt at the OIDC token.
+enum IdTokenFailure {
+    /// An answer that is not a success; its body is read only for the final error.
+    Status(reqwest::Response),
+    Unreachable(reqwest::Error),
+    /// A success that holds no token.
+    Fatal(AwsError),
+}
+
+impl IdTokenFailure {
+    fn verdict(&self) -> Verdict {
+        let again = match self {
+            IdTokenFailure::Status(response) => id_token_status_is_transient(response.status()),
+            IdTokenFailure::Unreachable(_) => true,
+            IdTokenFailure::Fatal(_) => false,
+        };
+        if again {
+            Verdict::Retry
+        } else {
+            Verdict::Fatal
         }
     }
+}
+
+/// Whether the token service may answer differently soon: throttling or a server error.
+fn id_token_status_is_transient(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+/// The JWT of a successful answer, `attempt` being the attempt that got it.
+async fn read_id_token(response: reqwest::Response, attempt: u32) -> Result<String, AwsError> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        value: Option<String>,
+    }
+    let body = response
+        .bytes()
+        .await
+        .map_err(|source| AwsError::IdTokenUnreachable {
+            attempts: attempt,
+            source,
+        })?;
+    let answer: Answer = serde_json::from_slice(&body).map_err(|e| AwsError::IdTokenMalformed {
+        why: format!("not JSON: {e}"),
+    })?;
+    answer
+        .value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| AwsError::IdTokenMalformed {
+            why: "no `value`".to_string(),
+        })
 }
 
 /// Role sessions minted from the job's OIDC token: one now, then a new one whenever the
@@ -611,5 +654,36 @@ fn shorten(text: &str, max: usize) -> String {
     match text.char_indices().nth(max) {
         Some((end, _)) => format!("{}…", &text[..end]),
         None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retry::{Decision, Stop};
+
+    #[test]
+    fn the_id_token_is_asked_3_times_on_throttling_and_server_errors() {
+        let ms = Duration::from_millis;
+        let decisions: Vec<Decision> = (1..=3)
+            .map(|n| ID_TOKEN_RETRIES.decide(n, Verdict::Retry))
+            .collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::Wait(ms(500)),
+                Decision::Wait(ms(1000)),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        for again in [429, 500, 502, 503] {
+            assert!(id_token_status_is_transient(
+                StatusCode::from_u16(again).unwrap()
+            ));
+        }
+        for final_answer in [400, 401, 403, 404] {
+            let status = StatusCode::from_u16(final_answer).unwrap();
+            assert!(!id_token_status_is_transient(status));
+        }
     }
 }

@@ -20,6 +20,8 @@ use octocrab::Octocrab;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
+use crate::retry::{retry, RetryPolicy, Retrying, Stop, Verdict};
+
 /// Items per page asked of listing endpoints (GitHub's maximum).
 pub(crate) const PER_PAGE: u32 = 100;
 /// Retries of one request, whatever made it fail (rate limit, server error, network).
@@ -360,16 +362,17 @@ impl GithubApi {
         }
     }
 
-    /// Sends one request, retrying rate limits (and, when repeatable, transient failures).
+    /// Sends one request, retrying rate limits (and, when repeatable, transient failures)
+    /// under [`GithubApi::retry_policy`].
     async fn request(&self, verb: Verb<'_>, url: &str, call: &Call) -> Result<Reply, GithubError> {
         let client = self.client(call)?;
         let repeatable = call.repeatable || matches!(verb, Verb::Get | Verb::Patch(_));
-        let mut retries = 0;
-        loop {
-            let failure = match self.send(client, &verb, url).await {
-                Ok(reply) if (200..300).contains(&reply.status) => return Ok(reply),
-                Ok(reply) => self.judge(reply, call),
-                Err(Transient::Unreachable(source)) => match source {
+        let verb = &verb;
+        let attempt = |_| async move {
+            match self.send(client, verb, url).await {
+                Ok(reply) if (200..300).contains(&reply.status) => Ok(reply),
+                Ok(reply) => Err(self.judge(reply, call)),
+                Err(Transient::Unreachable(source)) => Err(match source {
                     // A malformed URL stays malformed however often it is sent.
                     octocrab::Error::UriParse { .. } | octocrab::Error::Uri { .. } => {
                         Failure::Fatal(GithubError::ForeignNextLink {
@@ -379,44 +382,54 @@ impl GithubApi {
                         })
                     }
                     source => Failure::Retry(Transient::Unreachable(source)),
-                },
-                Err(transient) => Failure::Retry(transient),
-            };
-            let transient = match failure {
-                Failure::Fatal(error) => return Err(error),
-                Failure::Retry(transient) => transient,
-            };
-
-            let wait = match &transient {
-                Transient::RateLimited { wait_secs, .. } => Duration::from_secs(*wait_secs),
-                _ => self.retry_delay.saturating_mul(1 << retries),
-            };
-            if let Transient::RateLimited {
+                }),
+                Err(transient) => Err(Failure::Retry(transient)),
+            }
+        };
+        let on_retry = |failure: &Failure, r: Retrying| {
+            if let Failure::Retry(transient) = failure {
+                let (retry, wait) = (r.attempt, r.wait);
+                tracing::info!(
+                    "{}: {}; retry {retry} of {MAX_RETRIES} in {wait:?}",
+                    call.what,
+                    transient.describe()
+                );
+            }
+        };
+        let classify = |failure: &Failure| failure.verdict(repeatable);
+        let policy = self.retry_policy();
+        let gave_up = match retry(&policy, classify, on_retry, attempt).await {
+            Ok(reply) => return Ok(reply),
+            Err(gave_up) => gave_up,
+        };
+        Err(match (gave_up.error, gave_up.stop) {
+            (Failure::Fatal(error), _) => error,
+            (
+                Failure::Retry(Transient::RateLimited {
+                    wait_secs,
+                    resets_at,
+                }),
+                Stop::WaitTooLong(_),
+            ) => GithubError::RateLimitTooLong {
+                what: call.what.clone(),
+                resets_at: utc_timestamp(resets_at),
                 wait_secs,
-                resets_at,
-            } = &transient
-            {
-                if wait > self.max_wait {
-                    return Err(GithubError::RateLimitTooLong {
-                        what: call.what.clone(),
-                        resets_at: utc_timestamp(*resets_at),
-                        wait_secs: *wait_secs,
-                        max_wait_secs: self.max_wait.as_secs(),
-                        hint: call.hint,
-                    });
-                }
-            }
-            let rate_limited = matches!(transient, Transient::RateLimited { .. });
-            if retries == MAX_RETRIES || !(repeatable || rate_limited) {
-                return Err(self.gave_up(transient, call, retries + 1));
-            }
-            retries += 1;
-            tracing::info!(
-                "{}: {}; retry {retries} of {MAX_RETRIES} in {wait:?}",
-                call.what,
-                transient.describe()
-            );
-            tokio::time::sleep(wait).await;
+                max_wait_secs: self.max_wait.as_secs(),
+                hint: call.hint,
+            },
+            (Failure::Retry(transient), _) => self.gave_up(transient, call, gave_up.attempts),
+        })
+    }
+
+    /// Every request is sent at most `MAX_RETRIES + 1` times; a transient failure pauses
+    /// `retry_delay`, doubling, and a rate limit waits for its reset, up to `max_wait`.
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: MAX_RETRIES + 1,
+            first_delay: self.retry_delay,
+            factor: 2,
+            max_delay: Duration::MAX,
+            max_wait: Some(self.max_wait),
         }
     }
 
@@ -583,6 +596,20 @@ impl fmt::Debug for GithubApi {
 enum Failure {
     Retry(Transient),
     Fatal(GithubError),
+}
+
+impl Failure {
+    /// A rate limit waits for its reset; other transient failures are retried only when the
+    /// request is `repeatable`.
+    fn verdict(&self, repeatable: bool) -> Verdict {
+        match self {
+            Failure::Retry(Transient::RateLimited { wait_secs, .. }) => {
+                Verdict::RetryAfter(Duration::from_secs(*wait_secs))
+            }
+            Failure::Retry(_) if repeatable => Verdict::Retry,
+            Failure::Retry(_) | Failure::Fatal(_) => Verdict::Fatal,
+        }
+    }
 }
 
 /// A failure that may pass if the request is sent again.
@@ -877,6 +904,65 @@ mod tests {
             github_message(&"x".repeat(1_000)).chars().count(),
             MESSAGE_LIMIT + 1
         );
+    }
+
+    #[test]
+    fn requests_back_off_1_2_4_seconds_and_wait_out_rate_limits_up_to_a_minute() {
+        use crate::retry::Decision;
+        let api = GithubApi::new("https://api.github.com", "o/r", None).unwrap();
+        let policy = api.retry_policy();
+        let secs = Duration::from_secs;
+        let decisions: Vec<Decision> = (1..=4).map(|n| policy.decide(n, Verdict::Retry)).collect();
+        assert_eq!(
+            decisions,
+            [
+                Decision::Wait(secs(1)),
+                Decision::Wait(secs(2)),
+                Decision::Wait(secs(4)),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        assert_eq!(
+            policy.decide(1, Verdict::RetryAfter(secs(60))),
+            Decision::Wait(secs(60))
+        );
+        assert_eq!(
+            policy.decide(1, Verdict::RetryAfter(secs(61))),
+            Decision::Stop(Stop::WaitTooLong(secs(61)))
+        );
+        let patient = api.with_max_wait(secs(600)).with_retry_delay(secs(3));
+        assert_eq!(
+            patient.retry_policy().decide(2, Verdict::Retry),
+            Decision::Wait(secs(6))
+        );
+    }
+
+    #[test]
+    fn only_rate_limits_are_retried_for_requests_that_are_not_repeatable() {
+        let limited = Failure::Retry(Transient::RateLimited {
+            wait_secs: 7,
+            resets_at: 0,
+        });
+        let server = || {
+            Failure::Retry(Transient::Server {
+                status: 502,
+                message: "Bad Gateway".into(),
+            })
+        };
+        for repeatable in [true, false] {
+            assert_eq!(
+                limited.verdict(repeatable),
+                Verdict::RetryAfter(Duration::from_secs(7))
+            );
+        }
+        assert_eq!(server().verdict(true), Verdict::Retry);
+        assert_eq!(server().verdict(false), Verdict::Fatal);
+        assert_eq!(
+            Failure::Retry(Transient::TimedOut).verdict(false),
+            Verdict::Fatal
+        );
+        let fatal = Failure::Fatal(GithubError::InvalidToken);
+        assert_eq!(fatal.verdict(true), Verdict::Fatal);
     }
 
     #[test]

@@ -21,4 +21,5 @@ pub mod github;
 pub mod image;
 pub mod plan;
 pub mod report;
+pub mod retry;
 pub mod secret;

@@ -29,6 +29,8 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::retry::{retry, GaveUp, RetryPolicy, Retrying, Verdict};
+
 pub use apply::{apply_manifests, ManifestDeploy};
 pub use cluster::{Cluster, TokenError, TOKEN_REFRESH};
 pub use rollout::{rollout_status, Status};
@@ -47,41 +49,42 @@ pub const CHANGE_CAUSE_ANNOTATION: &str = "kubernetes.io/change-cause";
 /// The field manager of monoship's patches.
 pub const FIELD_MANAGER: &str = "monoship";
 
-/// How many times a patch is re-read and retried after `409 Conflict`.
-const CONFLICT_ATTEMPTS: usize = 3;
-/// How many times a request is sent when the API server is briefly unable to answer.
-const TRANSIENT_ATTEMPTS: u32 = 4;
+/// A patch is re-read and tried again after `409 Conflict`, at once, 3 times in all.
+const CONFLICTS: RetryPolicy = RetryPolicy::new(3, Duration::ZERO);
+/// A request the API server was briefly unable to answer is sent 4 times in all, pausing
+/// 250 ms, then 500 ms, then 1 s.
+const TRANSIENT: RetryPolicy = RetryPolicy::new(4, Duration::from_millis(250));
 
 /// Whether an error is worth the same request again: throttling, a server error, or a
 /// connection that failed.
-fn transient(error: &kube::Error) -> bool {
-    match error {
+fn transient(error: &kube::Error) -> Verdict {
+    let again = match error {
         kube::Error::Api(s) => s.code == 429 || (500..600).contains(&s.code),
         kube::Error::HyperError(_) | kube::Error::Service(_) => true,
         _ => false,
+    };
+    if again {
+        Verdict::Retry
+    } else {
+        Verdict::Fatal
     }
 }
 
-/// `request` again after a transient failure, with a doubling pause from 250 ms, at most
-/// [`TRANSIENT_ATTEMPTS`] times in all. Every request retried this way is idempotent: reads,
-/// and patches that carry the resourceVersion they were made from.
+/// `request` again after a transient failure, under [`TRANSIENT`]. Every request retried
+/// this way is idempotent: reads, and patches that carry the resourceVersion they were made
+/// from.
 async fn with_retries<T, F, Fut>(what: &str, mut request: F) -> kube::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = kube::Result<T>>,
 {
-    let mut pause = Duration::from_millis(250);
-    for attempt in 1.. {
-        match request().await {
-            Err(e) if attempt < TRANSIENT_ATTEMPTS && transient(&e) => {
-                tracing::info!(attempt, error = %describe(&e), "{what} failed; trying again");
-                tokio::time::sleep(pause).await;
-                pause *= 2;
-            }
-            done => return done,
-        }
-    }
-    unreachable!("the last attempt returns")
+    let on_retry = |e: &kube::Error, r: Retrying| {
+        let attempt = r.attempt;
+        tracing::info!(attempt, error = %describe(e), "{what} failed; trying again");
+    };
+    retry(&TRANSIENT, transient, on_retry, |_| request())
+        .await
+        .map_err(GaveUp::into_error)
 }
 
 /// A workload kind that has a rollout.
@@ -773,42 +776,75 @@ fn image_patch(object: &WorkloadObject, picked: &[image::Picked], req: &DeployRe
     })
 }
 
+/// A failed patch attempt: a conflict is tried again on a fresh read, anything else ends it.
+enum PatchFailure {
+    Conflict(kube::Error),
+    Fatal(DeployError),
+}
+
+impl PatchFailure {
+    fn verdict(&self) -> Verdict {
+        match self {
+            PatchFailure::Conflict(_) => Verdict::Retry,
+            PatchFailure::Fatal(_) => Verdict::Fatal,
+        }
+    }
+}
+
+/// Patches `req`'s image into `object`'s workload; after a `409 Conflict` it reads the
+/// workload again and, unless a newer commit got there first, patches that (see
+/// [`CONFLICTS`]).
 async fn patch_image(
     api: &Api<DynamicObject>,
     wl: &Workload,
     req: &DeployRequest,
-    mut object: WorkloadObject,
+    object: WorkloadObject,
     newer: &(dyn Fn(&WorkloadObject) -> Option<String> + Send + Sync),
 ) -> Result<Patched, DeployError> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.into()),
         ..PatchParams::default()
     };
-    for attempt in 1..=CONFLICT_ATTEMPTS {
+    let (first, params) = (&object, &params);
+    let attempt = |attempt: u32| async move {
+        let object = if attempt == 1 {
+            first.clone()
+        } else {
+            let object = read_workload(api, wl).await.map_err(PatchFailure::Fatal)?;
+            // Whoever changed it may have deployed a newer commit.
+            if let Some(deployed) = newer(&object) {
+                return Ok(Patched::Newer(deployed));
+            }
+            object
+        };
         let template = object.template().cloned().unwrap_or_default();
-        let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
-            .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
-        let patch = image_patch(&object, &picked, req);
-        let patch = Patch::Strategic(patch);
-        match with_retries("patching", || api.patch(&wl.name, &params, &patch)).await {
-            Ok(updated) => {
-                return Ok(Patched::Done(
-                    WorkloadObject::from_dynamic(wl.kind, updated)?,
-                    picked,
-                ))
+        let picked =
+            image::pick_containers(&template, req.container.as_deref(), &req.repository)
+                .map_err(|why| PatchFailure::Fatal(DeployError::Refused(format!("{wl}: {why}"))))?;
+        let patch = Patch::Strategic(image_patch(&object, &picked, req));
+        match with_retries("patching", || api.patch(&wl.name, params, &patch)).await {
+            Ok(updated) => WorkloadObject::from_dynamic(wl.kind, updated)
+                .map(|object| Patched::Done(object, picked))
+                .map_err(PatchFailure::Fatal),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                Err(PatchFailure::Conflict(kube::Error::Api(s)))
             }
-            Err(kube::Error::Api(s)) if s.code == 409 && attempt < CONFLICT_ATTEMPTS => {
-                tracing::info!(workload = %wl, attempt, "conflict while patching; reading it again");
-                object = read_workload(api, wl).await?;
-                // Whoever changed it may have deployed a newer commit.
-                if let Some(deployed) = newer(&object) {
-                    return Ok(Patched::Newer(deployed));
-                }
-            }
-            Err(e) => return Err(DeployError::api(format!("cannot patch {wl}"))(e)),
+            Err(e) => Err(PatchFailure::Fatal(DeployError::api(format!(
+                "cannot patch {wl}"
+            ))(e))),
         }
+    };
+    let on_retry = |_: &PatchFailure, r: Retrying| {
+        let attempt = r.attempt;
+        tracing::info!(workload = %wl, attempt, "conflict while patching; reading it again");
+    };
+    match retry(&CONFLICTS, PatchFailure::verdict, on_retry, attempt).await {
+        Ok(patched) => Ok(patched),
+        Err(gave_up) => Err(match gave_up.error {
+            PatchFailure::Conflict(e) => DeployError::api(format!("cannot patch {wl}"))(e),
+            PatchFailure::Fatal(error) => error,
+        }),
     }
-    unreachable!("the last attempt returns")
 }
 
 #[cfg(test)]
@@ -835,6 +871,45 @@ mod tests {
                 err.starts_with(&format!("`{bad}` is not a workload: ")),
                 "{err}"
             );
+        }
+    }
+
+    #[test]
+    fn transient_failures_are_retried_4_times_and_conflicts_3_times_at_once() {
+        use crate::retry::{Decision, Stop};
+        let ms = Duration::from_millis;
+        let decide = |policy: &RetryPolicy, n| policy.decide(n, Verdict::Retry);
+        let transient_waits: Vec<Decision> = (1..=4).map(|n| decide(&TRANSIENT, n)).collect();
+        assert_eq!(
+            transient_waits,
+            [
+                Decision::Wait(ms(250)),
+                Decision::Wait(ms(500)),
+                Decision::Wait(ms(1000)),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        let conflict_waits: Vec<Decision> = (1..=3).map(|n| decide(&CONFLICTS, n)).collect();
+        assert_eq!(
+            conflict_waits,
+            [
+                Decision::Wait(Duration::ZERO),
+                Decision::Wait(Duration::ZERO),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        let api = |code| {
+            kube::Error::Api(
+                kube::core::Status::failure("m", "R")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        for again in [429, 500, 503] {
+            assert_eq!(transient(&api(again)), Verdict::Retry, "{again}");
+        }
+        for fatal in [400, 403, 404, 409, 422] {
+            assert_eq!(transient(&api(fatal)), Verdict::Fatal, "{fatal}");
         }
     }
 

@@ -27,7 +27,7 @@ pub enum Outcome {
 pub async fn wait_rollout(
     cluster: &Cluster,
     wl: &Workload,
-    mut latest: WorkloadObject,
+    latest: WorkloadObject,
     deadline: Instant,
     say: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Outcome, DeployError> {
@@ -46,71 +46,137 @@ pub async fn wait_rollout(
     );
     let mut pod_watch =
         (!selector.is_empty()).then(|| ObjectWatch::new(pods_api, None, Some(selector.clone())));
-    let mut last_message = String::new();
+    let mut rollout = Rollout {
+        cluster,
+        wl,
+        latest,
+        selector,
+        last_message: String::new(),
+        say,
+    };
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep_until(deadline) => {
-                let events = bounded(unready_pod_events(cluster, wl, &latest, &selector)).await;
-                let waiting = if last_message.is_empty() { String::new() } else { format!(": {last_message}") };
-                return Ok(Outcome::Failed {
-                    reason: format!("timed out waiting for the rollout of {wl}{waiting}"),
-                    events,
-                });
-            }
+        let outcome = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => Some(rollout.timed_out().await),
             change = workload_watch.next() => {
                 let change = change.map_err(DeployError::api(format!("cannot watch {wl}")))?;
-                let object = match change {
-                    Change::Listed(items) => items.into_iter().next(),
-                    Change::Applied(object) => Some(*object),
-                    Change::Deleted => None,
-                };
-                let Some(object) = object else {
-                    return Ok(Outcome::Failed {
-                        reason: format!("{wl} was deleted during the rollout"),
-                        events: Vec::new(),
-                    });
-                };
-                latest = WorkloadObject::from_dynamic(wl.kind, object)?;
-                match rollout_status(&latest) {
-                    Status::Done(message) => {
-                        say(&message);
-                        return Ok(Outcome::Done);
-                    }
-                    Status::Waiting(message) => {
-                        if message != last_message {
-                            say(&message);
-                            last_message = message;
-                        }
-                    }
-                    Status::Failed(reason) => {
-                        let events = bounded(unready_pod_events(cluster, wl, &latest, &selector)).await;
-                        return Ok(Outcome::Failed { reason, events });
-                    }
-                }
+                rollout.workload_changed(change).await?
             }
             change = next_pods(&mut pod_watch) => {
-                let pods = match change {
-                    Ok(Change::Listed(items)) => items,
-                    Ok(Change::Applied(pod)) => vec![*pod],
-                    Ok(Change::Deleted) => Vec::new(),
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot watch the pods of {wl}; only the workload status is followed");
-                        pod_watch = None;
-                        Vec::new()
-                    }
-                };
-                for pod in pods {
-                    let Ok(pod) = pod.try_parse::<Pod>() else { continue };
-                    let Some(failure) = pods::fatal_state(&pod) else { continue };
-                    if is_new_pod(cluster, wl, &latest, &pod).await {
-                        let events = bounded(pod_events(cluster, wl, &pod)).await;
-                        let PodFailure { reason, .. } = failure;
-                        return Ok(Outcome::Failed { reason, events });
-                    }
-                }
+                let pods = change.map(pods_in).unwrap_or_else(|error| {
+                    tracing::warn!(%error, "cannot watch the pods of {wl}; only the workload status is followed");
+                    pod_watch = None;
+                    Vec::new()
+                });
+                rollout.pods_changed(pods).await
             }
+        };
+        if let Some(outcome) = outcome {
+            return Ok(outcome);
         }
     }
+}
+
+/// A rollout being followed: the workload as last seen and the progress said so far.
+struct Rollout<'a> {
+    cluster: &'a Cluster,
+    wl: &'a Workload,
+    latest: WorkloadObject,
+    /// The workload's pod selector as a query; empty when it has none.
+    selector: String,
+    last_message: String,
+    say: &'a (dyn Fn(&str) + Send + Sync),
+}
+
+impl Rollout<'_> {
+    async fn timed_out(&self) -> Outcome {
+        let events = bounded(unready_pod_events(
+            self.cluster,
+            self.wl,
+            &self.latest,
+            &self.selector,
+        ))
+        .await;
+        Outcome::Failed {
+            reason: timeout_reason(self.wl, &self.last_message),
+            events,
+        }
+    }
+
+    /// Judges the workload as it changed; says progress as it changes.
+    async fn workload_changed(&mut self, change: Change) -> Result<Option<Outcome>, DeployError> {
+        let Some(object) = workload_in(change) else {
+            return Ok(Some(Outcome::Failed {
+                reason: format!("{} was deleted during the rollout", self.wl),
+                events: Vec::new(),
+            }));
+        };
+        self.latest = WorkloadObject::from_dynamic(self.wl.kind, object)?;
+        Ok(match rollout_status(&self.latest) {
+            Status::Done(message) => {
+                (self.say)(&message);
+                Some(Outcome::Done)
+            }
+            Status::Waiting(message) => {
+                if message != self.last_message {
+                    (self.say)(&message);
+                    self.last_message = message;
+                }
+                None
+            }
+            Status::Failed(reason) => {
+                let (cluster, wl) = (self.cluster, self.wl);
+                let unready = unready_pod_events(cluster, wl, &self.latest, &self.selector);
+                let events = bounded(unready).await;
+                Some(Outcome::Failed { reason, events })
+            }
+        })
+    }
+
+    /// Fails the rollout when one of `pods` runs the new template and is stuck for good.
+    async fn pods_changed(&self, pods: Vec<DynamicObject>) -> Option<Outcome> {
+        for pod in pods {
+            let Ok(pod) = pod.try_parse::<Pod>() else {
+                continue;
+            };
+            let Some(failure) = pods::fatal_state(&pod) else {
+                continue;
+            };
+            if is_new_pod(self.cluster, self.wl, &self.latest, &pod).await {
+                let events = bounded(pod_events(self.cluster, self.wl, &pod)).await;
+                let PodFailure { reason, .. } = failure;
+                return Some(Outcome::Failed { reason, events });
+            }
+        }
+        None
+    }
+}
+
+/// The workload a change of its watch shows; `None` once it is gone.
+fn workload_in(change: Change) -> Option<DynamicObject> {
+    match change {
+        Change::Listed(items) => items.into_iter().next(),
+        Change::Applied(object) => Some(*object),
+        Change::Deleted => None,
+    }
+}
+
+/// The pods a change of the pod watch shows (none for a deletion).
+fn pods_in(change: Change) -> Vec<DynamicObject> {
+    match change {
+        Change::Listed(items) => items,
+        Change::Applied(pod) => vec![*pod],
+        Change::Deleted => Vec::new(),
+    }
+}
+
+/// Why a rollout that ran out of time failed, with the last progress it showed.
+fn timeout_reason(wl: &Workload, last_message: &str) -> String {
+    let waiting = if last_message.is_empty() {
+        String::new()
+    } else {
+        format!(": {last_message}")
+    };
+    format!("timed out waiting for the rollout of {wl}{waiting}")
 }
 
 async fn next_pods(watch: &mut Option<ObjectWatch>) -> kube::Result<Change> {
@@ -242,4 +308,59 @@ async fn bounded(gather: impl std::future::Future<Output = Vec<String>>) -> Vec<
     tokio::time::timeout(EVENTS_TIME, gather)
         .await
         .unwrap_or_else(|_| vec!["(timed out reading the pods' events)".into()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deploy::WorkloadKind;
+    use kube::api::ApiResource;
+
+    fn pod(name: &str) -> DynamicObject {
+        DynamicObject::new(name, &ApiResource::erase::<Pod>(&()))
+    }
+
+    fn names(objects: &[DynamicObject]) -> Vec<String> {
+        objects
+            .iter()
+            .filter_map(|o| o.metadata.name.clone())
+            .collect()
+    }
+
+    #[test]
+    fn a_workload_change_shows_the_workload_until_it_is_deleted() {
+        let listed = workload_in(Change::Listed(vec![pod("cart"), pod("other")]));
+        assert_eq!(listed.and_then(|o| o.metadata.name), Some("cart".into()));
+        assert!(workload_in(Change::Listed(Vec::new())).is_none());
+        let applied = workload_in(Change::Applied(Box::new(pod("cart"))));
+        assert_eq!(applied.and_then(|o| o.metadata.name), Some("cart".into()));
+        assert!(workload_in(Change::Deleted).is_none());
+    }
+
+    #[test]
+    fn a_pod_change_shows_every_listed_or_applied_pod() {
+        assert_eq!(
+            names(&pods_in(Change::Listed(vec![pod("a"), pod("b")]))),
+            ["a", "b"]
+        );
+        assert_eq!(names(&pods_in(Change::Applied(Box::new(pod("c"))))), ["c"]);
+        assert!(pods_in(Change::Deleted).is_empty());
+    }
+
+    #[test]
+    fn a_timeout_names_the_workload_and_the_last_progress() {
+        let wl = Workload {
+            kind: WorkloadKind::Deployment,
+            namespace: "shop".into(),
+            name: "cart".into(),
+        };
+        assert_eq!(
+            timeout_reason(&wl, ""),
+            "timed out waiting for the rollout of deployment/shop/cart"
+        );
+        assert_eq!(
+            timeout_reason(&wl, "1 of 3 updated replicas are available"),
+            "timed out waiting for the rollout of deployment/shop/cart: 1 of 3 updated replicas are available"
+        );
+    }
 }

@@ -88,6 +88,26 @@ impl ImageResult {
             log: None,
         }
     }
+
+    /// The image is in the registry as `digest`, under every tag of `job`.
+    fn stored(job: &ImageJob, digest: String, status: ImageStatus, started: Instant) -> Self {
+        ImageResult {
+            service: job.service.clone(),
+            image: Some(format!("{}@{digest}", job.image)),
+            digest: Some(digest),
+            tags: all_tags(job),
+            status,
+            error: None,
+            seconds: started.elapsed().as_secs_f64(),
+            failed_at: None,
+            log: None,
+        }
+    }
+
+    fn with_log(mut self, log: String) -> Self {
+        self.log = Some(log);
+        self
+    }
 }
 
 /// Gets every job's image into the registry, at most `max_parallel` at once, calling `done`
@@ -181,17 +201,7 @@ async fn reuse(
             );
         }
     }
-    ImageResult {
-        service: job.service.clone(),
-        image: Some(format!("{}@{digest}", job.image)),
-        digest: Some(digest),
-        tags: all_tags(job),
-        status: ImageStatus::Reused,
-        error: None,
-        seconds: started.elapsed().as_secs_f64(),
-        failed_at: None,
-        log: None,
-    }
+    ImageResult::stored(job, digest, ImageStatus::Reused, started)
 }
 
 fn all_tags(job: &ImageJob) -> Vec<String> {
@@ -202,91 +212,105 @@ fn all_tags(job: &ImageJob) -> Vec<String> {
         .collect()
 }
 
+/// Builds the image, pushes it unless buildx already did, and reads back the digest the
+/// registry stores under the content tag.
 async fn build_and_push(
     job: &ImageJob,
     docker: &DockerCli,
     registry: &OciRegistry,
     started: Instant,
 ) -> ImageResult {
-    let mut log = String::new();
-    let built = docker.build(&job.build, BUILD_LIMIT).await;
-    let built = match built {
-        Ok(b) => b,
-        Err(e) => return ImageResult::failed(job, started, crate::error::render_chain(&e)),
+    let log = match build(job, docker, started).await {
+        Ok(log) => log,
+        Err(failed) => return failed,
     };
-    log.push_str(&built.output);
-    if !built.success {
-        let line = failed_line(&built.output, &job.instruction_lines);
-        let mut r = ImageResult::failed(
-            job,
-            started,
-            format!("the build failed:\n{}", last_lines(&built.output, 8)),
-        );
-        r.failed_at = line.map(|l| (job.dockerfile.clone(), l));
-        r.log = Some(log);
-        return r;
-    }
-    if !docker.has_buildx() {
-        // Commit tags first, the content tag last: it marks a complete image.
-        for tag in all_tags(job) {
-            let reference = format!("{}:{tag}", job.image);
-            match docker.push(&reference, PUSH_LIMIT).await {
-                Ok(p) => {
-                    log.push_str(&p.output);
-                    if !p.success {
-                        let mut r = ImageResult::failed(
-                            job,
-                            started,
-                            format!(
-                                "docker push {reference} failed: {}",
-                                last_lines(&p.output, 3)
-                            ),
-                        );
-                        r.log = Some(log);
-                        return r;
-                    }
-                }
-                Err(e) => return ImageResult::failed(job, started, crate::error::render_chain(&e)),
-            }
-        }
-    }
+    let log = match push_tags(job, docker, started, log).await {
+        Ok(log) => log,
+        Err(failed) => return failed,
+    };
     match registry.tag_digest(&job.repository, &job.content_tag).await {
         Ok(Some(digest)) => ImageResult {
-            service: job.service.clone(),
-            image: Some(format!("{}@{digest}", job.image)),
-            digest: Some(digest),
-            tags: all_tags(job),
-            status: ImageStatus::Built,
-            error: None,
-            seconds: started.elapsed().as_secs_f64(),
-            failed_at: None,
             log: Some(log),
+            ..ImageResult::stored(job, digest, ImageStatus::Built, started)
         },
-        Ok(None) => {
-            let mut r = ImageResult::failed(
-                job,
-                started,
-                format!(
-                    "the push reported success but the registry has no {}:{}",
-                    job.image, job.content_tag
-                ),
+        Ok(None) => ImageResult::failed(
+            job,
+            started,
+            format!(
+                "the push reported success but the registry has no {}:{}",
+                job.image, job.content_tag
+            ),
+        )
+        .with_log(log),
+        Err(e) => ImageResult::failed(
+            job,
+            started,
+            format!(
+                "cannot read the pushed digest: {}",
+                crate::error::render_chain(&e)
+            ),
+        )
+        .with_log(log),
+    }
+}
+
+/// Runs the build; its output is the start of the image's log.
+async fn build(
+    job: &ImageJob,
+    docker: &DockerCli,
+    started: Instant,
+) -> Result<String, ImageResult> {
+    let built = docker
+        .build(&job.build, BUILD_LIMIT)
+        .await
+        .map_err(|e| ImageResult::failed(job, started, crate::error::render_chain(&e)))?;
+    if built.success {
+        Ok(built.output)
+    } else {
+        Err(build_failure(job, started, built.output))
+    }
+}
+
+/// A failed build, pointing at the Dockerfile line of the step that failed when the log
+/// names it.
+fn build_failure(job: &ImageJob, started: Instant, output: String) -> ImageResult {
+    let line = failed_line(&output, &job.instruction_lines);
+    let mut failed = ImageResult::failed(
+        job,
+        started,
+        format!("the build failed:\n{}", last_lines(&output, 8)),
+    );
+    failed.failed_at = line.map(|l| (job.dockerfile.clone(), l));
+    failed.with_log(output)
+}
+
+/// Pushes every tag with `docker push` (buildx pushes as it builds), adding the output to
+/// `log`: commit tags first, the content tag last, as it marks a complete image.
+async fn push_tags(
+    job: &ImageJob,
+    docker: &DockerCli,
+    started: Instant,
+    mut log: String,
+) -> Result<String, ImageResult> {
+    if docker.has_buildx() {
+        return Ok(log);
+    }
+    for tag in all_tags(job) {
+        let reference = format!("{}:{tag}", job.image);
+        let pushed = docker
+            .push(&reference, PUSH_LIMIT)
+            .await
+            .map_err(|e| ImageResult::failed(job, started, crate::error::render_chain(&e)))?;
+        log.push_str(&pushed.output);
+        if !pushed.success {
+            let error = format!(
+                "docker push {reference} failed: {}",
+                last_lines(&pushed.output, 3)
             );
-            r.log = Some(log);
-            r
-        }
-        Err(e) => {
-            let mut r = ImageResult::failed(
-                job,
-                started,
-                format!(
-                    "cannot read the pushed digest: {}",
-                    crate::error::render_chain(&e)
-                ),
-            );
-            r.log = Some(log);
-            r
+            return Err(ImageResult::failed(job, started, error).with_log(log));
         }
     }
+    Ok(log)
 }
 
 /// OCI labels of an image.
@@ -312,4 +336,78 @@ pub fn labels(
 /// Where buildx writes a job's metadata file.
 pub fn metadata_path(dir: &std::path::Path, service: &str) -> PathBuf {
     dir.join(format!("{service}.metadata.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::build::BuildJob;
+
+    fn job() -> ImageJob {
+        ImageJob {
+            service: "cart".into(),
+            repository: "shop/cart".into(),
+            image: "127.0.0.1:5000/shop/cart".into(),
+            content_tag: "src-abc".into(),
+            commit_tags: vec!["c0ffee".into(), "pr-7".into()],
+            build: BuildJob {
+                service: "cart".into(),
+                dockerfile: "/repo/cart/Dockerfile".into(),
+                context: "/repo/cart".into(),
+                tags: vec![],
+                build_args: BTreeMap::new(),
+                target: None,
+                platforms: vec![],
+                labels: BTreeMap::new(),
+                metadata_file: None,
+                cache: None,
+            },
+            dockerfile: "cart/Dockerfile".into(),
+            instruction_lines: vec![1, 3, 5],
+            rebuild: false,
+        }
+    }
+
+    #[test]
+    fn the_content_tag_comes_last_as_it_marks_a_complete_image() {
+        assert_eq!(all_tags(&job()), ["c0ffee", "pr-7", "src-abc"]);
+    }
+
+    #[test]
+    fn a_stored_image_is_named_by_digest_with_every_tag() {
+        let r = ImageResult::stored(
+            &job(),
+            "sha256:ab".into(),
+            ImageStatus::Built,
+            Instant::now(),
+        );
+        assert_eq!(
+            r.image.as_deref(),
+            Some("127.0.0.1:5000/shop/cart@sha256:ab")
+        );
+        assert_eq!(
+            (r.digest.as_deref(), r.status),
+            (Some("sha256:ab"), ImageStatus::Built)
+        );
+        assert_eq!(r.tags, ["c0ffee", "pr-7", "src-abc"]);
+        assert!(r.error.is_none() && r.log.is_none());
+    }
+
+    #[test]
+    fn a_failed_build_points_at_its_dockerfile_line_and_keeps_the_log() {
+        let output =
+            "#6 [2/3] RUN make\n#6 ERROR: exit code: 2\nDockerfile:3\n--------------------\n"
+                .to_string();
+        let r = build_failure(&job(), Instant::now(), output.clone());
+        assert_eq!(r.status, ImageStatus::Failed);
+        assert_eq!(r.failed_at, Some(("cart/Dockerfile".into(), 3)));
+        assert!(r
+            .error
+            .as_deref()
+            .unwrap()
+            .starts_with("the build failed:\n#6 [2/3] RUN make"));
+        assert_eq!(r.log, Some(output));
+        let silent = build_failure(&job(), Instant::now(), "no step named".into());
+        assert_eq!(silent.failed_at, None);
+    }
 }

@@ -3,6 +3,7 @@
 //! rebuild). Login for `docker push` is the Docker CLI's business ([`crate::image::build`]); this
 //! client authenticates itself with the same credentials (Basic, or the Bearer token flow).
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use base64::Engine;
@@ -11,6 +12,7 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode};
 
+use crate::retry::{retry, RetryPolicy, Retrying, Verdict};
 use crate::secret::Secret;
 
 /// Every manifest type a tag may point to; the registry answers with the one it stores.
@@ -189,8 +191,33 @@ pub fn validate_repository(name: &str) -> Result<(), RegistryError> {
 pub struct OciRegistry {
     target: RegistryTarget,
     http: reqwest::Client,
-    retries: u32,
-    retry_delay: Duration,
+    retry: RetryPolicy,
+}
+
+/// Registry requests are sent 4 times in all on 5xx and connection errors, pausing 500 ms,
+/// 1 s and 2 s ([`OciRegistry::with_retry_delay`] sets the first pause).
+const RETRIES: RetryPolicy = RetryPolicy {
+    max_delay: Duration::MAX,
+    ..RetryPolicy::new(4, Duration::from_millis(500))
+};
+
+/// A failed attempt at a registry request.
+enum SendFailure {
+    /// A 5xx answer: worth another attempt.
+    Server(StatusCode),
+    /// No answer: worth another attempt.
+    Unreachable(reqwest::Error),
+    /// The challenge could not be answered: final.
+    Refused(RegistryError),
+}
+
+impl SendFailure {
+    fn verdict(&self) -> Verdict {
+        match self {
+            SendFailure::Server(_) | SendFailure::Unreachable(_) => Verdict::Retry,
+            SendFailure::Refused(_) => Verdict::Fatal,
+        }
+    }
 }
 
 /// A manifest as stored: its bytes and media type, so a copy is byte-identical.
@@ -221,14 +248,13 @@ impl OciRegistry {
         Ok(OciRegistry {
             target,
             http,
-            retries: 3,
-            retry_delay: Duration::from_millis(500),
+            retry: RETRIES,
         })
     }
 
     /// Sets the first retry delay (doubled on each retry); tests make it short.
     pub fn with_retry_delay(mut self, delay: Duration) -> OciRegistry {
-        self.retry_delay = delay;
+        self.retry.first_delay = delay;
         self
     }
 
@@ -369,7 +395,8 @@ impl OciRegistry {
         }
     }
 
-    /// Sends a request, authenticating when challenged and retrying 5xx and connection errors.
+    /// Sends a request, authenticating when challenged and retrying 5xx and connection errors
+    /// (see [`RETRIES`]).
     async fn send(
         &self,
         method: Method,
@@ -378,71 +405,82 @@ impl OciRegistry {
         what: &str,
         scope: &str,
     ) -> Result<reqwest::Response, RegistryError> {
-        let mut auth: Option<HeaderValue> = None;
-        let mut challenged = false;
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let mut request = self
-                .http
-                .request(method.clone(), url)
-                .header(ACCEPT, MANIFEST_TYPES);
-            if let Some(a) = &auth {
-                request = request.header(AUTHORIZATION, a.clone());
-            }
-            if let Some((media_type, bytes)) = body {
-                request = request
-                    .header(CONTENT_TYPE, media_type)
-                    .body(bytes.to_vec());
-            }
-            let outcome = request.send().await;
-            let response = match outcome {
-                Ok(r) => r,
-                Err(source) => {
-                    if attempt > self.retries {
-                        return Err(RegistryError::Unreachable {
-                            host: self.target.host.clone(),
-                            what: what.to_string(),
-                            attempts: attempt,
-                            source,
-                        });
-                    }
-                    self.backoff(attempt).await;
-                    continue;
+        // The answer to the first challenge, kept for the attempts after it.
+        let auth = &OnceLock::new();
+        let attempt = |_| {
+            let method = method.clone();
+            async move {
+                let sent = self.send_once(method.clone(), url, body, auth.get()).await;
+                let mut response = sent.map_err(SendFailure::Unreachable)?;
+                // A challenge is answered once, within the same attempt.
+                if response.status() == StatusCode::UNAUTHORIZED && auth.get().is_none() {
+                    let challenge = response
+                        .headers()
+                        .get(WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string();
+                    let value =
+                        (self.authorize(&challenge, scope).await).map_err(SendFailure::Refused)?;
+                    let value = auth.get_or_init(|| value);
+                    let sent = self.send_once(method, url, body, Some(value)).await;
+                    response = sent.map_err(SendFailure::Unreachable)?;
                 }
-            };
-            let status = response.status();
-            if status == StatusCode::UNAUTHORIZED && !challenged {
-                challenged = true;
-                let challenge = response
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_string();
-                auth = Some(self.authorize(&challenge, scope).await?);
-                attempt -= 1;
-                continue;
-            }
-            if status.is_server_error() {
-                if attempt > self.retries {
-                    return Err(RegistryError::ServerError {
-                        host: self.target.host.clone(),
-                        what: what.to_string(),
-                        status: status.as_u16(),
-                        attempts: attempt,
-                    });
+                if response.status().is_server_error() {
+                    return Err(SendFailure::Server(response.status()));
                 }
+                Ok(response)
+            }
+        };
+        let on_retry = |failure: &SendFailure, r: Retrying| {
+            if let SendFailure::Server(status) = failure {
+                let attempt = r.attempt;
                 tracing::info!(host = %self.target.host, %status, what, attempt, "registry error, retrying");
-                self.backoff(attempt).await;
-                continue;
             }
-            return Ok(response);
-        }
+        };
+        let gave_up = match retry(&self.retry, SendFailure::verdict, on_retry, attempt).await {
+            Ok(response) => return Ok(response),
+            Err(gave_up) => gave_up,
+        };
+        let (host, what, attempts) = (self.target.host.clone(), what.to_string(), gave_up.attempts);
+        Err(match gave_up.error {
+            SendFailure::Server(status) => RegistryError::ServerError {
+                host,
+                what,
+                status: status.as_u16(),
+                attempts,
+            },
+            SendFailure::Unreachable(source) => RegistryError::Unreachable {
+                host,
+                what,
+                attempts,
+                source,
+            },
+            SendFailure::Refused(error) => error,
+        })
     }
 
-    async fn backoff(&self, attempt: u32) {
-        tokio::time::sleep(self.retry_delay * 2u32.saturating_pow(attempt.saturating_sub(1))).await;
+    /// One request, with the manifest types accepted and `auth` when there is one.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(&str, &[u8])>,
+        auth: Option<&HeaderValue>,
+    ) -> reqwest::Result<reqwest::Response> {
+        let mut request = self
+            .http
+            .request(method, url)
+            .header(ACCEPT, MANIFEST_TYPES);
+        if let Some(a) = auth {
+            request = request.header(AUTHORIZATION, a.clone());
+        }
+        if let Some((media_type, bytes)) = body {
+            request = request
+                .header(CONTENT_TYPE, media_type)
+                .body(bytes.to_vec());
+        }
+        request.send().await
     }
 
     fn basic(&self) -> Option<HeaderValue> {
@@ -472,30 +510,10 @@ impl OciRegistry {
         if kind.eq_ignore_ascii_case("basic") {
             return self.basic().ok_or_else(unauthorized);
         }
-        let realm = params
-            .iter()
-            .find(|(k, _)| k == "realm")
-            .map(|(_, v)| v.clone())
-            .ok_or_else(unauthorized)?;
-        let mut query: Vec<(&str, String)> = Vec::new();
-        if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
-            query.push(("service", service.clone()));
-        }
-        query.push((
-            "scope",
-            params
-                .iter()
-                .find(|(k, _)| k == "scope")
-                .map(|(_, v)| v.clone())
-                .unwrap_or_else(|| scope.to_string()),
-        ));
+        let url = token_url(&params, scope).ok_or_else(unauthorized)?;
         let mut headers = HeaderMap::new();
         if let Some(b) = self.basic() {
             headers.insert(AUTHORIZATION, b);
-        }
-        let mut url = reqwest::Url::parse(&realm).map_err(|_| unauthorized())?;
-        for (k, v) in &query {
-            url.query_pairs_mut().append_pair(k, v);
         }
         let response = self
             .http
@@ -558,6 +576,24 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// Lowercase hex.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Where a Bearer challenge's token comes from: its realm, asked for its service and its
+/// scope (else `scope`, the one the request needs); `None` without a usable realm.
+fn token_url(params: &[(String, String)], scope: &str) -> Option<reqwest::Url> {
+    let param = |key: &str| {
+        params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    };
+    let mut url = reqwest::Url::parse(param("realm")?).ok()?;
+    if let Some(service) = param("service") {
+        url.query_pairs_mut().append_pair("service", service);
+    }
+    let scope = param("scope").unwrap_or(scope);
+    url.query_pairs_mut().append_pair("scope", scope);
+    Some(url)
 }
 
 /// Splits `Bearer realm="x",service="y"` into the scheme and its parameters.
@@ -641,6 +677,54 @@ mod tests {
         assert_eq!(params[2], ("scope".into(), "repository:a/b:pull".into()));
         let (kind, params) = parse_challenge(r#"Basic realm="Registry Realm""#);
         assert_eq!((kind.as_str(), params.len()), ("Basic", 1));
+    }
+
+    #[test]
+    fn requests_are_tried_four_times_pausing_half_a_second_then_doubling() {
+        use crate::retry::{Decision, Stop};
+        let waits: Vec<Decision> = (1..=4).map(|n| RETRIES.decide(n, Verdict::Retry)).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            waits,
+            [
+                Decision::Wait(ms(500)),
+                Decision::Wait(ms(1000)),
+                Decision::Wait(ms(2000)),
+                Decision::Stop(Stop::Exhausted)
+            ]
+        );
+        let refused = SendFailure::Refused(RegistryError::NoDigest {
+            host: "h".into(),
+            what: "w".into(),
+        });
+        assert_eq!(refused.verdict(), Verdict::Fatal);
+        assert_eq!(
+            SendFailure::Server(StatusCode::BAD_GATEWAY).verdict(),
+            Verdict::Retry
+        );
+    }
+
+    #[test]
+    fn token_urls_ask_the_realm_for_the_service_and_scope() {
+        let (_, params) = parse_challenge(
+            r#"Bearer realm="https://auth.example/token",service="registry.example""#,
+        );
+        let url = token_url(&params, "repository:shop/cart:pull").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://auth.example/token?service=registry.example&scope=repository%3Ashop%2Fcart%3Apull"
+        );
+        let (_, params) =
+            parse_challenge(r#"Bearer realm="https://a.example/t?x=1",scope="repository:a:pull""#);
+        let url = token_url(&params, "repository:a:pull,push").unwrap();
+        assert_eq!(
+            url.as_str(),
+            "https://a.example/t?x=1&scope=repository%3Aa%3Apull"
+        );
+        let (_, params) = parse_challenge(r#"Bearer service="s""#);
+        assert!(token_url(&params, "x").is_none());
+        let (_, params) = parse_challenge(r#"Bearer realm="not a url""#);
+        assert!(token_url(&params, "x").is_none());
     }
 
     #[test]
