@@ -312,36 +312,44 @@ fn split_instructions(text: &str, out: &mut BuildInputs) -> Vec<Instruction> {
             line: start + 1,
             text: text.trim().to_string(),
         };
-        let (keyword, rest) = split_keyword(&ins.text);
-        if matches!(
-            keyword.to_ascii_uppercase().as_str(),
-            "RUN" | "COPY" | "ADD"
-        ) {
-            for (strip_tabs, delimiter) in heredoc_delimiters(rest) {
-                let mut closed = false;
-                while i < lines.len() {
-                    let l = if strip_tabs {
-                        lines[i].trim_start_matches('\t')
-                    } else {
-                        lines[i]
-                    };
-                    i += 1;
-                    if l == delimiter {
-                        closed = true;
-                        break;
-                    }
-                }
-                if !closed {
-                    out.unreadable.push(unreadable(
-                        &ins,
-                        &format!("the heredoc `{delimiter}` is never closed"),
-                    ));
-                }
-            }
-        }
+        i = skip_heredocs(&ins, &lines, i, out);
         instructions.push(ins);
     }
     instructions
+}
+
+/// Skips the bodies of the heredocs `ins` opens, which start at `lines[i]`; returns the line
+/// after the last one. An unclosed heredoc is recorded in `out`.
+fn skip_heredocs(ins: &Instruction, lines: &[&str], mut i: usize, out: &mut BuildInputs) -> usize {
+    let (keyword, rest) = split_keyword(&ins.text);
+    if !matches!(
+        keyword.to_ascii_uppercase().as_str(),
+        "RUN" | "COPY" | "ADD"
+    ) {
+        return i;
+    }
+    for (strip_tabs, delimiter) in heredoc_delimiters(rest) {
+        let mut closed = false;
+        while i < lines.len() {
+            let l = if strip_tabs {
+                lines[i].trim_start_matches('\t')
+            } else {
+                lines[i]
+            };
+            i += 1;
+            if l == delimiter {
+                closed = true;
+                break;
+            }
+        }
+        if !closed {
+            out.unreadable.push(unreadable(
+                ins,
+                &format!("the heredoc `{delimiter}` is never closed"),
+            ));
+        }
+    }
+    i
 }
 
 fn split_keyword(text: &str) -> (&str, &str) {
