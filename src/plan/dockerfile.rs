@@ -94,10 +94,9 @@ pub fn read_build_inputs(dockerfile: &str, build_args: &BTreeMap<String, String>
             "FROM" => scopes.enter_stage(rest),
             "ARG" => scopes.declare_args(rest, build_args),
             "ENV" => {
-                if !scopes.set_env(rest) {
-                    out.unreadable
-                        .push(unreadable(&ins, "an ENV instruction could not be parsed"));
-                }
+                let problem = scopes.set_env(rest).err();
+                out.unreadable
+                    .extend(problem.map(|why| unreadable(&ins, why)));
             }
             "COPY" | "ADD" => read_copy(&ins, &keyword, rest, scopes.current(), &mut out),
             "RUN" => read_run_mounts(&ins, rest, scopes.current(), &mut out),
@@ -173,10 +172,13 @@ impl Scopes {
         }
     }
 
-    /// `ENV a=1`, inside a stage (before any `FROM` it is ignored). False when it does not parse.
-    fn set_env(&mut self, rest: &str) -> bool {
+    /// `ENV a=1`, inside a stage (before any `FROM` it is ignored).
+    ///
+    /// # Errors
+    /// When neither ENV form fits; the stage is still recorded.
+    fn set_env(&mut self, rest: &str) -> Result<(), &'static str> {
         let Some(s) = &mut self.scope else {
-            return true;
+            return Ok(());
         };
         let pairs = parse_env(rest);
         for (name, raw) in pairs.iter().flatten() {
@@ -186,7 +188,9 @@ impl Scopes {
         if let Some(name) = &self.stage {
             self.stages.insert(name.clone(), s.clone());
         }
-        pairs.is_some()
+        pairs
+            .map(|_| ())
+            .ok_or("an ENV instruction could not be parsed")
     }
 }
 
@@ -1191,7 +1195,7 @@ mod tests {
         assert!(scopes.current().is_empty());
         scopes.enter_stage("--platform=x img AS base");
         scopes.declare_args("G B", &args);
-        assert!(scopes.set_env("E=$G-$B"));
+        assert_eq!(scopes.set_env("E=$G-$B"), Ok(()));
         let known = |scopes: &Scopes, key: &str| scopes.current().get(key).cloned();
         assert_eq!(known(&scopes, "arg:G"), Some(Value::Known("g".into())));
         assert_eq!(
@@ -1204,6 +1208,9 @@ mod tests {
             known(&scopes, "env:E"),
             Some(Value::Known("g-from-cli".into()))
         );
-        assert!(!scopes.set_env(""));
+        assert_eq!(
+            scopes.set_env(""),
+            Err("an ENV instruction could not be parsed")
+        );
     }
 }
