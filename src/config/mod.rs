@@ -167,8 +167,8 @@ pub struct DeployTarget {
 }
 
 impl DeployTarget {
-    /// The parsed `workload`, when the entry names one. A loaded config's parse (validation
-    /// refuses the others).
+    /// The parsed `workload`, when the entry names one; always `Ok` in a config that loaded
+    /// (load refuses the others with their line).
     pub fn workload_ref(&self) -> Option<Result<WorkloadRef, WorkloadRefError>> {
         self.workload.as_deref().map(WorkloadRef::parse)
     }
