@@ -11,6 +11,7 @@ use super::{Error, Run, RunContext};
 use crate::deploy::manifests::{self, Document};
 use crate::deploy::{
     self, Cluster, DeployContext, DeployRequest, ManifestDeploy, RolloutResult, RolloutStatus,
+    Workload, WorkloadRef,
 };
 use crate::image::push::{ImageResult, ImageStatus};
 use crate::report::commands::{one_line, Annotation, Level};
@@ -18,12 +19,18 @@ use crate::report::commands::{one_line, Annotation, Level};
 /// How a target is named in results: `kind/namespace/name` for a workload (as deploys report
 /// it), the config's words for manifests or a spec that is not a workload.
 fn target_label(t: &Target, cluster: &Cluster) -> String {
-    if t.manifests.is_some() {
-        return t.spec.clone();
+    match &t.workload {
+        Some(w) => resolve_workload(t, w, cluster).to_string(),
+        None => t.spec.clone(),
     }
-    deploy::parse_workload(&t.spec, t.namespace.as_deref(), cluster.default_namespace())
-        .map(|w| w.to_string())
-        .unwrap_or_else(|_| t.spec.clone())
+}
+
+fn resolve_workload(t: &Target, w: &WorkloadRef, cluster: &Cluster) -> Workload {
+    Workload::in_namespace(
+        w.clone(),
+        t.namespace.as_deref(),
+        cluster.default_namespace(),
+    )
 }
 
 fn skipped(t: &Target, workload: String, reason: String) -> RolloutResult {
@@ -194,13 +201,9 @@ fn prepare(
         let deploy = manifest_deploy(run.ctx, cluster, t, documents, image.as_deref(), context);
         return Prepared::Deploy(Job::Manifests(deploy));
     }
-    let workload = match deploy::parse_workload(
-        &t.spec,
-        t.namespace.as_deref(),
-        cluster.default_namespace(),
-    ) {
-        Ok(w) => w,
-        Err(e) => return skip(t.spec.clone(), e.to_string()),
+    let Some(workload) = t.workload.as_ref().map(|w| resolve_workload(t, w, cluster)) else {
+        // Load refuses such a spec; a target without a workload is a manifests one.
+        return skip(t.spec.clone(), "not a workload".into());
     };
     let Some(reference) = image else {
         let why = if unbuilt {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::config::workload::WorkloadRef;
 use crate::config::Config;
 use crate::plan::Plan;
 
@@ -13,6 +14,8 @@ pub(crate) struct Target {
     /// The position of the entry in the service's `deploy` list.
     pub index: usize,
     pub spec: String,
+    /// The workload of a `workload` target, parsed by the parser load validated it with.
+    pub workload: Option<WorkloadRef>,
     pub namespace: Option<String>,
     pub container: Option<String>,
     /// The globs of a `manifests` target.
@@ -35,6 +38,7 @@ pub(crate) fn targets(config: &Config, plan: &Plan) -> Vec<Target> {
                 service: name.clone(),
                 index,
                 spec,
+                workload: d.workload_ref().and_then(Result::ok),
                 namespace: d.namespace.clone(),
                 container: d.container.clone(),
                 manifests: d.workload.is_none().then(|| d.manifests.clone()),

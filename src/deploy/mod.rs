@@ -29,6 +29,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{json, Value};
 
+pub use crate::config::workload::{WorkloadKind, WorkloadRef};
 use crate::retry::{retry, GaveUp, RetryPolicy, Retrying, Verdict};
 
 pub use apply::{apply_manifests, ManifestDeploy};
@@ -87,24 +88,9 @@ where
         .map_err(GaveUp::into_error)
 }
 
-/// A workload kind that has a rollout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WorkloadKind {
-    Deployment,
-    StatefulSet,
-    DaemonSet,
-}
-
+// Kinds and `kind/name` parsing are shared with config validation; the kube resource of a
+// kind belongs with the cluster code, so it is added here.
 impl WorkloadKind {
-    /// The lowercase name kubectl uses: `deployment`, `statefulset`, `daemonset`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            WorkloadKind::Deployment => "deployment",
-            WorkloadKind::StatefulSet => "statefulset",
-            WorkloadKind::DaemonSet => "daemonset",
-        }
-    }
-
     fn api_resource(self) -> ApiResource {
         match self {
             WorkloadKind::Deployment => ApiResource::erase::<Deployment>(&()),
@@ -122,6 +108,22 @@ pub struct Workload {
     pub name: String,
 }
 
+impl Workload {
+    /// Places a config's workload in `namespace` when given and not empty, else `default_ns`.
+    pub fn in_namespace(
+        workload: WorkloadRef,
+        namespace: Option<&str>,
+        default_ns: &str,
+    ) -> Workload {
+        let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or(default_ns);
+        Workload {
+            kind: workload.kind,
+            namespace: namespace.to_string(),
+            name: workload.name,
+        }
+    }
+}
+
 impl fmt::Display for Workload {
     /// `kind/namespace/name`, the `workload` of `ship --format json`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -129,41 +131,22 @@ impl fmt::Display for Workload {
     }
 }
 
-/// Reads a config's `workload: kind/name`. Kinds are accepted as kubectl accepts them:
-/// singular, plural, short name (`deploy`, `sts`, `ds`) or with the group (`deployment.apps`),
-/// in any case. The namespace is `namespace` when given, else `default_ns`.
+/// Reads a config's `workload: kind/name` with [`WorkloadRef::parse`] (the parser config
+/// validation uses), in `namespace` when given, else `default_ns`.
 ///
 /// # Errors
-/// When `spec` is not `kind/name`, the kind has no rollout, or the name is empty.
+/// [`DeployError::Workload`] when `spec` is not `kind/name` with a kind that has a rollout
+/// and a one-segment name.
 pub fn parse_workload(
     spec: &str,
     namespace: Option<&str>,
     default_ns: &str,
 ) -> Result<Workload, DeployError> {
-    let bad = |why: &str| DeployError::Workload {
+    let workload = WorkloadRef::parse(spec).map_err(|why| DeployError::Workload {
         spec: spec.to_string(),
         why: why.to_string(),
-    };
-    let (kind, name) = spec
-        .split_once('/')
-        .ok_or_else(|| bad("write it as kind/name, e.g. deployment/cart"))?;
-    let kind = kind.to_ascii_lowercase();
-    let kind = kind.strip_suffix(".apps").unwrap_or(&kind);
-    let kind = match kind {
-        "deployment" | "deployments" | "deploy" => WorkloadKind::Deployment,
-        "statefulset" | "statefulsets" | "sts" => WorkloadKind::StatefulSet,
-        "daemonset" | "daemonsets" | "ds" => WorkloadKind::DaemonSet,
-        _ => return Err(bad("the kind must be deployment, statefulset or daemonset")),
-    };
-    if name.is_empty() || name.contains('/') {
-        return Err(bad("the name must be one path segment after the kind"));
-    }
-    let namespace = namespace.filter(|n| !n.is_empty()).unwrap_or(default_ns);
-    Ok(Workload {
-        kind,
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-    })
+    })?;
+    Ok(Workload::in_namespace(workload, namespace, default_ns))
 }
 
 /// Decides whether the commit a workload runs is newer than the one being deployed, given

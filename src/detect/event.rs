@@ -82,130 +82,166 @@ pub fn range_for_event(
     payload: &Value,
     github_sha: Option<&str>,
 ) -> Result<EventRange, EventError> {
-    let err = |message: String| EventError {
-        event: name.to_string(),
-        message,
-    };
-    let need = |path: &[&str]| {
-        sha_at(payload, path).ok_or_else(|| {
-            err(format!(
-                "the payload has no commit id at `{}`; is GITHUB_EVENT_PATH the file of this event?",
-                path.join(".")
-            ))
-        })
-    };
-    let plain = |request| EventRange {
-        request,
-        pull_request: None,
-        forced: false,
-    };
+    let event = Event { name, payload };
     match name {
         "pull_request"
         | "pull_request_target"
         | "pull_request_review"
-        | "pull_request_review_comment" => {
-            let base = need(&["pull_request", "base", "sha"])?;
-            let head = need(&["pull_request", "head", "sha"])?;
-            let number = field(payload, &["pull_request", "number"])
-                .or_else(|| payload.get("number"))
-                .and_then(Value::as_u64)
-                .ok_or_else(|| err("the payload has no pull request number".into()))?;
-            Ok(EventRange {
-                request: RangeRequest::Commits {
-                    base: base.clone(),
-                    head: head.clone(),
-                    merge_base: true,
-                },
-                pull_request: Some(PullRequest {
-                    number,
-                    changed_files: field(payload, &["pull_request", "changed_files"])
-                        .and_then(Value::as_u64),
-                    base_sha: base,
-                    head_sha: head,
-                }),
-                forced: false,
-            })
-        }
-        "push" => {
-            let after = field(payload, &["after"])
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let git_ref = field(payload, &["ref"])
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-            if after == ZERO_SHA || payload.get("deleted").and_then(Value::as_bool) == Some(true) {
-                return Ok(plain(RangeRequest::Nothing {
-                    why: format!("the push deleted `{git_ref}`; there is nothing to ship"),
-                }));
-            }
-            let head = need(&["after"])?;
-            let forced = payload
-                .get("forced")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            let before = field(payload, &["before"])
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let request = if before == ZERO_SHA || before.is_empty() {
-                let default_branch = field(payload, &["repository", "default_branch"])
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_string();
-                let pushed_branch = git_ref.strip_prefix("refs/heads/");
-                if default_branch.is_empty() {
-                    RangeRequest::Everything {
-                        head,
-                        why: "a new branch was pushed and the payload names no default branch to compare with".into(),
-                    }
-                } else if pushed_branch == Some(default_branch.as_str()) || pushed_branch.is_none()
-                {
-                    RangeRequest::Everything {
-                        head,
-                        why: format!("`{git_ref}` was pushed for the first time and has no earlier commit to compare with"),
-                    }
-                } else {
-                    RangeRequest::NewBranch {
-                        head,
-                        default_branch,
-                    }
-                }
-            } else if !is_sha(before) {
-                return Err(err(format!(
-                    "`before` is not a commit id: `{}`",
-                    before.escape_debug()
-                )));
-            } else {
-                // Also for force pushes: the old tip is what was there before, so a file that a
-                // dropped commit had changed differs between before and after, and must count.
-                RangeRequest::Commits {
-                    base: before.to_string(),
-                    head,
-                    merge_base: false,
-                }
-            };
-            Ok(EventRange {
-                request,
-                pull_request: None,
-                forced,
-            })
-        }
+        | "pull_request_review_comment" => pull_request_range(&event),
+        "push" => push_range(&event),
         "merge_group" => Ok(plain(RangeRequest::Commits {
-            base: need(&["merge_group", "base_sha"])?,
-            head: need(&["merge_group", "head_sha"])?,
+            base: event.need_sha(&["merge_group", "base_sha"])?,
+            head: event.need_sha(&["merge_group", "head_sha"])?,
             merge_base: false,
         })),
-        _ => {
-            let head = github_sha
-                .filter(|s| is_sha(s))
-                .map(str::to_string)
-                .ok_or_else(|| err("GITHUB_SHA is not set to a commit id".into()))?;
-            Ok(plain(RangeRequest::Everything {
-                head,
-                why: format!("`{name}` events carry no base to compare with; every service counts (set the `services` input to choose)"),
-            }))
+        _ => baseless_range(&event, github_sha),
+    }
+}
+
+/// An event's name and payload, to read fields and word errors.
+struct Event<'a> {
+    name: &'a str,
+    payload: &'a Value,
+}
+
+impl Event<'_> {
+    fn error(&self, message: String) -> EventError {
+        EventError {
+            event: self.name.to_string(),
+            message,
         }
     }
+
+    /// The commit id at `path`, which the event must have.
+    fn need_sha(&self, path: &[&str]) -> Result<String, EventError> {
+        sha_at(self.payload, path).ok_or_else(|| {
+            self.error(format!(
+                "the payload has no commit id at `{}`; is GITHUB_EVENT_PATH the file of this event?",
+                path.join(".")
+            ))
+        })
+    }
+
+    /// The string at `path`, or `""`.
+    fn text(&self, path: &[&str]) -> &str {
+        field(self.payload, path)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// A range without a pull request, for a history that was not rewritten.
+fn plain(request: RangeRequest) -> EventRange {
+    EventRange {
+        request,
+        pull_request: None,
+        forced: false,
+    }
+}
+
+/// Pull request events: what the branch changed since it left its base.
+fn pull_request_range(event: &Event) -> Result<EventRange, EventError> {
+    let base = event.need_sha(&["pull_request", "base", "sha"])?;
+    let head = event.need_sha(&["pull_request", "head", "sha"])?;
+    let number = field(event.payload, &["pull_request", "number"])
+        .or_else(|| event.payload.get("number"))
+        .and_then(Value::as_u64)
+        .ok_or_else(|| event.error("the payload has no pull request number".into()))?;
+    Ok(EventRange {
+        request: RangeRequest::Commits {
+            base: base.clone(),
+            head: head.clone(),
+            merge_base: true,
+        },
+        pull_request: Some(PullRequest {
+            number,
+            changed_files: field(event.payload, &["pull_request", "changed_files"])
+                .and_then(Value::as_u64),
+            base_sha: base,
+            head_sha: head,
+        }),
+        forced: false,
+    })
+}
+
+/// Pushes: `before..after`, a new branch, or nothing for a deleted ref.
+fn push_range(event: &Event) -> Result<EventRange, EventError> {
+    let payload = event.payload;
+    let after = event.text(&["after"]);
+    let git_ref = event.text(&["ref"]);
+    if after == ZERO_SHA || payload.get("deleted").and_then(Value::as_bool) == Some(true) {
+        return Ok(plain(RangeRequest::Nothing {
+            why: format!("the push deleted `{git_ref}`; there is nothing to ship"),
+        }));
+    }
+    let head = event.need_sha(&["after"])?;
+    let forced = payload
+        .get("forced")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let before = event.text(&["before"]);
+    let request = if before == ZERO_SHA || before.is_empty() {
+        let default_branch = event.text(&["repository", "default_branch"]);
+        first_push_request(head, git_ref, default_branch)
+    } else if !is_sha(before) {
+        return Err(event.error(format!(
+            "`before` is not a commit id: `{}`",
+            before.escape_debug()
+        )));
+    } else {
+        // Also for force pushes: the old tip is what was there before, so a file that a
+        // dropped commit had changed differs between before and after, and must count.
+        RangeRequest::Commits {
+            base: before.to_string(),
+            head,
+            merge_base: false,
+        }
+    };
+    Ok(EventRange {
+        request,
+        pull_request: None,
+        forced,
+    })
+}
+
+/// A ref pushed for the first time: a branch other than the default one is compared with the
+/// default branch; anything else has nothing to compare with.
+fn first_push_request(head: String, git_ref: &str, default_branch: &str) -> RangeRequest {
+    let pushed_branch = git_ref.strip_prefix("refs/heads/");
+    if default_branch.is_empty() {
+        RangeRequest::Everything {
+            head,
+            why: "a new branch was pushed and the payload names no default branch to compare with"
+                .into(),
+        }
+    } else if pushed_branch == Some(default_branch) || pushed_branch.is_none() {
+        RangeRequest::Everything {
+            head,
+            why: format!(
+                "`{git_ref}` was pushed for the first time and has no earlier commit to compare with"
+            ),
+        }
+    } else {
+        RangeRequest::NewBranch {
+            head,
+            default_branch: default_branch.to_string(),
+        }
+    }
+}
+
+/// Every other event (dispatch, schedule, ...): no base, so everything at `$GITHUB_SHA`.
+fn baseless_range(event: &Event, github_sha: Option<&str>) -> Result<EventRange, EventError> {
+    let head = github_sha
+        .filter(|s| is_sha(s))
+        .map(str::to_string)
+        .ok_or_else(|| event.error("GITHUB_SHA is not set to a commit id".into()))?;
+    Ok(plain(RangeRequest::Everything {
+        head,
+        why: format!(
+            "`{}` events carry no base to compare with; every service counts (set the `services` input to choose)",
+            event.name
+        ),
+    }))
 }
 
 #[cfg(test)]
@@ -331,5 +367,78 @@ mod tests {
         let p = json!({"ref": "refs/heads/x", "before": "not-a-sha", "after": B});
         assert!(range_for_event("push", &p, None).is_err());
         assert!(range_for_event("merge_group", &json!({}), None).is_err());
+    }
+
+    #[test]
+    fn a_first_push_compares_with_the_default_branch_when_it_can() {
+        let head = || B.to_string();
+        let everything = |r: &RangeRequest| matches!(r, RangeRequest::Everything { .. });
+        assert_eq!(
+            first_push_request(head(), "refs/heads/feature", "main"),
+            RangeRequest::NewBranch {
+                head: head(),
+                default_branch: "main".into()
+            }
+        );
+        for (git_ref, default_branch, why) in [
+            (
+                "refs/heads/main",
+                "main",
+                "`refs/heads/main` was pushed for the first time",
+            ),
+            (
+                "refs/tags/v1",
+                "main",
+                "`refs/tags/v1` was pushed for the first time",
+            ),
+            (
+                "refs/heads/feature",
+                "",
+                "a new branch was pushed and the payload names no default branch",
+            ),
+        ] {
+            let r = first_push_request(head(), git_ref, default_branch);
+            assert!(everything(&r), "{git_ref}: {r:?}");
+            let RangeRequest::Everything { why: said, .. } = r else {
+                unreachable!()
+            };
+            assert!(said.starts_with(why), "{said}");
+        }
+    }
+
+    #[test]
+    fn push_edge_cases() {
+        let deleted = json!({"ref": "refs/heads/x", "before": A, "after": B, "deleted": true});
+        let r = range_for_event("push", &deleted, None).unwrap();
+        assert_eq!(
+            r.request,
+            RangeRequest::Nothing {
+                why: "the push deleted `refs/heads/x`; there is nothing to ship".into()
+            }
+        );
+        let no_before = json!({"ref": "refs/heads/x", "after": B,
+                               "repository": {"default_branch": "main"}});
+        assert_eq!(
+            range_for_event("push", &no_before, None).unwrap().request,
+            RangeRequest::NewBranch {
+                head: B.into(),
+                default_branch: "main".into()
+            }
+        );
+        let err = range_for_event("push", &json!({"after": "nope"}), None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event `push`: the payload has no commit id at `after`; is GITHUB_EVENT_PATH the file of this event?"
+        );
+        let err = range_for_event(
+            "pull_request",
+            &json!({"pull_request": {"base": {"sha": A}, "head": {"sha": B}}}),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event `pull_request`: the payload has no pull request number"
+        );
     }
 }

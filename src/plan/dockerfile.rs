@@ -86,87 +86,112 @@ type Scope = BTreeMap<String, Value>;
 pub fn read_build_inputs(dockerfile: &str, build_args: &BTreeMap<String, String>) -> BuildInputs {
     let mut out = BuildInputs::default();
     let instructions = split_instructions(dockerfile, &mut out);
-    let mut global: BTreeMap<String, Value> = BTreeMap::new();
-    let mut stages: BTreeMap<String, Scope> = BTreeMap::new();
-    let mut scope: Option<Scope> = None;
-    // The stage being read, by its `AS` name, so a later `FROM <name>` inherits its ENV.
-    let mut stage: Option<String> = None;
+    let mut scopes = Scopes::default();
     for ins in instructions {
         let (keyword, rest) = split_keyword(&ins.text);
         let keyword = keyword.to_ascii_uppercase();
         match keyword.as_str() {
-            "FROM" => {
-                let words: Vec<&str> = rest
-                    .split_whitespace()
-                    .filter(|w| !w.starts_with("--"))
-                    .collect();
-                let base = words
-                    .first()
-                    .map(|w| w.to_ascii_lowercase())
-                    .unwrap_or_default();
-                // ENV carries into a stage built from an earlier one; ARGs do not.
-                let mut new_scope: Scope = stages.get(&base).cloned().unwrap_or_default();
-                new_scope.retain(|k, _| k.starts_with("env:"));
-                stage = (words.len() >= 3 && words[1].eq_ignore_ascii_case("as"))
-                    .then(|| words[2].to_ascii_lowercase());
-                if let Some(name) = &stage {
-                    stages.insert(name.clone(), new_scope.clone());
-                }
-                scope = Some(new_scope);
-            }
-            "ARG" => {
-                for (name, default) in parse_arg(rest) {
-                    let value = match build_args.get(&name) {
-                        Some(v) => Value::Known(v.clone()),
-                        None => match (&scope, default) {
-                            (Some(s), Some(d)) => expand_known(&d, s),
-                            (None, Some(d)) => expand_known(&d, &global_scope(&global)),
-                            (Some(_), None) => global.get(&name).cloned().unwrap_or(Value::Unknown),
-                            (None, None) => Value::Unknown,
-                        },
-                    };
-                    match &mut scope {
-                        Some(s) => {
-                            s.insert(format!("arg:{name}"), value);
-                        }
-                        None => {
-                            global.insert(name, value);
-                        }
-                    }
-                }
-            }
+            "FROM" => scopes.enter_stage(rest),
+            "ARG" => scopes.declare_args(rest, build_args),
             "ENV" => {
-                if let Some(s) = &mut scope {
-                    match parse_env(rest) {
-                        Some(pairs) => {
-                            for (name, raw) in pairs {
-                                let v = expand_known(&raw, s);
-                                s.insert(format!("env:{name}"), v);
-                            }
-                        }
-                        None => out
-                            .unreadable
-                            .push(unreadable(&ins, "an ENV instruction could not be parsed")),
-                    }
-                    if let Some(name) = &stage {
-                        stages.insert(name.clone(), s.clone());
-                    }
-                }
+                let problem = scopes.set_env(rest).err();
+                out.unreadable
+                    .extend(problem.map(|why| unreadable(&ins, why)));
             }
-            "COPY" | "ADD" => {
-                let empty = Scope::new();
-                let s = scope.as_ref().unwrap_or(&empty);
-                read_copy(&ins, &keyword, rest, s, &mut out);
-            }
-            "RUN" => {
-                let empty = Scope::new();
-                let s = scope.as_ref().unwrap_or(&empty);
-                read_run_mounts(&ins, rest, s, &mut out);
-            }
+            "COPY" | "ADD" => read_copy(&ins, &keyword, rest, scopes.current(), &mut out),
+            "RUN" => read_run_mounts(&ins, rest, scopes.current(), &mut out),
             _ => {}
         }
     }
     out
+}
+
+/// The scope of instructions before the first `FROM` see inside a stage: nothing.
+static NO_SCOPE: Scope = BTreeMap::new();
+
+/// The variables known at each point of a Dockerfile, as its instructions are read in order.
+#[derive(Default)]
+struct Scopes {
+    /// `ARG`s declared before the first `FROM`.
+    global: BTreeMap<String, Value>,
+    /// Each stage's scope by its `AS` name, so a later `FROM <name>` inherits its ENV.
+    stages: BTreeMap<String, Scope>,
+    /// The current stage's scope; `None` before the first `FROM`.
+    scope: Option<Scope>,
+    /// The `AS` name of the current stage.
+    stage: Option<String>,
+}
+
+impl Scopes {
+    fn current(&self) -> &Scope {
+        self.scope.as_ref().unwrap_or(&NO_SCOPE)
+    }
+
+    /// `FROM base [AS name]`: a new scope, with the ENV of `base` when it is an earlier stage.
+    fn enter_stage(&mut self, rest: &str) {
+        let words: Vec<&str> = rest
+            .split_whitespace()
+            .filter(|w| !w.starts_with("--"))
+            .collect();
+        let base = words
+            .first()
+            .map(|w| w.to_ascii_lowercase())
+            .unwrap_or_default();
+        // ENV carries into a stage built from an earlier one; ARGs do not.
+        let mut new_scope: Scope = self.stages.get(&base).cloned().unwrap_or_default();
+        new_scope.retain(|k, _| k.starts_with("env:"));
+        self.stage = (words.len() >= 3 && words[1].eq_ignore_ascii_case("as"))
+            .then(|| words[2].to_ascii_lowercase());
+        if let Some(name) = &self.stage {
+            self.stages.insert(name.clone(), new_scope.clone());
+        }
+        self.scope = Some(new_scope);
+    }
+
+    /// `ARG a=1 b`: a build arg wins over the default; a bare `ARG` in a stage takes the global
+    /// value of the same name.
+    fn declare_args(&mut self, rest: &str, build_args: &BTreeMap<String, String>) {
+        for (name, default) in parse_arg(rest) {
+            let value = match build_args.get(&name) {
+                Some(v) => Value::Known(v.clone()),
+                None => match (&self.scope, default) {
+                    (Some(s), Some(d)) => expand_known(&d, s),
+                    (None, Some(d)) => expand_known(&d, &global_scope(&self.global)),
+                    (Some(_), None) => self.global.get(&name).cloned().unwrap_or(Value::Unknown),
+                    (None, None) => Value::Unknown,
+                },
+            };
+            match &mut self.scope {
+                Some(s) => {
+                    s.insert(format!("arg:{name}"), value);
+                }
+                None => {
+                    self.global.insert(name, value);
+                }
+            }
+        }
+    }
+
+    /// `ENV a=1`, inside a stage (before any `FROM` it is ignored).
+    ///
+    /// # Errors
+    /// When neither ENV form fits; the stage is still recorded.
+    fn set_env(&mut self, rest: &str) -> Result<(), &'static str> {
+        let Some(s) = &mut self.scope else {
+            return Ok(());
+        };
+        let pairs = parse_env(rest);
+        for (name, raw) in pairs.iter().flatten() {
+            let v = expand_known(raw, s);
+            s.insert(format!("env:{name}"), v);
+        }
+        if let Some(name) = &self.stage {
+            self.stages.insert(name.clone(), s.clone());
+        }
+        pairs
+            .map(|_| ())
+            .ok_or("an ENV instruction could not be parsed")
+    }
 }
 
 /// The first line of every instruction, in order: the legacy builder's `Step N` is the Nth.
@@ -291,36 +316,44 @@ fn split_instructions(text: &str, out: &mut BuildInputs) -> Vec<Instruction> {
             line: start + 1,
             text: text.trim().to_string(),
         };
-        let (keyword, rest) = split_keyword(&ins.text);
-        if matches!(
-            keyword.to_ascii_uppercase().as_str(),
-            "RUN" | "COPY" | "ADD"
-        ) {
-            for (strip_tabs, delimiter) in heredoc_delimiters(rest) {
-                let mut closed = false;
-                while i < lines.len() {
-                    let l = if strip_tabs {
-                        lines[i].trim_start_matches('\t')
-                    } else {
-                        lines[i]
-                    };
-                    i += 1;
-                    if l == delimiter {
-                        closed = true;
-                        break;
-                    }
-                }
-                if !closed {
-                    out.unreadable.push(unreadable(
-                        &ins,
-                        &format!("the heredoc `{delimiter}` is never closed"),
-                    ));
-                }
-            }
-        }
+        i = skip_heredocs(&ins, &lines, i, out);
         instructions.push(ins);
     }
     instructions
+}
+
+/// Skips the bodies of the heredocs `ins` opens, which start at `lines[i]`; returns the line
+/// after the last one. An unclosed heredoc is recorded in `out`.
+fn skip_heredocs(ins: &Instruction, lines: &[&str], mut i: usize, out: &mut BuildInputs) -> usize {
+    let (keyword, rest) = split_keyword(&ins.text);
+    if !matches!(
+        keyword.to_ascii_uppercase().as_str(),
+        "RUN" | "COPY" | "ADD"
+    ) {
+        return i;
+    }
+    for (strip_tabs, delimiter) in heredoc_delimiters(rest) {
+        let mut closed = false;
+        while i < lines.len() {
+            let l = if strip_tabs {
+                lines[i].trim_start_matches('\t')
+            } else {
+                lines[i]
+            };
+            i += 1;
+            if l == delimiter {
+                closed = true;
+                break;
+            }
+        }
+        if !closed {
+            out.unreadable.push(unreadable(
+                ins,
+                &format!("the heredoc `{delimiter}` is never closed"),
+            ));
+        }
+    }
+    i
 }
 
 fn split_keyword(text: &str) -> (&str, &str) {
@@ -477,99 +510,120 @@ fn expand(raw: &str, scope: &Scope) -> Result<Vec<String>, String> {
             continue;
         }
         if c != '$' {
-            let mut s = String::new();
-            s.push(c);
-            push_all(&mut alts, &s);
+            push_all(&mut alts, c.encode_utf8(&mut [0; 4]));
             i += 1;
             continue;
         }
-        // A variable reference.
-        let (name, modifier, word, next) = if chars.get(i + 1) == Some(&'{') {
-            let close = chars[i + 2..]
-                .iter()
-                .position(|&c| c == '}')
-                .ok_or("a `${` is never closed")?
-                + i
-                + 2;
-            let inner: String = chars[i + 2..close].iter().collect();
-            let name_len = inner
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .count();
-            let name = inner[..name_len].to_string();
-            let tail = &inner[name_len..];
-            let (modifier, word) = if tail.is_empty() {
-                ("", "")
-            } else if let Some(w) = tail.strip_prefix(":-") {
-                (":-", w)
-            } else if let Some(w) = tail.strip_prefix(":+") {
-                (":+", w)
-            } else if let Some(w) = tail.strip_prefix('-') {
-                ("-", w)
-            } else if let Some(w) = tail.strip_prefix('+') {
-                ("+", w)
-            } else {
-                return Err(format!(
-                    "the expansion `${{{inner}}}` is not one monoship reads"
-                ));
-            };
-            (name, modifier, word.to_string(), close + 1)
-        } else {
-            let len = chars[i + 1..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
-                .count();
-            if len == 0 {
-                push_all(&mut alts, "$");
-                i += 1;
-                continue;
-            }
-            (
-                chars[i + 1..i + 1 + len].iter().collect(),
-                "",
-                String::new(),
-                i + 1 + len,
-            )
+        let Some(reference) = read_reference(&chars, i)? else {
+            // A `$` not followed by a name stands for itself.
+            push_all(&mut alts, "$");
+            i += 1;
+            continue;
         };
-        if name.is_empty() {
-            return Err("a `${}` has no variable name".into());
-        }
-        if PLATFORM_PATH_ARGS.contains(&name.as_str()) && lookup(scope, &name).is_some() {
-            return Err(format!("`${name}` holds a platform with `/` in it"));
-        }
-        let value = lookup(scope, &name);
-        let word_alts = expand(&word, scope)?;
-        // Each outcome the reference can have, given what is known of the variable.
-        let outcomes: Vec<String> = match (value, modifier) {
-            (Some(Value::Known(v)), "") => vec![v],
-            (None, "") => vec![String::new()],
-            (Some(Value::Unknown), "") => vec![UNKNOWN.to_string(), String::new()],
-            (Some(Value::Known(v)), ":-") if !v.is_empty() => vec![v],
-            (Some(Value::Known(v)), "-") => vec![v],
-            (Some(Value::Known(_)) | None, ":-" | "-") => word_alts,
-            (Some(Value::Unknown), ":-" | "-") => std::iter::once(UNKNOWN.to_string())
-                .chain(word_alts)
-                .collect(),
-            (Some(Value::Known(v)), ":+") if !v.is_empty() => word_alts,
-            (Some(Value::Known(_)), "+") => word_alts,
-            (Some(Value::Known(_)) | None, ":+" | "+") => vec![String::new()],
-            (Some(Value::Unknown), _) => std::iter::once(String::new()).chain(word_alts).collect(),
-            _ => return Err("an expansion could not be read".into()),
-        };
-        let mut next_alts = Vec::new();
-        for a in &alts {
-            for o in &outcomes {
-                next_alts.push(format!("{a}{o}"));
-            }
-        }
-        next_alts.dedup();
-        if next_alts.len() > MAX_ALTERNATIVES {
-            return Err("too many variables with unknown values".into());
-        }
-        alts = next_alts;
-        i = next;
+        let outcomes = reference_outcomes(&reference, scope)?;
+        alts = combine(&alts, &outcomes)?;
+        i = reference.next;
     }
     Ok(alts)
+}
+
+/// A variable reference in a Dockerfile word: `$NAME` or `${NAME<modifier><word>}`.
+#[derive(Debug, PartialEq, Eq)]
+struct Reference {
+    name: String,
+    /// `""`, `:-`, `-`, `:+` or `+`.
+    modifier: &'static str,
+    word: String,
+    /// The index just after the reference.
+    next: usize,
+}
+
+/// Reads the reference starting at `chars[at]` (a `$`); `None` when no name follows it.
+fn read_reference(chars: &[char], at: usize) -> Result<Option<Reference>, String> {
+    let reference = if chars.get(at + 1) == Some(&'{') {
+        let close = chars[at + 2..]
+            .iter()
+            .position(|&c| c == '}')
+            .ok_or("a `${` is never closed")?
+            + at
+            + 2;
+        let inner: String = chars[at + 2..close].iter().collect();
+        let name_len = inner
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .count();
+        let tail = &inner[name_len..];
+        let (modifier, word) = [":-", ":+", "-", "+"]
+            .into_iter()
+            .find_map(|m| tail.strip_prefix(m).map(|w| (m, w)))
+            .or(tail.is_empty().then_some(("", "")))
+            .ok_or_else(|| format!("the expansion `${{{inner}}}` is not one monoship reads"))?;
+        Reference {
+            name: inner[..name_len].to_string(),
+            modifier,
+            word: word.to_string(),
+            next: close + 1,
+        }
+    } else {
+        let len = chars[at + 1..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == '_')
+            .count();
+        if len == 0 {
+            return Ok(None);
+        }
+        Reference {
+            name: chars[at + 1..at + 1 + len].iter().collect(),
+            modifier: "",
+            word: String::new(),
+            next: at + 1 + len,
+        }
+    };
+    if reference.name.is_empty() {
+        return Err("a `${}` has no variable name".into());
+    }
+    Ok(Some(reference))
+}
+
+/// Each value a reference can take, given what is known of its variable.
+fn reference_outcomes(reference: &Reference, scope: &Scope) -> Result<Vec<String>, String> {
+    let name = reference.name.as_str();
+    if PLATFORM_PATH_ARGS.contains(&name) && lookup(scope, name).is_some() {
+        return Err(format!("`${name}` holds a platform with `/` in it"));
+    }
+    let value = lookup(scope, name);
+    let word_alts = expand(&reference.word, scope)?;
+    Ok(match (value, reference.modifier) {
+        (Some(Value::Known(v)), "") => vec![v],
+        (None, "") => vec![String::new()],
+        (Some(Value::Unknown), "") => vec![UNKNOWN.to_string(), String::new()],
+        (Some(Value::Known(v)), ":-") if !v.is_empty() => vec![v],
+        (Some(Value::Known(v)), "-") => vec![v],
+        (Some(Value::Known(_)) | None, ":-" | "-") => word_alts,
+        (Some(Value::Unknown), ":-" | "-") => std::iter::once(UNKNOWN.to_string())
+            .chain(word_alts)
+            .collect(),
+        (Some(Value::Known(v)), ":+") if !v.is_empty() => word_alts,
+        (Some(Value::Known(_)), "+") => word_alts,
+        (Some(Value::Known(_)) | None, ":+" | "+") => vec![String::new()],
+        (Some(Value::Unknown), _) => std::iter::once(String::new()).chain(word_alts).collect(),
+        _ => return Err("an expansion could not be read".into()),
+    })
+}
+
+/// Every alternative so far followed by every outcome, within [`MAX_ALTERNATIVES`].
+fn combine(alts: &[String], outcomes: &[String]) -> Result<Vec<String>, String> {
+    let mut next = Vec::with_capacity(alts.len() * outcomes.len());
+    for a in alts {
+        for o in outcomes {
+            next.push(format!("{a}{o}"));
+        }
+    }
+    next.dedup();
+    if next.len() > MAX_ALTERNATIVES {
+        return Err("too many variables with unknown values".into());
+    }
+    Ok(next)
 }
 
 /// Flags of COPY/ADD (and the values we need).
@@ -620,40 +674,45 @@ fn is_url(source: &str) -> bool {
         .any(|p| lower.starts_with(p))
 }
 
-fn read_copy(ins: &Instruction, keyword: &str, rest: &str, scope: &Scope, out: &mut BuildInputs) {
-    let json_form = rest.trim_start().starts_with('[');
-    let words: Vec<String> = if json_form {
-        // Flags come before the JSON array.
+/// The words of a `COPY`/`ADD` after the keyword: flags, sources and destination, from the
+/// shell form or the JSON form (flags before the array).
+fn copy_words(rest: &str, json_form: bool) -> Result<Vec<String>, &'static str> {
+    if json_form {
         let start = rest.find('[').unwrap_or(0);
         let mut words: Vec<String> = rest[..start]
             .split_whitespace()
             .map(str::to_string)
             .collect();
-        match serde_json::from_str::<Vec<String>>(rest[start..].trim()) {
-            Ok(list) => words.extend(list),
-            Err(_) => {
-                out.unreadable
-                    .push(unreadable(ins, "its JSON form does not parse"));
-                return;
+        let list = serde_json::from_str::<Vec<String>>(rest[start..].trim())
+            .map_err(|_| "its JSON form does not parse")?;
+        words.extend(list);
+        return Ok(words);
+    }
+    // Flags followed by something that looks like a JSON array but was not read as one.
+    let start = rest.find(" [").map(|i| i + 1);
+    Ok(match start {
+        Some(s)
+            if rest[..s].split_whitespace().all(|w| w.starts_with("--"))
+                && rest[s..].trim_end().ends_with(']') =>
+        {
+            let mut words: Vec<String> = rest[..s].split_whitespace().map(str::to_string).collect();
+            match serde_json::from_str::<Vec<String>>(rest[s..].trim()) {
+                Ok(list) => words.extend(list),
+                Err(_) => words.extend(shell_words(&rest[s..])),
             }
+            words
         }
-        words
-    } else {
-        let start = rest.find(" [").map(|i| i + 1);
-        match start {
-            Some(s)
-                if rest[..s].split_whitespace().all(|w| w.starts_with("--"))
-                    && rest[s..].trim_end().ends_with(']') =>
-            {
-                let mut words: Vec<String> =
-                    rest[..s].split_whitespace().map(str::to_string).collect();
-                match serde_json::from_str::<Vec<String>>(rest[s..].trim()) {
-                    Ok(list) => words.extend(list),
-                    Err(_) => words.extend(shell_words(&rest[s..])),
-                }
-                words
-            }
-            _ => rest.split_whitespace().map(str::to_string).collect(),
+        _ => rest.split_whitespace().map(str::to_string).collect(),
+    })
+}
+
+fn read_copy(ins: &Instruction, keyword: &str, rest: &str, scope: &Scope, out: &mut BuildInputs) {
+    let json_form = rest.trim_start().starts_with('[');
+    let words = match copy_words(rest, json_form) {
+        Ok(words) => words,
+        Err(why) => {
+            out.unreadable.push(unreadable(ins, why));
+            return;
         }
     };
     let (flags, args) = match read_flags(&words, keyword) {
@@ -673,55 +732,76 @@ fn read_copy(ins: &Instruction, keyword: &str, rest: &str, scope: &Scope, out: &
         ));
         return;
     }
-    let sources = &args[..args.len() - 1];
-    for source in sources {
-        if source.starts_with("<<") || (keyword == "ADD" && is_url(source)) || is_url(source) {
+    for source in &args[..args.len() - 1] {
+        // Heredoc bodies and URLs are not read from the context.
+        if source.starts_with("<<") || is_url(source) {
             continue;
         }
-        let rule = format!("Dockerfile {keyword} {}", shorten(source, 60));
+        let copy = CopySource {
+            ins,
+            rule: format!("Dockerfile {keyword} {}", shorten(source, 60)),
+            source,
+            flags: &flags,
+            scope,
+        };
         let unquoted = if json_form {
             source.clone()
         } else {
             shell_words(source).join(" ")
         };
-        let expanded = match expand(&unquoted, scope) {
-            Ok(a) => a,
+        match expand(&unquoted, scope) {
+            Ok(alternatives) => {
+                for alt in alternatives {
+                    copy.read_alternative(&alt, out);
+                }
+            }
+            Err(why) => out.unreadable.push(unreadable(ins, &why)),
+        }
+    }
+}
+
+/// One source of a `COPY`/`ADD`, with what translating it needs.
+struct CopySource<'a> {
+    ins: &'a Instruction,
+    rule: String,
+    /// As written, for messages.
+    source: &'a str,
+    flags: &'a CopyFlags,
+    scope: &'a Scope,
+}
+
+impl CopySource<'_> {
+    /// Records the globs of one expansion of the source, or why it cannot be read.
+    fn read_alternative(&self, alt: &str, out: &mut BuildInputs) {
+        let translated = if self.flags.parents {
+            parents_globs(alt)
+        } else {
+            plain_glob(alt).map(|g| vec![g])
+        };
+        let globs = match translated {
+            Ok(globs) => globs,
             Err(why) => {
-                out.unreadable.push(unreadable(ins, &why));
-                continue;
+                let why = format!("the source `{}` {why}", shorten(self.source, 40));
+                out.unreadable.push(unreadable(self.ins, &why));
+                return;
             }
         };
-        for alt in expanded {
-            let translated = if flags.parents {
-                parents_globs(&alt)
-            } else {
-                plain_glob(&alt).map(|g| vec![g])
+        let excludes = match exclude_globs(&self.flags.excludes, alt, self.scope) {
+            Ok(x) => x,
+            Err(why) => {
+                out.unreadable.push(unreadable(self.ins, &why));
+                return;
+            }
+        };
+        for pattern in globs {
+            let source = ContextSource {
+                line: self.ins.line,
+                rule: self.rule.clone(),
+                pattern,
+                excludes: excludes.clone(),
             };
-            match translated {
-                Ok(globs) => {
-                    let excludes = match exclude_globs(&flags.excludes, &alt, scope) {
-                        Ok(x) => x,
-                        Err(why) => {
-                            out.unreadable.push(unreadable(ins, &why));
-                            continue;
-                        }
-                    };
-                    for pattern in globs {
-                        let source = ContextSource {
-                            line: ins.line,
-                            rule: rule.clone(),
-                            pattern,
-                            excludes: excludes.clone(),
-                        };
-                        if !out.sources.contains(&source) {
-                            out.sources.push(source);
-                        }
-                    }
-                }
-                Err(why) => out.unreadable.push(unreadable(
-                    ins,
-                    &format!("the source `{}` {why}", shorten(source, 40)),
-                )),
+            if !out.sources.contains(&source) {
+                out.sources.push(source);
             }
         }
     }
@@ -1010,5 +1090,127 @@ mod tests {
         assert_eq!(r.sources[0].rule, "Dockerfile COPY ./pb/");
         assert_eq!(r.sources[0].line, 3);
         assert_eq!(r.sources[1].rule, "Dockerfile ADD src/*.go");
+    }
+
+    #[test]
+    fn references_are_read_with_their_modifier_and_end() {
+        let read = |s: &str| read_reference(&s.chars().collect::<Vec<_>>(), 0);
+        let r = |name: &str, modifier, word: &str, next| {
+            Ok(Some(Reference {
+                name: name.into(),
+                modifier,
+                word: word.into(),
+                next,
+            }))
+        };
+        assert_eq!(read("$A/x"), r("A", "", "", 2));
+        assert_eq!(read("${A}x"), r("A", "", "", 4));
+        assert_eq!(read("${A:-d/e}"), r("A", ":-", "d/e", 9));
+        assert_eq!(read("${A-}"), r("A", "-", "", 5));
+        assert_eq!(read("${A:+x}"), r("A", ":+", "x", 7));
+        assert_eq!(read("${A+x}"), r("A", "+", "x", 6));
+        assert_eq!(read("$/x"), Ok(None));
+        assert_eq!(read("$"), Ok(None));
+        assert_eq!(read("${A"), Err("a `${` is never closed".into()));
+        assert_eq!(read("${}"), Err("a `${}` has no variable name".into()));
+        assert_eq!(read("${:-x}"), Err("a `${}` has no variable name".into()));
+        assert_eq!(
+            read("${A/x/y}"),
+            Err("the expansion `${A/x/y}` is not one monoship reads".into())
+        );
+    }
+
+    #[test]
+    fn outcomes_follow_what_is_known_of_the_variable() {
+        let scope: Scope = [
+            ("arg:K", Value::Known("k".into())),
+            ("arg:E", Value::Known(String::new())),
+            ("arg:U", Value::Unknown),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let u = UNKNOWN.to_string();
+        for (name, modifier, expected) in [
+            ("K", "", vec!["k".to_string()]),
+            ("N", "", vec![String::new()]),
+            ("U", "", vec![u.clone(), String::new()]),
+            ("K", ":-", vec!["k".into()]),
+            ("E", ":-", vec!["w".into()]),
+            ("E", "-", vec![String::new()]),
+            ("N", "-", vec!["w".into()]),
+            ("U", ":-", vec![u.clone(), "w".into()]),
+            ("K", ":+", vec!["w".into()]),
+            ("E", ":+", vec![String::new()]),
+            ("E", "+", vec!["w".into()]),
+            ("N", "+", vec![String::new()]),
+            ("U", "+", vec![String::new(), "w".into()]),
+        ] {
+            let reference = Reference {
+                name: name.into(),
+                modifier,
+                word: "w".into(),
+                next: 0,
+            };
+            assert_eq!(
+                reference_outcomes(&reference, &scope),
+                Ok(expected),
+                "{name} {modifier}"
+            );
+        }
+    }
+
+    #[test]
+    fn alternatives_multiply_up_to_a_limit() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            combine(&s(&["a", "b"]), &s(&["1", ""])),
+            Ok(s(&["a1", "a", "b1", "b"]))
+        );
+        assert_eq!(combine(&s(&["a"]), &s(&["", ""])), Ok(s(&["a"])));
+        let sixteen: Vec<String> = (0..16).map(|i| i.to_string()).collect();
+        assert_eq!(combine(&sixteen, &s(&["x"])).map(|v| v.len()), Ok(16));
+        assert_eq!(
+            combine(&sixteen, &s(&["x", "y"])),
+            Err("too many variables with unknown values".into())
+        );
+    }
+
+    #[test]
+    fn copy_words_read_shell_and_json_forms() {
+        let w = |rest: &str| copy_words(rest, rest.trim_start().starts_with('['));
+        let s = |v: &[&str]| Ok(v.iter().map(|x| x.to_string()).collect::<Vec<_>>());
+        assert_eq!(w("a b /dst"), s(&["a", "b", "/dst"]));
+        assert_eq!(w(r#"["a b", "/dst"]"#), s(&["a b", "/dst"]));
+        assert_eq!(w(r#"--chown=1 ["a", "/d"]"#), s(&["--chown=1", "a", "/d"]));
+        assert_eq!(w(r#"--chown=1 ['a', /d]"#), s(&["--chown=1", "[a,", "/d]"]));
+        assert_eq!(w("[not json"), Err("its JSON form does not parse"));
+    }
+
+    #[test]
+    fn scopes_follow_stages_args_and_envs() {
+        let mut scopes = Scopes::default();
+        let args = BTreeMap::from([("B".to_string(), "from-cli".to_string())]);
+        scopes.declare_args("G=g B=b", &args);
+        assert!(scopes.current().is_empty());
+        scopes.enter_stage("--platform=x img AS base");
+        scopes.declare_args("G B", &args);
+        assert_eq!(scopes.set_env("E=$G-$B"), Ok(()));
+        let known = |scopes: &Scopes, key: &str| scopes.current().get(key).cloned();
+        assert_eq!(known(&scopes, "arg:G"), Some(Value::Known("g".into())));
+        assert_eq!(
+            known(&scopes, "env:E"),
+            Some(Value::Known("g-from-cli".into()))
+        );
+        scopes.enter_stage("BASE");
+        assert_eq!(known(&scopes, "arg:G"), None);
+        assert_eq!(
+            known(&scopes, "env:E"),
+            Some(Value::Known("g-from-cli".into()))
+        );
+        assert_eq!(
+            scopes.set_env(""),
+            Err("an ENV instruction could not be parsed")
+        );
     }
 }

@@ -563,7 +563,7 @@ enum Token {
     Rest,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MatchKind {
     Exact,
     Prefix,
@@ -589,6 +589,32 @@ pub(crate) fn ignore_dialect_globs(
     pattern: &str,
     unknown: Option<char>,
 ) -> Result<Vec<String>, String> {
+    let (tokens, kind) = tokenize(pattern, unknown)?;
+    Ok(match kind {
+        MatchKind::Exact => vec![literal(pattern)],
+        MatchKind::Prefix => {
+            let start = literal(&pattern[..pattern.len() - 2]);
+            if start.ends_with('/') {
+                vec![format!("{start}**")]
+            } else {
+                vec![format!("{start}*"), format!("{start}*/**")]
+            }
+        }
+        MatchKind::Suffix => {
+            let end = &pattern[2..];
+            vec![match end.strip_prefix('/') {
+                _ if end.is_empty() => "**".to_string(),
+                Some(rest) => format!("**/{}", literal(rest)),
+                None => format!("**/*{}", literal(end)),
+            }]
+        }
+        MatchKind::Regex => regex_globs(&tokens)?,
+    })
+}
+
+/// Reads a pattern into tokens, and how Docker compares it: a string test for patterns
+/// without wildcards (exact, `a/**` prefix, `**/a` suffix), else a regular expression.
+fn tokenize(pattern: &str, unknown: Option<char>) -> Result<(Vec<Token>, MatchKind), String> {
     let chars: Vec<char> = pattern.chars().collect();
     let mut tokens = Vec::new();
     let mut kind = MatchKind::Exact;
@@ -597,95 +623,86 @@ pub(crate) fn ignore_dialect_globs(
         let first_token = tokens.is_empty() && kind == MatchKind::Exact;
         let c = chars[i];
         i += 1;
-        if Some(c) == unknown {
-            tokens.push(Token::Star);
-            kind = MatchKind::Regex;
+        let (token, regex) = if Some(c) == unknown {
+            (Token::Star, true)
+        } else if c == '*' && chars.get(i) == Some(&'*') {
+            i = double_star(&chars, i + 1, first_token, &mut kind, &mut tokens);
             continue;
+        } else {
+            let (token, next) = single_token(&chars, i, c, unknown)?;
+            i = next;
+            // Only a plain character keeps a string test; `]` and a trailing `\` are regex text.
+            let regex = !matches!(token, Token::Literal(_)) || c == ']' || c == '\\';
+            (token, regex)
+        };
+        if regex {
+            kind = MatchKind::Regex;
         }
-        match c {
-            '*' if chars.get(i) == Some(&'*') => {
-                i += 1;
-                if chars.get(i) == Some(&'/') {
-                    i += 1;
-                }
-                if i == chars.len() {
-                    if kind == MatchKind::Exact {
-                        kind = MatchKind::Prefix;
-                    } else {
-                        tokens.push(Token::Rest);
-                        kind = MatchKind::Regex;
-                    }
-                } else {
-                    tokens.push(Token::Folders);
-                    kind = MatchKind::Regex;
-                }
-                if first_token {
-                    kind = MatchKind::Suffix;
-                }
-            }
-            '*' => {
-                tokens.push(Token::Star);
-                kind = MatchKind::Regex;
-            }
-            '?' => {
-                tokens.push(Token::Question);
-                kind = MatchKind::Regex;
-            }
-            '\\' => {
-                match chars.get(i) {
-                    Some(&e) => {
-                        tokens.push(if Some(e) == unknown {
-                            Token::Star
-                        } else {
-                            Token::Escaped(e)
-                        });
-                        i += 1;
-                    }
-                    None => tokens.push(Token::Literal('\\')),
-                }
-                kind = MatchKind::Regex;
-            }
-            '[' => {
-                let (class, next) =
-                    parse_class(&chars, i).map_err(|e| format!("is not a valid pattern ({e})"))?;
-                let raw = class.raw.as_str();
-                if raw.contains(['*', '?']) || raw.contains("[:") || escapes_letter(raw) {
-                    return Err(
-                        "uses a `[...]` class that Docker reads as a different regular expression"
-                            .into(),
-                    );
-                }
-                tokens.push(Token::Class(class));
-                kind = MatchKind::Regex;
-                i = next;
-            }
-            ']' => {
-                tokens.push(Token::Literal(']'));
-                kind = MatchKind::Regex;
-            }
-            c => tokens.push(Token::Literal(c)),
-        }
+        tokens.push(token);
     }
-    match kind {
-        MatchKind::Exact => Ok(vec![literal(pattern)]),
-        MatchKind::Prefix => {
-            let start = literal(&pattern[..pattern.len() - 2]);
-            Ok(if start.ends_with('/') {
-                vec![format!("{start}**")]
-            } else {
-                vec![format!("{start}*"), format!("{start}*/**")]
-            })
-        }
-        MatchKind::Suffix => {
-            let end = &pattern[2..];
-            Ok(vec![match end.strip_prefix('/') {
-                _ if end.is_empty() => "**".to_string(),
-                Some(rest) => format!("**/{}", literal(rest)),
-                None => format!("**/*{}", literal(end)),
-            }])
-        }
-        MatchKind::Regex => regex_globs(&tokens),
+    Ok((tokens, kind))
+}
+
+/// A `**` whose second `*` ends before `chars[i]`: a following `/` is eaten; at the end of the
+/// pattern it is a prefix test (or [`Token::Rest`] after wildcards), elsewhere
+/// [`Token::Folders`]; at the start, a suffix test. Returns where reading goes on.
+fn double_star(
+    chars: &[char],
+    mut i: usize,
+    first_token: bool,
+    kind: &mut MatchKind,
+    tokens: &mut Vec<Token>,
+) -> usize {
+    if chars.get(i) == Some(&'/') {
+        i += 1;
     }
+    if i == chars.len() {
+        if *kind == MatchKind::Exact {
+            *kind = MatchKind::Prefix;
+        } else {
+            tokens.push(Token::Rest);
+            *kind = MatchKind::Regex;
+        }
+    } else {
+        tokens.push(Token::Folders);
+        *kind = MatchKind::Regex;
+    }
+    if first_token {
+        *kind = MatchKind::Suffix;
+    }
+    i
+}
+
+/// The token for `c`, read just before `chars[i]` (not the start of a `**`), and where
+/// reading goes on.
+fn single_token(
+    chars: &[char],
+    i: usize,
+    c: char,
+    unknown: Option<char>,
+) -> Result<(Token, usize), String> {
+    Ok(match c {
+        '*' => (Token::Star, i),
+        '?' => (Token::Question, i),
+        '\\' => match chars.get(i) {
+            Some(&e) if Some(e) == unknown => (Token::Star, i + 1),
+            Some(&e) => (Token::Escaped(e), i + 1),
+            None => (Token::Literal('\\'), i),
+        },
+        '[' => {
+            let (class, next) =
+                parse_class(chars, i).map_err(|e| format!("is not a valid pattern ({e})"))?;
+            let raw = class.raw.as_str();
+            if raw.contains(['*', '?']) || raw.contains("[:") || escapes_letter(raw) {
+                return Err(
+                    "uses a `[...]` class that Docker reads as a different regular expression"
+                        .into(),
+                );
+            }
+            (Token::Class(class), next)
+        }
+        c => (Token::Literal(c), i),
+    })
 }
 
 /// Whether a class body as written escapes a letter or digit (`\d`, which Go regexes read as a class).
@@ -1082,5 +1099,34 @@ mod tests {
         }
         assert_eq!(count, 50_000);
         assert!(start.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
+    fn patterns_are_compared_the_way_docker_compares_them() {
+        use MatchKind::*;
+        let unknown = Some('\u{E000}');
+        for (pattern, kind, tokens) in [
+            ("a/b", Exact, 3),
+            ("a/**", Prefix, 2),
+            ("**/a", Suffix, 2),
+            ("**.md", Suffix, 4),
+            ("**", Suffix, 0),
+            ("a*/**", Regex, 4),
+            ("a/**/b", Regex, 4),
+            ("a]", Regex, 2),
+            ("a\\", Regex, 2),
+            ("a\\.b", Regex, 3),
+            ("[ab]", Regex, 1),
+            ("?", Regex, 1),
+            ("a\u{E000}", Regex, 2),
+            ("a\\\u{E000}", Regex, 2),
+        ] {
+            let (found, k) = tokenize(pattern, unknown).unwrap();
+            assert_eq!((k, found.len()), (kind, tokens), "{pattern}");
+        }
+        let (found, _) = tokenize("a\\\u{E000}", unknown).unwrap();
+        assert!(matches!(found[1], Token::Star));
+        assert!(tokenize("[a", None).is_err());
+        assert!(tokenize("[*]", None).is_err());
     }
 }

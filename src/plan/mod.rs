@@ -154,6 +154,194 @@ fn join_prefix(prefix: &str, pattern: &str) -> String {
     }
 }
 
+/// A node's `paths` split into inclusions (pattern without `!`, and the entry as written for
+/// the change reason) and exclusions (pattern without `!`).
+fn split_paths(paths: &[String]) -> (Vec<(&str, &str)>, Vec<&str>) {
+    let mut includes = Vec::new();
+    let mut excludes = Vec::new();
+    for entry in paths {
+        match glob::split_negation(entry) {
+            (true, pattern) => excludes.push(pattern),
+            (false, pattern) => includes.push((pattern, entry.as_str())),
+        }
+    }
+    (includes, excludes)
+}
+
+/// The glob prefix of a context's files: its escaped path and `/`, or `""` for the root.
+fn context_glob_prefix(context: &str) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", glob::escape(context.trim_end_matches('/')))
+    }
+}
+
+/// The globs of one Docker source under the context: the source itself and what is below it
+/// (a source naming a folder reads all of it); just `**` for the whole context at the root.
+fn source_globs(prefix: &str, source: &str) -> Vec<String> {
+    let full = join_prefix(prefix, source);
+    let below = if full.is_empty() {
+        "**".to_string()
+    } else {
+        format!("{full}/**")
+    };
+    [full, below]
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// Every file of the context, for an instruction that could not be read.
+fn whole_context_glob(prefix: &str) -> String {
+    if prefix.is_empty() {
+        "**".to_string()
+    } else {
+        format!("{prefix}**")
+    }
+}
+
+/// The combined glob set under construction: glob `k` of the set means `entries[k]`.
+struct PatternIndex {
+    builder: GlobSetBuilder,
+    entries: Vec<Entry>,
+}
+
+impl PatternIndex {
+    fn new() -> PatternIndex {
+        PatternIndex {
+            builder: GlobSetBuilder::new(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn add(
+        &mut self,
+        pattern: &str,
+        entry: Entry,
+        owner: &str,
+        origin: &str,
+    ) -> Result<(), PatternError> {
+        let g = glob::compile(pattern).map_err(|source| PatternError {
+            owner: owner.to_string(),
+            pattern: pattern.to_string(),
+            origin: origin.to_string(),
+            source,
+        })?;
+        self.builder.add(g);
+        self.entries.push(entry);
+        Ok(())
+    }
+
+    /// Adds a node's `paths` inclusions; returns its compiled exclusions.
+    fn add_paths(
+        &mut self,
+        owner: usize,
+        name: &str,
+        paths: &[String],
+    ) -> Result<Option<GlobSet>, PatternError> {
+        let (includes, excludes) = split_paths(paths);
+        for (pattern, entry) in includes {
+            let rule = format!("paths: {entry}");
+            let kind = EntryKind::Paths;
+            self.add(pattern, Entry { owner, kind, rule }, name, "paths")?;
+        }
+        build_set(excludes).map_err(|(pattern, source)| PatternError {
+            owner: name.to_string(),
+            pattern,
+            origin: "paths".into(),
+            source,
+        })
+    }
+
+    /// Adds what a service's Docker build reads: the Dockerfile, the ignore files, every
+    /// source, and the whole context for each unreadable instruction.
+    fn add_docker_build(
+        &mut self,
+        owner: usize,
+        name: &str,
+        build: &DockerBuild,
+    ) -> Result<DockerNode, PatternError> {
+        let plain = |rule: String| Entry {
+            owner,
+            kind: EntryKind::Plain,
+            rule,
+        };
+        let dockerfile = glob::escape(&build.dockerfile);
+        self.add(
+            &dockerfile,
+            plain("Dockerfile".into()),
+            name,
+            "the Dockerfile path",
+        )?;
+        for ignore_file in &build.ignore_files {
+            let pattern = glob::escape(ignore_file);
+            let entry = plain("ignore file".into());
+            self.add(&pattern, entry, name, "the ignore file path")?;
+        }
+        let prefix = context_glob_prefix(&build.context);
+        let source_excludes = self.add_docker_sources(owner, name, build, &prefix)?;
+        for unreadable in &build.inputs.unreadable {
+            let rule = format!(
+                "{} line {} could not be read ({}), so every file of the context counts",
+                build.dockerfile, unreadable.line, unreadable.why
+            );
+            let whole = whole_context_glob(&prefix);
+            self.add(&whole, plain(rule), name, "an unreadable instruction")?;
+        }
+        Ok(DockerNode {
+            context_prefix: if build.context.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", build.context.trim_end_matches('/'))
+            },
+            ignore: build.ignore.clone(),
+            source_excludes,
+        })
+    }
+
+    /// Adds each source's globs; returns each source's compiled `--exclude`s, by source.
+    fn add_docker_sources(
+        &mut self,
+        owner: usize,
+        name: &str,
+        build: &DockerBuild,
+        prefix: &str,
+    ) -> Result<Vec<Option<GlobSet>>, PatternError> {
+        let mut source_excludes = Vec::new();
+        for (s, source) in build.inputs.sources.iter().enumerate() {
+            let origin = format!("{} line {}", build.dockerfile, source.line);
+            for pattern in source_globs(prefix, &source.pattern) {
+                let entry = Entry {
+                    owner,
+                    kind: EntryKind::DockerSource { source: s },
+                    rule: source.rule.clone(),
+                };
+                self.add(&pattern, entry, name, &origin)?;
+            }
+            let excludes = build_set(source.excludes.iter().map(String::as_str));
+            source_excludes.push(excludes.map_err(|(pattern, e)| PatternError {
+                owner: name.to_string(),
+                pattern,
+                origin,
+                source: e,
+            })?);
+        }
+        Ok(source_excludes)
+    }
+
+    /// Compiles the combined set: one pass over a path finds every entry it may belong to.
+    fn build(self) -> Result<(GlobSet, Vec<Entry>), PatternError> {
+        let set = self.builder.build().map_err(|source| PatternError {
+            owner: String::new(),
+            pattern: String::new(),
+            origin: "the combined pattern set".into(),
+            source,
+        })?;
+        Ok((set, self.entries))
+    }
+}
+
 impl ServiceMatcher {
     /// Compiles the rules of `config`; `docker` holds the Docker build of each service that has one.
     ///
@@ -163,6 +351,7 @@ impl ServiceMatcher {
         config: &Config,
         docker: &BTreeMap<String, DockerBuild>,
     ) -> Result<ServiceMatcher, PatternError> {
+        // Services first, then groups; a node's number is its place in this list.
         let names: Vec<(&String, bool)> = config
             .services
             .keys()
@@ -174,166 +363,33 @@ impl ServiceMatcher {
             .enumerate()
             .map(|(i, (n, _))| (n.as_str(), i))
             .collect();
-        let mut builder = GlobSetBuilder::new();
-        let mut entries = Vec::new();
-        let mut nodes = Vec::new();
-        let mut add = |builder: &mut GlobSetBuilder,
-                       pattern: &str,
-                       entry: Entry,
-                       origin: &str|
-         -> Result<(), PatternError> {
-            let g = glob::compile(pattern).map_err(|source| PatternError {
-                owner: names[entry.owner].0.clone(),
-                pattern: pattern.to_string(),
-                origin: origin.to_string(),
-                source,
-            })?;
-            builder.add(g);
-            entries.push(entry);
-            Ok(())
-        };
-        for (i, (name, is_service)) in names.iter().enumerate() {
-            let (paths, depends_on) = if *is_service {
-                let s = &config.services[*name];
+        let mut patterns = PatternIndex::new();
+        let mut nodes = Vec::with_capacity(names.len());
+        for (i, &(name, is_service)) in names.iter().enumerate() {
+            let (paths, depends_on) = if is_service {
+                let s = &config.services[name];
                 (&s.paths, &s.depends_on)
             } else {
-                let g = &config.groups[*name];
+                let g = &config.groups[name];
                 (&g.paths, &g.depends_on)
             };
-            let mut excludes = Vec::new();
-            for entry in paths {
-                let (negated, pattern) = glob::split_negation(entry);
-                if negated {
-                    excludes.push(pattern);
-                } else {
-                    add(
-                        &mut builder,
-                        pattern,
-                        Entry {
-                            owner: i,
-                            kind: EntryKind::Paths,
-                            rule: format!("paths: {entry}"),
-                        },
-                        "paths",
-                    )?;
-                }
-            }
-            let excludes = build_set(excludes).map_err(|(pattern, source)| PatternError {
-                owner: name.to_string(),
-                pattern,
-                origin: "paths".into(),
-                source,
-            })?;
-            let mut docker_node = None;
-            if let Some(build) = docker.get(*name) {
-                let prefix = if build.context.is_empty() {
-                    String::new()
-                } else {
-                    format!("{}/", glob::escape(build.context.trim_end_matches('/')))
-                };
-                add(
-                    &mut builder,
-                    &glob::escape(&build.dockerfile),
-                    Entry {
-                        owner: i,
-                        kind: EntryKind::Plain,
-                        rule: "Dockerfile".into(),
-                    },
-                    "the Dockerfile path",
-                )?;
-                for ignore_file in &build.ignore_files {
-                    add(
-                        &mut builder,
-                        &glob::escape(ignore_file),
-                        Entry {
-                            owner: i,
-                            kind: EntryKind::Plain,
-                            rule: "ignore file".into(),
-                        },
-                        "the ignore file path",
-                    )?;
-                }
-                let mut source_excludes = Vec::new();
-                for (s, source) in build.inputs.sources.iter().enumerate() {
-                    let origin = format!("{} line {}", build.dockerfile, source.line);
-                    let full = join_prefix(&prefix, &source.pattern);
-                    let below = if full.is_empty() {
-                        "**".to_string()
-                    } else {
-                        format!("{full}/**")
-                    };
-                    for pattern in [full.as_str(), below.as_str()] {
-                        if pattern.is_empty() {
-                            continue;
-                        }
-                        add(
-                            &mut builder,
-                            pattern,
-                            Entry {
-                                owner: i,
-                                kind: EntryKind::DockerSource { source: s },
-                                rule: source.rule.clone(),
-                            },
-                            &origin,
-                        )?;
-                    }
-                    let ex = build_set(source.excludes.iter().map(String::as_str)).map_err(
-                        |(pattern, e)| PatternError {
-                            owner: name.to_string(),
-                            pattern,
-                            origin: origin.clone(),
-                            source: e,
-                        },
-                    )?;
-                    source_excludes.push(ex);
-                }
-                for unreadable in &build.inputs.unreadable {
-                    let whole = if prefix.is_empty() {
-                        "**".to_string()
-                    } else {
-                        format!("{prefix}**")
-                    };
-                    add(
-                        &mut builder,
-                        &whole,
-                        Entry {
-                            owner: i,
-                            kind: EntryKind::Plain,
-                            rule: format!(
-                                "{} line {} could not be read ({}), so every file of the context counts",
-                                build.dockerfile, unreadable.line, unreadable.why
-                            ),
-                        },
-                        "an unreadable instruction",
-                    )?;
-                }
-                docker_node = Some(DockerNode {
-                    context_prefix: if build.context.is_empty() {
-                        String::new()
-                    } else {
-                        format!("{}/", build.context.trim_end_matches('/'))
-                    },
-                    ignore: build.ignore.clone(),
-                    source_excludes,
-                });
-            }
+            let excludes = patterns.add_paths(i, name, paths)?;
+            let docker = match docker.get(name) {
+                Some(build) => Some(patterns.add_docker_build(i, name, build)?),
+                None => None,
+            };
             nodes.push(Node {
                 name: name.to_string(),
-                is_service: *is_service,
+                is_service,
                 depends_on: depends_on
                     .iter()
                     .filter_map(|d| index.get(d.as_str()).copied())
                     .collect(),
                 excludes,
-                docker: docker_node,
+                docker,
             });
         }
-        let set = builder.build().map_err(|source| PatternError {
-            owner: String::new(),
-            pattern: String::new(),
-            origin: "the combined pattern set".into(),
-            source,
-        })?;
+        let (set, entries) = patterns.build()?;
         Ok(ServiceMatcher {
             nodes,
             set,
@@ -594,5 +650,114 @@ pub fn assemble(
         groups,
         files,
         warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::ChangeKind;
+    use crate::plan::dockerfile::read_build_inputs;
+
+    #[test]
+    fn paths_split_into_inclusions_and_exclusions() {
+        let paths: Vec<String> = ["src/**", "!**/*.md", "docs/*", "!tmp"]
+            .map(String::from)
+            .to_vec();
+        let (includes, excludes) = split_paths(&paths);
+        assert_eq!(includes, [("src/**", "src/**"), ("docs/*", "docs/*")]);
+        assert_eq!(excludes, ["**/*.md", "tmp"]);
+    }
+
+    #[test]
+    fn docker_sources_cover_themselves_and_what_is_below() {
+        for (context, source, expected) in [
+            ("", "", vec!["**"]),
+            ("", "pb", vec!["pb", "pb/**"]),
+            ("svc/", "", vec!["svc", "svc/**"]),
+            ("svc", "a/*.go", vec!["svc/a/*.go", "svc/a/*.go/**"]),
+            ("we[ird]", "x", vec!["we\\[ird\\]/x", "we\\[ird\\]/x/**"]),
+        ] {
+            let prefix = context_glob_prefix(context);
+            assert_eq!(
+                source_globs(&prefix, source),
+                expected,
+                "{context} {source}"
+            );
+        }
+        assert_eq!(whole_context_glob(""), "**");
+        assert_eq!(whole_context_glob(&context_glob_prefix("svc")), "svc/**");
+    }
+
+    fn changed(path: &str) -> ChangedFile {
+        ChangedFile {
+            path: path.into(),
+            kind: ChangeKind::Modified,
+            previous: None,
+        }
+    }
+
+    fn matcher() -> ServiceMatcher {
+        let config: Config = serde_yaml_ng::from_str(
+            "services:\n  api:\n    dockerfile: api/Dockerfile\n    depends_on: [proto]\n  \
+             docs:\n    paths: [\"docs/**\", \"!docs/drafts/**\"]\ngroups:\n  proto:\n    paths: [\"pb/**\"]\n",
+        )
+        .unwrap();
+        let inputs = read_build_inputs(
+            "FROM x\nCOPY --exclude=*.md . /app\nCOPY --bogus a /b\n",
+            &BTreeMap::new(),
+        );
+        let build = DockerBuild {
+            dockerfile: "api/Dockerfile".into(),
+            context: "api".into(),
+            ignore_files: vec!["api/.dockerignore".into()],
+            ignore: DockerIgnore::parse("tmp\n").unwrap(),
+            inputs,
+        };
+        ServiceMatcher::new(&config, &BTreeMap::from([("api".to_string(), build)])).unwrap()
+    }
+
+    fn verdicts(m: &ServiceMatcher, path: &str) -> Vec<(String, Vec<String>)> {
+        let (services, groups) = m.decide(&[changed(path)]);
+        services
+            .into_iter()
+            .chain(groups)
+            .filter(|n| n.changed)
+            .map(|n| (n.name, n.reasons.into_iter().map(|r| r.rule).collect()))
+            .collect()
+    }
+
+    #[test]
+    fn the_combined_set_keeps_each_rule_with_its_owner() {
+        let m = matcher();
+        let v = |path| verdicts(&m, path);
+        let api = |rules: &[&str]| {
+            (
+                "api".to_string(),
+                rules.iter().map(|r| r.to_string()).collect(),
+            )
+        };
+        assert_eq!(v("api/main.go"), [api(&["Dockerfile COPY ."])]);
+        assert_eq!(v("api/Dockerfile"), [api(&["Dockerfile"])]);
+        assert_eq!(v("api/.dockerignore"), [api(&["ignore file"])]);
+        // The ignore file and `--exclude` leave files out; the unreadable COPY does not.
+        for path in ["api/tmp/x", "api/README.md"] {
+            let found = v(path);
+            assert_eq!(found.len(), 1, "{found:?}");
+            assert!(found[0].1[0].contains("could not be read"), "{found:?}");
+        }
+        assert_eq!(
+            v("pb/a.proto"),
+            [
+                api(&["depends_on proto"]),
+                ("proto".to_string(), vec!["paths: pb/**".to_string()])
+            ]
+        );
+        assert_eq!(
+            v("docs/a.md"),
+            [("docs".to_string(), vec!["paths: docs/**".to_string()])]
+        );
+        assert!(v("docs/drafts/a.md").is_empty());
+        assert!(v("elsewhere").is_empty());
     }
 }

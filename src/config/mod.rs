@@ -5,7 +5,10 @@
 //! turn a rebuild off. The JSON Schema in `schema/monoship.schema.json` is generated from
 //! these types (`monoship schema`) and kept in sync by a test.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod validate;
+pub mod workload;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -13,6 +16,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::plan::glob;
+pub use workload::{WorkloadKind, WorkloadRef, WorkloadRefError};
 
 /// A whole config file.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -162,6 +166,14 @@ pub struct DeployTarget {
     pub manifests: Vec<String>,
 }
 
+impl DeployTarget {
+    /// The parsed `workload`, when the entry names one; always `Ok` in a config that loaded
+    /// (load refuses the others with their line).
+    pub fn workload_ref(&self) -> Option<Result<WorkloadRef, WorkloadRefError>> {
+        self.workload.as_deref().map(WorkloadRef::parse)
+    }
+}
+
 /// A group of shared paths.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -283,7 +295,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     } else {
         serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e, text)]))?
     };
-    let problems = validate(&config, text);
+    let problems = validate::validate(&config, text);
     if problems.is_empty() {
         Ok(config)
     } else {
@@ -333,299 +345,6 @@ fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
         key,
         message: format!("{message}{hint}"),
     }
-}
-
-const WORKLOAD_KINDS: [&str; 3] = ["deployment", "statefulset", "daemonset"];
-
-fn validate(config: &Config, text: &str) -> Vec<Problem> {
-    let mut problems = Vec::new();
-    let mut problem = |path: &[&str], value: Option<&str>, message: String| {
-        problems.push(Problem {
-            line: locate(text, path, value),
-            key: path.join("."),
-            message,
-        });
-    };
-    if config.services.is_empty() {
-        problem(
-            &["services"],
-            None,
-            "no services are declared; add at least one under `services:`".into(),
-        );
-    }
-    for name in config.groups.keys() {
-        if config.services.contains_key(name) {
-            problem(
-                &["groups", name],
-                None,
-                format!("`{name}` is both a service and a group; rename one of them"),
-            );
-        }
-    }
-    let known: BTreeSet<&str> = config
-        .services
-        .keys()
-        .chain(config.groups.keys())
-        .map(String::as_str)
-        .collect();
-    let all_nodes = config
-        .services
-        .iter()
-        .map(|(n, s)| ("services", n, &s.paths, &s.depends_on))
-        .chain(
-            config
-                .groups
-                .iter()
-                .map(|(n, g)| ("groups", n, &g.paths, &g.depends_on)),
-        );
-    for (section, name, paths, depends_on) in all_nodes {
-        if !valid_name(name) {
-            problem(
-                &[section, name],
-                None,
-                format!("`{name}` is not a usable name: use letters, digits, `-` and `_`, starting with a letter or `_` (it becomes a step output name)"),
-            );
-        }
-        for entry in paths {
-            let (_, pattern) = glob::split_negation(entry);
-            if pattern.is_empty() {
-                problem(
-                    &[section, name, "paths"],
-                    Some(entry),
-                    format!("`{entry}` is an empty pattern"),
-                );
-            } else if let Err(e) = glob::compile(pattern) {
-                problem(
-                    &[section, name, "paths"],
-                    Some(entry),
-                    format!("bad glob `{entry}`: {}", e.kind()),
-                );
-            }
-        }
-        for dep in depends_on {
-            if dep == name {
-                problem(
-                    &[section, name, "depends_on"],
-                    Some(dep),
-                    format!("`{name}` depends on itself"),
-                );
-            } else if !known.contains(dep.as_str()) {
-                problem(
-                    &[section, name, "depends_on"],
-                    Some(dep),
-                    format!(
-                        "unknown service or group `{dep}`; known: {}",
-                        known.iter().copied().collect::<Vec<_>>().join(", ")
-                    ),
-                );
-            }
-        }
-    }
-    for (name, service) in &config.services {
-        if service.dockerfile.is_none() && service.context.is_some() {
-            problem(
-                &["services", name, "context"],
-                None,
-                "a `context` without a `dockerfile` does nothing; add the Dockerfile's path".into(),
-            );
-        }
-        if let Some(path) = &service.dockerfile {
-            if let Some(why) = bad_repo_path(path) {
-                problem(
-                    &["services", name, "dockerfile"],
-                    None,
-                    format!("`{path}` {why}"),
-                );
-            }
-        }
-        if let Some(path) = &service.context {
-            if let Some(why) = bad_repo_path(path) {
-                problem(
-                    &["services", name, "context"],
-                    None,
-                    format!("`{path}` {why}"),
-                );
-            }
-        }
-        for target in &service.deploy {
-            match (&target.workload, target.manifests.is_empty()) {
-                (Some(_), false) | (None, true) => problem(
-                    &["services", name, "deploy"],
-                    None,
-                    "each deploy entry needs exactly one of `workload` or `manifests`".into(),
-                ),
-                (Some(workload), true) => {
-                    let ok = workload.split_once('/').is_some_and(|(kind, n)| {
-                        WORKLOAD_KINDS.contains(&kind.to_ascii_lowercase().as_str())
-                            && !n.is_empty()
-                    });
-                    if !ok {
-                        problem(
-                            &["services", name, "deploy", "workload"],
-                            Some(workload),
-                            format!("`{workload}` is not `kind/name` with kind one of deployment, statefulset, daemonset"),
-                        );
-                    }
-                }
-                (None, false) => {
-                    for m in &target.manifests {
-                        if let Err(e) = glob::compile(m) {
-                            problem(
-                                &["services", name, "deploy", "manifests"],
-                                Some(m),
-                                format!("bad glob `{m}`: {}", e.kind()),
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
-    if let Some(registry) = &config.registry {
-        match (&registry.url, &registry.ecr) {
-            (Some(url), None) => {
-                if let Err(e) = crate::image::registry::RegistryTarget::parse(url, None, None) {
-                    problem(&["registry", "url"], None, e.to_string());
-                }
-            }
-            (None, Some(ecr)) => {
-                if let Some(prefix) = &ecr.prefix {
-                    if let Err(e) = crate::image::registry::validate_repository(prefix) {
-                        problem(&["registry", "ecr", "prefix"], None, e.to_string());
-                    }
-                }
-            }
-            _ => problem(
-                &["registry"],
-                None,
-                "set exactly one of `url` (an OCI registry) or `ecr` (AWS ECR)".into(),
-            ),
-        }
-    }
-    if config.build.max_parallel == Some(0) {
-        problem(
-            &["build", "max_parallel"],
-            None,
-            "must be at least 1".into(),
-        );
-    }
-    for (name, service) in &config.services {
-        if service.dockerfile.is_some() {
-            let repository = service
-                .repository
-                .clone()
-                .unwrap_or_else(|| name.to_ascii_lowercase());
-            if let Err(e) = crate::image::registry::validate_repository(&repository) {
-                let key = if service.repository.is_some() {
-                    "repository"
-                } else {
-                    "dockerfile"
-                };
-                problem(
-                    &["services", name, key],
-                    None,
-                    format!("{e}; set `repository:` to a valid image name"),
-                );
-            }
-        }
-    }
-    if let Some(cycle) = find_cycle(config) {
-        let first = cycle[0].clone();
-        let section = if config.services.contains_key(&first) {
-            "services"
-        } else {
-            "groups"
-        };
-        problem(
-            &[section, &first, "depends_on"],
-            None,
-            format!(
-                "dependency cycle: {}; remove one of these edges",
-                cycle.join(" -> ")
-            ),
-        );
-    }
-    problems
-}
-
-/// Names become step output names and image repository names.
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-}
-
-/// A repository path must stay inside the repository.
-fn bad_repo_path(path: &str) -> Option<&'static str> {
-    if path.starts_with('/') {
-        Some("is absolute; give it relative to the repository root")
-    } else if path.split('/').any(|s| s == "..") {
-        Some("leaves the repository (`..`); give it relative to the repository root")
-    } else {
-        None
-    }
-}
-
-/// Finds one dependency cycle, returned as the path that closes it (`a -> b -> a`).
-fn find_cycle(config: &Config) -> Option<Vec<String>> {
-    let edges: BTreeMap<&str, &Vec<String>> = config
-        .services
-        .iter()
-        .map(|(n, s)| (n.as_str(), &s.depends_on))
-        .chain(
-            config
-                .groups
-                .iter()
-                .map(|(n, g)| (n.as_str(), &g.depends_on)),
-        )
-        .collect();
-    #[derive(Clone, Copy, PartialEq)]
-    enum Mark {
-        Fresh,
-        Open,
-        Done,
-    }
-    let mut marks: BTreeMap<&str, Mark> = edges.keys().map(|k| (*k, Mark::Fresh)).collect();
-    fn visit<'a>(
-        node: &'a str,
-        edges: &BTreeMap<&'a str, &'a Vec<String>>,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-    ) -> Option<Vec<String>> {
-        marks.insert(node, Mark::Open);
-        stack.push(node);
-        for dep in edges.get(node).into_iter().flat_map(|d| d.iter()) {
-            match marks.get(dep.as_str()) {
-                Some(Mark::Open) => {
-                    let start = stack.iter().position(|n| *n == dep).unwrap_or(0);
-                    let mut cycle: Vec<String> =
-                        stack[start..].iter().map(|s| s.to_string()).collect();
-                    cycle.push(dep.clone());
-                    return Some(cycle);
-                }
-                Some(Mark::Fresh) => {
-                    if let Some(c) = visit(dep.as_str(), edges, marks, stack) {
-                        return Some(c);
-                    }
-                }
-                _ => {}
-            }
-        }
-        stack.pop();
-        marks.insert(node, Mark::Done);
-        None
-    }
-    let nodes: Vec<&str> = edges.keys().copied().collect();
-    for node in nodes {
-        if marks[node] == Mark::Fresh {
-            if let Some(cycle) = visit(node, &edges, &mut marks, &mut Vec::new()) {
-                return Some(cycle);
-            }
-        }
-    }
-    None
 }
 
 /// A repository path as configured, cleaned: no leading `./` or `/`, no trailing `/`, and
@@ -806,6 +525,28 @@ groups:
             p.iter()
                 .any(|l| l.contains("exactly one of `workload` or `manifests`")),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn every_workload_form_deploy_accepts_loads() {
+        for workload in [
+            "ds/agent",
+            "sts/db",
+            "Deployment.apps/cart",
+            "daemonsets/agent",
+        ] {
+            let text = format!("services:\n  a:\n    deploy:\n      - workload: {workload}\n");
+            assert_eq!(problems(&text), Vec::<String>::new(), "{workload}");
+        }
+    }
+
+    #[test]
+    fn a_workload_name_with_a_slash_is_refused_at_its_line() {
+        let text = "services:\n  a:\n    dockerfile: a/Dockerfile\n    deploy:\n      - workload: deployment/a/b\n";
+        assert_eq!(
+            problems(text),
+            ["m.yml:5: services.a.deploy.workload: `deployment/a/b` is not a workload: the name must be one path segment after the kind"]
         );
     }
 
