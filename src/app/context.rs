@@ -9,7 +9,7 @@ use crate::cli::{ActionEnv, Command, DeployOptions, EnvSnapshot, Format, Request
 use crate::config::{Config, EcrConfig, EksClusterConfig};
 use crate::detect::event;
 use crate::detect::range::Range;
-use crate::report::publish;
+use crate::report::publish::{self, ENVIRONMENT_NAME_LIMIT};
 use crate::secret::Secret;
 
 /// Default number of images built at once.
@@ -99,8 +99,6 @@ pub struct ActionRun {
     pub github_deployments: bool,
     /// The environment of the Deployments and the `ship` comment.
     pub environment: String,
-    /// Credentials masked before anything is printed.
-    pub secrets: Vec<Secret>,
 }
 
 impl RunContext {
@@ -143,6 +141,8 @@ pub enum ContextError {
     },
     #[error(transparent)]
     Event(#[from] event::EventError),
+    #[error("the environment name is {length} characters long; GitHub allows at most {ENVIRONMENT_NAME_LIMIT}: shorten the `environment` input")]
+    EnvironmentName { length: usize },
 }
 
 /// The event payload, read at most once; `None` outside Actions or without an event name.
@@ -193,10 +193,18 @@ pub fn resolve(
         docker: req.docker.clone(),
         registry_cache: config.build.registry_cache,
     };
-    let action = req
-        .action
-        .as_ref()
-        .map(|a| action_run(a, environment(req, &cluster)));
+    let action = match &req.action {
+        // Only GitHub sees the environment: outside Actions a long context is no problem.
+        Some(a) => {
+            let environment = environment(req, &cluster);
+            let length = environment.chars().count();
+            if length > ENVIRONMENT_NAME_LIMIT {
+                return Err(ContextError::EnvironmentName { length });
+            }
+            Some(action_run(a, environment))
+        }
+        None => None,
+    };
     Ok(RunContext {
         command: req.command,
         workdir: req.workdir.clone(),
@@ -345,7 +353,6 @@ fn action_run(a: &ActionEnv, environment: String) -> ActionRun {
         comment: a.comment,
         github_deployments: a.github_deployments,
         environment,
-        secrets: a.secrets.clone(),
     }
 }
 
@@ -570,6 +577,21 @@ mod tests {
     }
 
     #[test]
+    fn an_environment_name_longer_than_githubs_limit_is_refused() {
+        let long = "e".repeat(256);
+        let vars = [("GITHUB_ACTIONS", "true")];
+        let req = request(&["ship", "--environment", &long], &vars);
+        let err = resolve(&req, config(THREE), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("the environment name is 256 characters"),
+            "{err}"
+        );
+        let fits = request(&["ship", "--environment", &long[..255]], &vars);
+        assert!(resolve(&fits, config(THREE), None).is_ok());
+    }
+
+    #[test]
     fn request_debug_never_shows_credentials() {
         let vars = [
             ("GITHUB_ACTIONS", "true"),
@@ -581,6 +603,5 @@ mod tests {
         assert!(!shown.contains("very-secret-key"), "{shown}");
         assert!(!shown.contains("ghs_secrettoken"), "{shown}");
         assert!(shown.contains("AWS_SECRET_ACCESS_KEY"));
-        assert_eq!(ctx.action.unwrap().secrets.len(), 2);
     }
 }

@@ -6,7 +6,7 @@
 use std::io::Write;
 
 mod cluster;
-pub mod context;
+mod context;
 mod dockerfiles;
 mod github;
 mod images;
@@ -15,7 +15,7 @@ mod rollouts;
 mod session;
 mod targets;
 
-pub use context::RunContext;
+pub(crate) use context::RunContext;
 pub(crate) use session::Session;
 
 use crate::cli::{Command, Request};

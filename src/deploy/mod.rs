@@ -8,10 +8,10 @@
 
 mod apply;
 mod cluster;
-pub mod eks;
-pub mod image;
-pub mod manifests;
-pub mod pods;
+pub(crate) mod eks;
+pub(crate) mod image;
+pub(crate) mod manifests;
+pub(crate) mod pods;
 pub mod rollout;
 mod undo;
 mod wait;

@@ -218,29 +218,6 @@ impl GitRepo {
         }
         Ok(parse_name_status(&output.stdout))
     }
-
-    /// Every path tracked at `commit`, as additions (the first commit of a repository).
-    ///
-    /// # Errors
-    /// When git fails.
-    pub fn all_files(&self, commit: &str) -> Result<Vec<ChangedFile>, GitError> {
-        check_rev(commit)?;
-        let args = ["ls-tree", "-r", "-z", "--name-only", "--full-tree", commit];
-        let output = self.run(&args)?;
-        if !output.status.success() {
-            return Err(Self::failed(&args, &output));
-        }
-        Ok(output
-            .stdout
-            .split(|b| *b == 0)
-            .filter(|p| !p.is_empty())
-            .map(|p| ChangedFile {
-                path: String::from_utf8_lossy(p).into_owned(),
-                kind: ChangeKind::Added,
-                previous: None,
-            })
-            .collect())
-    }
 }
 
 /// A file of the index with its blob id (`git ls-files -s`).

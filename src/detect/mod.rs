@@ -6,8 +6,8 @@
 
 pub mod api;
 pub mod event;
-pub mod git;
-pub mod range;
+pub(crate) mod git;
+pub(crate) mod range;
 
 use serde::Serialize;
 

@@ -4,8 +4,8 @@
 //! the Docker CLI; [`push`] decides per image whether to build, reuse or retag; [`registry`]
 //! speaks the OCI distribution API and [`ecr`] gets ECR logins and repositories.
 
-pub mod build;
-pub mod content;
+pub(crate) mod build;
+pub(crate) mod content;
 pub mod ecr;
-pub mod push;
+pub(crate) mod push;
 pub mod registry;

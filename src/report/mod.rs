@@ -2,13 +2,13 @@
 //! and in action mode `$GITHUB_OUTPUT`, `$GITHUB_STEP_SUMMARY` and workflow commands.
 //! Rendering is pure; [`outputs::append`] and [`summary::append`] are the only writers.
 
-pub mod annotations;
+pub(crate) mod annotations;
 pub mod commands;
-pub mod comment;
+pub(crate) mod comment;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod log;
+pub(crate) mod log;
 pub mod outputs;
-pub mod publish;
+pub(crate) mod publish;
 pub mod summary;
 pub mod text;

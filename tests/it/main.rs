@@ -1,6 +1,9 @@
 //! One integration-test binary: real git repositories in temp dirs, the real `monoship`
 //! binary, and loopback fakes where a remote service is involved.
 
+// Each test is one scenario that reads top to bottom; the length limit is for src/.
+#![allow(clippy::too_many_lines)]
+
 mod support;
 
 mod action;
