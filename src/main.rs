@@ -60,6 +60,17 @@ fn report_error(
 ) {
     let mut err = std::io::stderr().lock();
     if in_action {
+        let hint = monoship::error::loopback_refused_hint(message);
+        let mut annotations = annotations;
+        if let Some(hint) = hint {
+            for a in &mut annotations {
+                a.message = format!("{}\n{hint}", a.message);
+            }
+        }
+        let message = &match hint {
+            Some(hint) => format!("{message}\n{hint}"),
+            None => message.to_string(),
+        };
         if annotations.is_empty() {
             let a = monoship::report::commands::Annotation::new(
                 monoship::report::commands::Level::Error,

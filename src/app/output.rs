@@ -168,6 +168,9 @@ fn write_annotations(
         if let Some(file) = f.annotation.file.as_mut() {
             *file = action.annotation_path(std::path::Path::new(file));
         }
+        if let Some(hint) = crate::error::loopback_refused_hint(&f.annotation.message) {
+            f.annotation.message = format!("{}\n{hint}", f.annotation.message);
+        }
     }
     let found = found
         .into_iter()

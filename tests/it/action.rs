@@ -455,3 +455,30 @@ fn a_matrix_of_more_than_256_services_is_warned_of() {
     let r = dispatch(repo.path(), &sha, &[]);
     assert!(!r.run.stderr.contains("256 jobs"), "{}", r.run.stderr);
 }
+
+#[test]
+fn a_refused_loopback_registry_explains_the_container_network() {
+    let (mut repo, base) = repo();
+    repo.write("pb/api.proto", "p2\n");
+    let head = repo.commit("proto");
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let registry = format!("127.0.0.1:{port}/shop");
+    let env = [
+        ("INPUT_COMMAND", "build"),
+        ("INPUT_BASE", base.as_str()),
+        ("INPUT_REGISTRY", registry.as_str()),
+    ];
+    let r = dispatch(repo.path(), &head, &env);
+    assert_eq!(r.run.code, 1, "{}", r.run.stderr);
+    let error = r.stderr_line("::error ");
+    assert!(error.contains("Connection refused"), "{error}");
+    assert!(
+        error.contains("inside the action's container loopback is the container itself"),
+        "{error}"
+    );
+    assert!(error.contains("service container's name"), "{error}");
+}
