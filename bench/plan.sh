@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks `monoship plan` against dorny/paths-filter on the synthetic monorepo of
-# shared/bench/make_bigrepo.sh, in the same run, on the same repository, with local git.
+# bench/make_bigrepo.sh, in the same run, on the same repository, with local git.
 #
 #   bench/plan.sh                 default size (20,050 files, 5,000 changed, 200 services)
 #   bench/plan.sh xl              10x (100k files, 50k changed, 1,000 services)
@@ -27,9 +27,9 @@ cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin monoship
 bin="$root/target/release/monoship"
 
 if [ ! -f "$repo.env" ]; then
-  bash "$root/../shared/bench/make_bigrepo.sh" "$repo" >/dev/null 2>&1
+  bash "$here/make_bigrepo.sh" "$repo" >/dev/null 2>&1
 fi
-# A clone holds its objects in a pack; the generator leaves them loose (100k loose blobs make
+# A clone holds its objects in a pack; an older generator left them loose (100k loose blobs make
 # every git command slower). Pack once, as a fetch would, before timing anything.
 if [ -n "$(find "$repo/.git/objects" -maxdepth 1 -name '[0-9a-f][0-9a-f]' -print -quit)" ]; then
   git -C "$repo" repack -adq

@@ -68,6 +68,10 @@ pub struct ActionEnv {
     pub environment: Option<String>,
     /// The values of [`SECRET_VARIABLES`] that are set, masked before anything is printed.
     pub secrets: Vec<crate::secret::Secret>,
+    /// `$GITHUB_WORKSPACE`: annotations name files relative to it.
+    pub workspace: Option<PathBuf>,
+    /// Warnings about the inputs (a deprecated name), shown before the run starts.
+    pub warnings: Vec<String>,
 }
 
 /// One run, from the CLI or from action inputs.
@@ -103,6 +107,9 @@ pub struct Request {
     /// The variables AWS credentials are loaded from, read once here so that no stage reads
     /// the process environment itself.
     pub aws_env: EnvSnapshot,
+    /// AWS settings given as inputs (`aws-region`, `role-to-assume`, `role-session-name`,
+    /// `audience`); each set one wins over the config's `registry.ecr` and `cluster.eks`.
+    pub aws: crate::aws::AwsSettings,
 }
 
 /// Environment variables captured at start. Never printed: some are credentials.
@@ -421,6 +428,7 @@ fn request(
         docker: docker_program(env),
         deploy: DeployOptions::default(),
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
+        aws: crate::aws::AwsSettings::default(),
         action: if in_action {
             Some(ActionEnv {
                 comment: s.comment,
@@ -456,6 +464,8 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
         comment: false,
         github_deployments: false,
         environment: None,
+        workspace: nonempty("GITHUB_WORKSPACE").map(PathBuf::from),
+        warnings: Vec::new(),
         secrets: SECRET_VARIABLES
             .iter()
             .filter_map(|n| env(n))
@@ -463,6 +473,16 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
             .filter(|v| !v.is_empty())
             .map(crate::secret::Secret::new)
             .collect(),
+    }
+}
+
+/// The log filter: `MONOSHIP_LOG` when set (e.g. `debug`); else monoship's own debug logs when
+/// the job is re-run with debug logging (`RUNNER_DEBUG=1`), else warnings only.
+pub fn log_filter(monoship_log: Option<&str>, runner_debug: Option<&str>) -> String {
+    match (monoship_log.map(str::trim), runner_debug.map(str::trim)) {
+        (Some(chosen), _) if !chosen.is_empty() => chosen.to_string(),
+        (_, Some("1")) => "warn,monoship=debug".to_string(),
+        _ => "warn".to_string(),
     }
 }
 
@@ -514,15 +534,24 @@ impl Inputs<'_> {
     }
 }
 
+/// The command when the `command` input is empty (SPEC §2): a pull request only plans (its
+/// code is not reviewed yet, and a fork's has no secrets); every other event ships.
+pub fn default_command(event_name: &str) -> Command {
+    match event_name {
+        "pull_request" | "pull_request_target" => Command::Plan,
+        _ => Command::Ship,
+    }
+}
+
 /// Reads the action's inputs into a request.
 fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, UsageError> {
     let input = Inputs { env };
-    // SPEC §2: the action runs `ship` unless told otherwise.
-    let command = match input.get("command").as_deref().unwrap_or("ship") {
-        "plan" => Command::Plan,
-        "build" => Command::Build,
-        "ship" => Command::Ship,
-        other => {
+    let command = match input.get("command").as_deref() {
+        None => default_command(env("GITHUB_EVENT_NAME").unwrap_or_default().trim()),
+        Some("plan") => Command::Plan,
+        Some("build") => Command::Build,
+        Some("ship") => Command::Ship,
+        Some(other) => {
             return Err(UsageError(format!(
                 "input `command` must be plan, build or ship, not `{other}`"
             )))
@@ -535,6 +564,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
         Some(dir) => workspace.join(dir),
         None => workspace,
     };
+    let (deploy, warnings) = deploy_inputs(&input)?;
     Ok(Request {
         command,
         workdir,
@@ -563,22 +593,55 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
         max_parallel: input.positive("max-parallel", "number")?,
         rebuild: input.flag("rebuild")?,
         docker: docker_program(env),
-        deploy: deploy_inputs(&input)?,
+        deploy,
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
+        aws: aws_inputs(&input),
         action: Some(ActionEnv {
             // Jobs of a matrix over `services` would all update one comment: off unless asked.
             comment: input.flag_or("comment", input.get("services").is_none())?,
             github_deployments: input.flag("github-deployments")?,
             environment: input.get("environment"),
+            warnings,
             ..action_env(env)
         }),
     })
 }
 
-fn deploy_inputs(input: &Inputs<'_>) -> Result<DeployOptions, UsageError> {
-    Ok(DeployOptions {
+/// The AWS inputs, named as aws-actions/configure-aws-credentials names them.
+fn aws_inputs(input: &Inputs<'_>) -> crate::aws::AwsSettings {
+    crate::aws::AwsSettings {
+        region: input.get("aws-region"),
+        role_to_assume: input.get("role-to-assume"),
+        role_session_name: input.get("role-session-name"),
+        audience: input.get("audience"),
+    }
+}
+
+/// The deploy inputs, and a warning when the kubeconfig context comes from the old input name
+/// `context` (which docker/build-push-action users read as the build context).
+fn deploy_inputs(input: &Inputs<'_>) -> Result<(DeployOptions, Vec<String>), UsageError> {
+    let mut warnings = Vec::new();
+    let context = match (input.get("kube-context"), input.get("context")) {
+        (Some(kube), Some(old)) if kube != old => {
+            return Err(UsageError(format!(
+                "inputs `kube-context` (`{kube}`) and `context` (`{old}`) disagree; set only \
+                 `kube-context` (`context` is its deprecated name)"
+            )))
+        }
+        (Some(kube), _) => Some(kube),
+        (None, Some(old)) => {
+            warnings.push(
+                "input `context` is deprecated: rename it to `kube-context` (the kubeconfig \
+                 context to deploy to)"
+                    .to_string(),
+            );
+            Some(old)
+        }
+        (None, None) => None,
+    };
+    let options = DeployOptions {
         kubeconfig: input.get("kubeconfig").map(PathBuf::from),
-        context: input.get("context"),
+        context,
         rollback: input.flag_or("rollback", true)?,
         force: input.flag("force")?,
         atomic: input.flag_or("atomic", true)?,
@@ -587,7 +650,8 @@ fn deploy_inputs(input: &Inputs<'_>) -> Result<DeployOptions, UsageError> {
                 .positive("timeout", "number of seconds")?
                 .unwrap_or(600),
         ),
-    })
+    };
+    Ok((options, warnings))
 }
 
 #[cfg(test)]
@@ -642,6 +706,85 @@ mod tests {
             "input `timeout` must be a positive number of seconds, not `0`"
         );
         assert_eq!(input.positive::<u64>("missing", "number").unwrap(), None);
+    }
+
+    #[test]
+    fn without_a_command_input_pull_requests_plan_and_other_events_ship() {
+        for (event, want) in [
+            ("pull_request", Command::Plan),
+            ("pull_request_target", Command::Plan),
+            ("push", Command::Ship),
+            ("merge_group", Command::Ship),
+            ("workflow_dispatch", Command::Ship),
+            ("schedule", Command::Ship),
+        ] {
+            let vars = [("GITHUB_EVENT_NAME", event), ("INPUT_COMMAND", " ")];
+            let env = move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            };
+            assert_eq!(from_action_env(&env).unwrap().command, want, "{event}");
+        }
+        let env = inputs(&[
+            ("GITHUB_EVENT_NAME", "pull_request"),
+            ("INPUT_COMMAND", "build"),
+        ]);
+        assert_eq!(
+            from_action_env(&env).unwrap().command,
+            Command::Build,
+            "an explicit command wins"
+        );
+    }
+
+    #[test]
+    fn kube_context_is_the_input_and_context_still_works_with_a_warning() {
+        let env = inputs(&[("INPUT_KUBE-CONTEXT", "prod")]);
+        let req = from_action_env(&env).unwrap();
+        assert_eq!(req.deploy.context.as_deref(), Some("prod"));
+        assert!(req.action.unwrap().warnings.is_empty());
+        let env = inputs(&[("INPUT_CONTEXT", "staging")]);
+        let req = from_action_env(&env).unwrap();
+        assert_eq!(req.deploy.context.as_deref(), Some("staging"));
+        let warnings = req.action.unwrap().warnings;
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("rename it to `kube-context`"),
+            "{warnings:?}"
+        );
+        let env = inputs(&[("INPUT_CONTEXT", "a"), ("INPUT_KUBE-CONTEXT", "b")]);
+        let err = from_action_env(&env).unwrap_err().to_string();
+        assert!(err.contains("disagree"), "{err}");
+    }
+
+    #[test]
+    fn aws_inputs_are_read_under_configure_aws_credentials_names() {
+        let env = inputs(&[
+            ("INPUT_AWS-REGION", "eu-central-1"),
+            (
+                "INPUT_ROLE-TO-ASSUME",
+                "arn:aws:iam::123456789012:role/deploy",
+            ),
+            ("INPUT_ROLE-SESSION-NAME", "ci-42"),
+            ("INPUT_AUDIENCE", "sts.example"),
+        ]);
+        let aws = from_action_env(&env).unwrap().aws;
+        assert_eq!(aws.region.as_deref(), Some("eu-central-1"));
+        assert_eq!(
+            aws.role_to_assume.as_deref(),
+            Some("arn:aws:iam::123456789012:role/deploy")
+        );
+        assert_eq!(aws.role_session_name.as_deref(), Some("ci-42"));
+        assert_eq!(aws.audience.as_deref(), Some("sts.example"));
+    }
+
+    #[test]
+    fn runner_debug_turns_on_monoships_debug_logs_unless_monoship_log_chooses() {
+        assert_eq!(log_filter(None, None), "warn");
+        assert_eq!(log_filter(None, Some("0")), "warn");
+        assert_eq!(log_filter(None, Some("1")), "warn,monoship=debug");
+        assert_eq!(log_filter(Some("trace"), Some("1")), "trace");
+        assert_eq!(log_filter(Some(" "), Some("1")), "warn,monoship=debug");
     }
 
     #[test]

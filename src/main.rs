@@ -26,7 +26,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Invocation::Run(request) => {
-            init_logging();
+            init_logging(&env);
+            if let Some(a) = &request.action {
+                for warning in &a.warnings {
+                    let w = monoship::report::commands::Annotation::new(
+                        monoship::report::commands::Level::Warning,
+                        warning,
+                    );
+                    eprintln!("{w}");
+                }
+            }
             let stdout = std::io::stdout();
             let stderr = std::io::stderr();
             match app::run(&request, &mut stdout.lock(), &mut stderr.lock()) {
@@ -51,6 +60,17 @@ fn report_error(
 ) {
     let mut err = std::io::stderr().lock();
     if in_action {
+        let hint = monoship::error::loopback_refused_hint(message);
+        let mut annotations = annotations;
+        if let Some(hint) = hint {
+            for a in &mut annotations {
+                a.message = format!("{}\n{hint}", a.message);
+            }
+        }
+        let message = &match hint {
+            Some(hint) => format!("{message}\n{hint}"),
+            None => message.to_string(),
+        };
         if annotations.is_empty() {
             let a = monoship::report::commands::Annotation::new(
                 monoship::report::commands::Level::Error,
@@ -66,11 +86,16 @@ fn report_error(
     }
 }
 
-/// Debug logs go to stderr when `MONOSHIP_LOG` asks for them (e.g. `MONOSHIP_LOG=debug`).
-/// The request signer stays silent at every level: its trace lines print canonical requests,
-/// and a presigned URL's carries the session token.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MONOSHIP_LOG")
+/// Debug logs go to stderr when `MONOSHIP_LOG` asks for them (e.g. `MONOSHIP_LOG=debug`) or
+/// the job runs with debug logging (`RUNNER_DEBUG=1`). The request signer stays silent at
+/// every level: its trace lines print canonical requests, and a presigned URL's carries the
+/// session token.
+fn init_logging(env: &dyn Fn(&str) -> Option<String>) {
+    let directives = cli::log_filter(
+        env("MONOSHIP_LOG").as_deref(),
+        env("RUNNER_DEBUG").as_deref(),
+    );
+    let filter = tracing_subscriber::EnvFilter::try_new(directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"))
         .add_directive("aws_sigv4=off".parse().expect("a valid directive"));
     let _ = tracing_subscriber::fmt()

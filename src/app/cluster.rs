@@ -97,7 +97,7 @@ async fn connect_eks(ctx: &RunContext, eks: &EksClusterConfig) -> Result<Cluster
     let settings = crate::aws::AwsSettings {
         region: eks.region.clone(),
         role_to_assume: eks.role_to_assume.clone(),
-        ..Default::default()
+        ..ctx.aws_session.clone()
     };
     let sdk = crate::aws::load(&settings, &|k| ctx.aws_env.get(k), mask).await?;
     let info = crate::deploy::eks::describe(&sdk, &eks.name)

@@ -3,8 +3,9 @@
 //! event file or the raw request again, so precedence (flag over config over default) is
 //! decided here and nowhere else.
 
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
+use crate::aws::AwsSettings;
 use crate::cli::{ActionEnv, Command, DeployOptions, EnvSnapshot, Format, Request};
 use crate::config::{Config, EcrConfig, EksClusterConfig};
 use crate::detect::event;
@@ -40,6 +41,9 @@ pub struct RunContext {
     /// Set in GitHub Actions.
     pub action: Option<ActionRun>,
     pub aws_env: EnvSnapshot,
+    /// The role session name and OIDC audience of AWS sessions (inputs `role-session-name`,
+    /// `audience`); region and role are resolved into `registry` and `cluster`.
+    pub aws_session: AwsSettings,
 }
 
 /// Where images go.
@@ -99,6 +103,17 @@ pub struct ActionRun {
     pub github_deployments: bool,
     /// The environment of the Deployments and the `ship` comment.
     pub environment: String,
+    /// The run's folder relative to `$GITHUB_WORKSPACE` (empty when it is the workspace):
+    /// annotations name files from the workspace root, or the runner cannot place them when
+    /// the repository is checked out into a subfolder.
+    pub workspace_dir: PathBuf,
+}
+
+impl ActionRun {
+    /// `path` (relative to the run's folder, or absolute) as annotations name it.
+    pub fn annotation_path(&self, path: &Path) -> String {
+        self.workspace_dir.join(path).display().to_string()
+    }
 }
 
 impl RunContext {
@@ -176,9 +191,23 @@ pub fn resolve(
 ) -> Result<RunContext, ContextError> {
     let pull_request = pull_request_number(req, &event);
     let scope = scope(req, &config, event)?;
-    let registry = registry_choice(req, &config);
+    let registry = match registry_choice(req, &config) {
+        RegistryChoice::Ecr(ecr) => RegistryChoice::Ecr(EcrConfig {
+            region: req.aws.region.clone().or(ecr.region),
+            role_to_assume: req.aws.role_to_assume.clone().or(ecr.role_to_assume),
+            ..ecr
+        }),
+        other => other,
+    };
     let cluster = match (&req.deploy.kubeconfig, config.cluster.as_ref()) {
-        (None, Some(c)) if c.eks.is_some() => ClusterChoice::Eks(c.eks.clone().expect("checked")),
+        (None, Some(c)) if c.eks.is_some() => {
+            let eks = c.eks.clone().expect("checked");
+            ClusterChoice::Eks(EksClusterConfig {
+                region: req.aws.region.clone().or(eks.region),
+                role_to_assume: req.aws.role_to_assume.clone().or(eks.role_to_assume),
+                ..eks
+            })
+        }
         _ => ClusterChoice::Kubeconfig {
             path: req.deploy.kubeconfig.clone(),
             context: req.deploy.context.clone(),
@@ -201,7 +230,7 @@ pub fn resolve(
             if length > ENVIRONMENT_NAME_LIMIT {
                 return Err(ContextError::EnvironmentName { length });
             }
-            Some(action_run(a, environment))
+            Some(action_run(a, environment, &req.workdir))
         }
         None => None,
     };
@@ -222,6 +251,11 @@ pub fn resolve(
         pull_request,
         action,
         aws_env: req.aws_env.clone(),
+        aws_session: AwsSettings {
+            role_session_name: req.aws.role_session_name.clone(),
+            audience: req.aws.audience.clone(),
+            ..AwsSettings::default()
+        },
     })
 }
 
@@ -334,8 +368,26 @@ fn environment(req: &Request, cluster: &ClusterChoice) -> String {
     )
 }
 
-fn action_run(a: &ActionEnv, environment: String) -> ActionRun {
+/// `workdir` relative to the workspace, by their names alone; empty when it is not inside.
+fn workspace_dir(workspace: Option<&Path>, workdir: &Path) -> PathBuf {
+    let plain = |p: &Path| -> PathBuf {
+        p.components()
+            .filter(|c| !matches!(c, Component::CurDir))
+            .collect()
+    };
+    match workspace {
+        Some(ws) => plain(workdir)
+            .strip_prefix(plain(ws))
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        None if workdir.is_relative() => plain(workdir),
+        None => PathBuf::new(),
+    }
+}
+
+fn action_run(a: &ActionEnv, environment: String, workdir: &Path) -> ActionRun {
     ActionRun {
+        workspace_dir: workspace_dir(a.workspace.as_deref(), workdir),
         event_name: a.event_name.clone(),
         repository: a.repository.clone(),
         api_url: a.api_url.clone(),
@@ -589,6 +641,86 @@ mod tests {
         );
         let fits = request(&["ship", "--environment", &long[..255]], &vars);
         assert!(resolve(&fits, config(THREE), None).is_ok());
+    }
+
+    #[test]
+    fn aws_inputs_override_the_region_and_role_of_ecr_and_eks() {
+        let aws = format!(
+            "{}cluster:\n  eks: {{name: prod, region: eu-west-1, role_to_assume: arn:config}}\n",
+            THREE.replace(
+                "  url: registry.example/acme\n  username: ci\n",
+                "  ecr: {region: eu-west-1, role_to_assume: arn:config, prefix: shop}\n"
+            )
+        );
+        let plain = resolve(&request(&["ship"], &[]), config(&aws), None).unwrap();
+        assert!(
+            matches!(&plain.registry, RegistryChoice::Ecr(e) if e.region.as_deref() == Some("eu-west-1") && e.role_to_assume.as_deref() == Some("arn:config"))
+        );
+        let vars = [
+            ("GITHUB_ACTIONS", "true"),
+            ("INPUT_AWS-REGION", "us-east-2"),
+            ("INPUT_ROLE-TO-ASSUME", "arn:input"),
+            ("INPUT_ROLE-SESSION-NAME", "run-7"),
+            ("INPUT_AUDIENCE", "sts.example"),
+        ];
+        let ctx = resolve(&request(&[], &vars), config(&aws), None).unwrap();
+        match (&ctx.registry, &ctx.cluster) {
+            (RegistryChoice::Ecr(ecr), ClusterChoice::Eks(eks)) => {
+                for (region, role) in [
+                    (&ecr.region, &ecr.role_to_assume),
+                    (&eks.region, &eks.role_to_assume),
+                ] {
+                    assert_eq!(region.as_deref(), Some("us-east-2"));
+                    assert_eq!(role.as_deref(), Some("arn:input"));
+                }
+                assert_eq!(ecr.prefix.as_deref(), Some("shop"), "the rest stays");
+                assert_eq!(eks.name, "prod");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(ctx.aws_session.role_session_name.as_deref(), Some("run-7"));
+        assert_eq!(ctx.aws_session.audience.as_deref(), Some("sts.example"));
+        // Only the inputs given win.
+        let region_only = [
+            ("GITHUB_ACTIONS", "true"),
+            ("INPUT_AWS-REGION", "us-east-2"),
+        ];
+        let ctx = resolve(&request(&[], &region_only), config(&aws), None).unwrap();
+        assert!(
+            matches!(&ctx.cluster, ClusterChoice::Eks(e) if e.region.as_deref() == Some("us-east-2") && e.role_to_assume.as_deref() == Some("arn:config"))
+        );
+    }
+
+    #[test]
+    fn annotations_name_files_from_the_workspace_root() {
+        let vars = |dir: &'static str| {
+            [
+                ("GITHUB_ACTIONS", "true"),
+                ("GITHUB_WORKSPACE", "/github/workspace"),
+                ("INPUT_WORKING-DIRECTORY", dir),
+            ]
+        };
+        let ctx = resolve(&request(&[], &vars("./shop/")), config(THREE), None).unwrap();
+        let action = ctx.action.unwrap();
+        assert_eq!(
+            action.annotation_path(Path::new("src/cart/Dockerfile")),
+            "shop/src/cart/Dockerfile"
+        );
+        let ctx = resolve(&request(&[], &vars("")), config(THREE), None).unwrap();
+        assert_eq!(
+            ctx.action
+                .unwrap()
+                .annotation_path(Path::new(".github/monoship.yml")),
+            ".github/monoship.yml"
+        );
+        assert_eq!(
+            workspace_dir(Some(Path::new("/w")), Path::new("/elsewhere")),
+            PathBuf::new()
+        );
+        assert_eq!(
+            workspace_dir(None, Path::new("./a/b")),
+            PathBuf::from("a/b")
+        );
     }
 
     #[test]

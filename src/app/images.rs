@@ -156,7 +156,7 @@ async fn ecr_login(
     let settings = crate::aws::AwsSettings {
         region: ecr_config.region.clone(),
         role_to_assume: ecr_config.role_to_assume.clone(),
-        ..Default::default()
+        ..ctx.aws_session.clone()
     };
     let in_action = ctx.in_action();
     let mask = move |secret: &str| {

@@ -38,20 +38,27 @@ pub(crate) fn report_plan(
         )
         .map_err(write_err("stdout"))?,
     }
-    if let Some(a) = &ctx.action {
-        write_annotations(ctx, plan, &[], None, "", stderr)?;
-        if let Some(path) = &a.output {
-            outputs::append(path, &outputs::plan_outputs(plan, &ctx.config))
-                .map_err(write_err(&path.display().to_string()))?;
-        }
-        if let Some(path) = &a.summary {
-            summary::append(path, &summary::render_plan(plan, &ctx.config))
-                .map_err(write_err(&path.display().to_string()))?;
-        }
+    if ctx.in_action() {
+        write_plan_files(ctx, plan, stderr)?;
     } else if ctx.format == Format::Json {
         for w in &plan.warnings {
             writeln!(stderr, "warning: {}", one_line(w)).map_err(write_err("stderr"))?;
         }
+    }
+    Ok(())
+}
+
+/// In action mode: the plan's annotations, outputs and summary.
+fn write_plan_files(ctx: &RunContext, plan: &Plan, stderr: &mut dyn Write) -> Result<(), Error> {
+    let Some(a) = &ctx.action else { return Ok(()) };
+    write_annotations(ctx, plan, &[], None, "", stderr)?;
+    if let Some(path) = &a.output {
+        outputs::append(path, &outputs::plan_outputs(plan, &ctx.config))
+            .map_err(write_err(&path.display().to_string()))?;
+    }
+    if let Some(path) = &a.summary {
+        summary::append(path, &summary::render_plan(plan, &ctx.config))
+            .map_err(write_err(&path.display().to_string()))?;
     }
     Ok(())
 }
@@ -66,8 +73,9 @@ struct BuildReport<'a> {
     rollouts: Option<&'a [RolloutResult]>,
 }
 
-/// Reports a build: stdout, and in action mode outputs, summary and annotations. Nothing
-/// after a dry run (`images` is `None`: the dry run printed its own report).
+/// Reports a build: stdout, and in action mode outputs, summary and annotations. After a dry
+/// run (`images` is `None`) stdout has its report already; the plan's outputs are still
+/// written, for the steps that read them.
 ///
 /// # Errors
 /// When stdout, stderr, the outputs file or the summary cannot be written.
@@ -79,7 +87,9 @@ pub(crate) fn report_build(
     stdout: &mut dyn Write,
     stderr: &mut dyn Write,
 ) -> Result<(), Error> {
-    let Some(images) = images else { return Ok(()) };
+    let Some(images) = images else {
+        return write_plan_files(ctx, plan, stderr);
+    };
     print_build(ctx, plan, images, rollouts, stdout)?;
     let Some(a) = &ctx.action else {
         for message in failures(images, rollouts) {
@@ -140,8 +150,11 @@ fn write_annotations(
     config_text: &str,
     stderr: &mut dyn Write,
 ) -> Result<(), Error> {
-    let config_path = ctx.config_path.display().to_string();
-    let found = annotations::run_findings(
+    let Some(action) = &ctx.action else {
+        return Ok(());
+    };
+    let config_path = ctx.config_arg.display().to_string();
+    let mut found = annotations::run_findings(
         plan,
         images,
         rollouts,
@@ -150,7 +163,25 @@ fn write_annotations(
             text: config_text,
         },
     );
-    for a in annotations::within_limits(found, Some("see the job summary")) {
+    // Found relative to the run's folder; the runner reads them from the workspace root.
+    for f in &mut found {
+        if let Some(file) = f.annotation.file.as_mut() {
+            *file = action.annotation_path(std::path::Path::new(file));
+        }
+        if let Some(hint) = crate::error::loopback_refused_hint(&f.annotation.message) {
+            f.annotation.message = format!("{}\n{hint}", f.annotation.message);
+        }
+    }
+    let found = found
+        .into_iter()
+        .chain(outputs::matrix_warning(plan).map(|w| annotations::Finding {
+            subject: None,
+            annotation: crate::report::commands::Annotation::new(
+                crate::report::commands::Level::Warning,
+                w,
+            ),
+        }));
+    for a in annotations::within_limits(found.collect(), Some("see the job summary")) {
         writeln!(stderr, "{a}").map_err(write_err("stderr"))?;
     }
     Ok(())

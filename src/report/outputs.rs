@@ -49,6 +49,21 @@ pub fn plan_outputs(plan: &Plan, config: &Config) -> Vec<(String, String)> {
     out
 }
 
+/// Jobs GitHub runs from one matrix; a larger `strategy.matrix` fails the workflow.
+pub const MAX_MATRIX_JOBS: usize = 256;
+
+/// A warning when the `matrix` output holds more jobs than GitHub runs from one matrix.
+pub fn matrix_warning(plan: &Plan) -> Option<String> {
+    let jobs = plan.changed.len();
+    (jobs > MAX_MATRIX_JOBS).then(|| {
+        format!(
+            "the `matrix` output lists {jobs} services, more than the {MAX_MATRIX_JOBS} jobs \
+             GitHub runs from one matrix: a job using it fails; split the services between \
+             workflows, or build them in one job"
+        )
+    })
+}
+
 /// Renders outputs in the runner's file format with the given delimiter.
 ///
 /// # Panics
@@ -132,6 +147,22 @@ pub fn parse(text: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_matrix_over_more_services_than_github_runs_is_warned_of() {
+        let plan_of = |n: usize| {
+            let services = (0..n)
+                .map(|i| crate::report::fixtures::node(&format!("s{i:03}"), &[("p", "r")], 0))
+                .collect();
+            crate::report::fixtures::plan(services, vec![], 1)
+        };
+        assert_eq!(matrix_warning(&plan_of(MAX_MATRIX_JOBS)), None);
+        let warning = matrix_warning(&plan_of(MAX_MATRIX_JOBS + 1)).unwrap();
+        assert!(
+            warning.contains("lists 257 services, more than the 256 jobs"),
+            "{warning}"
+        );
+    }
 
     #[test]
     fn heredoc_values_survive_newlines_and_lookalike_lines() {

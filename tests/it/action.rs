@@ -346,3 +346,139 @@ mod api_fallback {
         assert!(r.outputs.is_empty());
     }
 }
+
+#[test]
+fn without_a_command_a_pull_request_plans_and_a_push_ships() {
+    let (mut repo, base) = repo();
+    repo.write("pb/api.proto", "p2\n");
+    let head = repo.commit("proto");
+    let no_command = [("INPUT_COMMAND", "")];
+    let pr = run_action(
+        repo.path(),
+        "pull_request",
+        &pr_payload("opened", &base, &head),
+        &head,
+        &no_command,
+    );
+    assert_eq!(pr.run.code, 0, "{}", pr.run.stderr);
+    assert_eq!(pr.output("changed"), r#"["api","web"]"#);
+    assert!(
+        !pr.outputs.iter().any(|(name, _)| name == "images"),
+        "a plan pushes nothing: {:?}",
+        pr.outputs
+    );
+    // The same change pushed: `ship`, which first needs a cluster and says so before anything.
+    let mut payload = fixture("push.json");
+    payload["before"] = base.clone().into();
+    payload["after"] = head.clone().into();
+    payload["deleted"] = false.into();
+    let push = run_action(repo.path(), "push", &payload, &head, &no_command);
+    assert_eq!(push.run.code, 2, "{}", push.run.stderr);
+    assert!(
+        push.run.stderr.contains("cannot use the cluster"),
+        "{}",
+        push.run.stderr
+    );
+    assert!(push.outputs.is_empty(), "{:?}", push.outputs);
+}
+
+#[test]
+fn a_dry_run_ship_still_writes_the_outputs() {
+    let (mut repo, base) = repo();
+    repo.write("services/worker/job.sh", "echo 2\n");
+    let head = repo.commit("worker");
+    let r = dispatch(
+        repo.path(),
+        &head,
+        &[
+            ("INPUT_COMMAND", "ship"),
+            ("INPUT_DRY-RUN", "true"),
+            ("INPUT_BASE", &base),
+            ("INPUT_REGISTRY", "127.0.0.1:9/shop"),
+        ],
+    );
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(r.output("changed"), r#"["worker"]"#);
+    assert_eq!(r.output("any-changed"), "true");
+    assert!(r.summary.contains("worker"), "{}", r.summary);
+}
+
+#[test]
+fn runner_debug_turns_on_debug_logs() {
+    let (repo, base) = repo();
+    let quiet = dispatch(repo.path(), &base, &[]);
+    assert!(
+        !quiet.run.stderr.contains("config loaded"),
+        "{}",
+        quiet.run.stderr
+    );
+    let debug = dispatch(repo.path(), &base, &[("RUNNER_DEBUG", "1")]);
+    assert_eq!(debug.run.code, 0, "{}", debug.run.stderr);
+    assert!(
+        debug.run.stderr.contains("config loaded"),
+        "{}",
+        debug.run.stderr
+    );
+}
+
+#[test]
+fn the_old_context_input_still_works_with_a_deprecation_warning() {
+    let (repo, base) = repo();
+    let r = dispatch(repo.path(), &base, &[("INPUT_CONTEXT", "staging")]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let warning = r.stderr_line("::warning::");
+    assert!(warning.contains("`context` is deprecated"), "{warning}");
+    assert!(warning.contains("`kube-context`"), "{warning}");
+    let r = dispatch(repo.path(), &base, &[("INPUT_KUBE-CONTEXT", "staging")]);
+    assert!(!r.run.stderr.contains("deprecated"), "{}", r.run.stderr);
+}
+
+#[test]
+fn a_matrix_of_more_than_256_services_is_warned_of() {
+    let mut config = String::from("services:\n");
+    for i in 0..257 {
+        config.push_str(&format!("  s{i:03}:\n    paths: [\"s/{i:03}/**\"]\n"));
+    }
+    let mut repo = Repo::new();
+    repo.write(".github/monoship.yml", &config);
+    let sha = repo.commit("many services");
+    let r = dispatch(repo.path(), &sha, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let warning = r.stderr_line("::warning::");
+    assert!(
+        warning.contains("lists 257 services, more than the 256 jobs"),
+        "{warning}"
+    );
+    let fewer = config.replace("  s256:\n    paths: [\"s/256/**\"]\n", "");
+    repo.write(".github/monoship.yml", &fewer);
+    let sha = repo.commit("256 services");
+    let r = dispatch(repo.path(), &sha, &[]);
+    assert!(!r.run.stderr.contains("256 jobs"), "{}", r.run.stderr);
+}
+
+#[test]
+fn a_refused_loopback_registry_explains_the_container_network() {
+    let (mut repo, base) = repo();
+    repo.write("pb/api.proto", "p2\n");
+    let head = repo.commit("proto");
+    // A port that was free a moment ago: nothing listens there now.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let registry = format!("127.0.0.1:{port}/shop");
+    let env = [
+        ("INPUT_COMMAND", "build"),
+        ("INPUT_BASE", base.as_str()),
+        ("INPUT_REGISTRY", registry.as_str()),
+    ];
+    let r = dispatch(repo.path(), &head, &env);
+    assert_eq!(r.run.code, 1, "{}", r.run.stderr);
+    let error = r.stderr_line("::error ");
+    assert!(error.contains("Connection refused"), "{error}");
+    assert!(
+        error.contains("inside the action's container loopback is the container itself"),
+        "{error}"
+    );
+    assert!(error.contains("service container's name"), "{error}");
+}

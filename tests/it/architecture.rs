@@ -234,3 +234,30 @@ fn references_resolve_groups_and_super() {
     assert!(refs.contains(&vec!["report".into(), "outputs".into()]));
     assert!(refs.contains(&vec!["deploy".into(), "pods".into(), "is_ready".into()]));
 }
+
+/// CI runs on a bare clone: whatever the tests, benchmarks and scripts read must be inside
+/// the repository, never in a folder beside it.
+#[test]
+fn tests_and_scripts_read_nothing_beside_the_clone() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut offenders = Vec::new();
+    let mut stack: Vec<PathBuf> = ["src", "tests", "bench", "scripts", ".ci", ".github"]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for path in entries.map(|e| e.unwrap().path()) {
+            if path.is_dir() && !path.ends_with(".ci/.venv") && !path.ends_with("bench/out") {
+                stack.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                if text.contains(&format!("../{}/", "shared")) {
+                    offenders.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "read from ../shared: {offenders:?}");
+}

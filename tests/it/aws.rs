@@ -741,3 +741,53 @@ async fn ecr_without_credentials_says_where_they_come_from() {
     })
     .await;
 }
+
+/// The action's AWS inputs win over the config: the config names neither a role nor an
+/// audience, the inputs do, and the login to ECR goes through that role's OIDC session.
+#[tokio::test]
+async fn aws_inputs_choose_the_role_and_audience_of_an_action_run() {
+    let moto = Moto::start();
+    bounded(async {
+        let github = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path(TOKEN_PATH))
+            .and(query_param("audience", "sts.example.internal"))
+            .and(bearer_token(REQUEST_TOKEN))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"count": 1, "value": github_jwt(push_claims())}),
+            ))
+            .expect(1)
+            .mount(&github)
+            .await;
+        let config = "services:\n  api:\n    paths: [\"services/api/**\"]\nregistry:\n  ecr: {region: eu-west-1}\n";
+        let mut repo = crate::support::Repo::new();
+        repo.write(".github/monoship.yml", config);
+        let sha = repo.commit("base");
+        let vars: Vec<(String, String)> = oidc_env(&moto.endpoint, &github)
+            .into_iter()
+            .chain(
+                [
+                    ("INPUT_COMMAND", "build"),
+                    ("INPUT_ROLE-TO-ASSUME", ROLE),
+                    ("INPUT_AUDIENCE", "sts.example.internal"),
+                    ("INPUT_ROLE-SESSION-NAME", "monoship-run-7"),
+                    ("INPUT_AWS-REGION", "us-east-1"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string())),
+            )
+            .collect();
+        let run = tokio::task::spawn_blocking(move || {
+            let env: Vec<(&str, &str)> =
+                vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let payload = crate::support::fixture("push.json");
+            crate::support::run_action(repo.path(), "push", &payload, &sha, &env)
+        })
+        .await
+        .unwrap();
+        assert_eq!(run.run.code, 0, "{}", run.run.stderr);
+        assert_eq!(run.output("images"), "{}");
+        let masked = run.run.stderr.lines().filter(|l| l.starts_with("::add-mask::ASIA"));
+        assert_eq!(masked.count(), 1, "the role's session was used: {}", run.run.stderr);
+    })
+    .await;
+}

@@ -1,4 +1,4 @@
-//! The synthetic benchmark monorepo (shared/bench/make_bigrepo.sh): 20,050 files, 5,000
+//! The synthetic benchmark monorepo (bench/make_bigrepo.sh): 20,050 files, 5,000
 //! changed, 200 services. The plan must be exactly svc-000..svc-049.
 
 use crate::support::{checked_stdout, plan_json};
@@ -20,7 +20,7 @@ pub fn bigrepo_config(services: usize) -> String {
 fn the_synthetic_monorepo_plans_exactly_the_touched_services() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("bigrepo");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/bench/make_bigrepo.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/make_bigrepo.sh");
     checked_stdout(Command::new("bash").arg(&script).arg(&dir));
     let env = std::fs::read_to_string(tmp.path().join("bigrepo.env")).unwrap();
     let var = |k: &str| {

@@ -191,6 +191,40 @@ fn a_failing_dockerfile_fails_its_service_only_with_an_annotation_on_the_line() 
     );
 }
 
+/// actions/checkout with `path: shop`: the runner reads annotation files from the workspace
+/// root, so they must name the subfolder too.
+#[test]
+fn annotations_name_files_from_the_workspace_root_when_checked_out_into_a_subfolder() {
+    let registry = Registry::start(None);
+    let (mut repo, base) = example_shop();
+    repo.write(
+        "src/frontend/Dockerfile",
+        "FROM scratch\nCOPY src/frontend/missing.txt /app/\n",
+    );
+    let head = repo.commit("broken frontend");
+    let workspace = repo.path().parent().unwrap();
+    let folder = repo.path().file_name().unwrap().to_str().unwrap();
+    let env = crate::support::env_map(&[
+        ("GITHUB_ACTIONS", "true"),
+        ("INPUT_COMMAND", "build"),
+        ("INPUT_BASE", base.as_str()),
+        ("INPUT_HEAD", head.as_str()),
+        ("INPUT_REGISTRY", registry.addr.as_str()),
+        ("INPUT_WORKING-DIRECTORY", folder),
+        ("GITHUB_WORKSPACE", workspace.to_str().unwrap()),
+    ]);
+    let run = monoship(Path::new("/"), &[], &env);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let annotation = run
+        .stderr
+        .lines()
+        .find(|l| l.starts_with("::error "))
+        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let want =
+        format!("::error file={folder}/src/frontend/Dockerfile,line=2,title=frontend failed");
+    assert!(annotation.starts_with(&want), "{annotation}");
+}
+
 #[test]
 fn registry_credentials_log_in_and_never_show_up() {
     let password = "s3cret-Registry-pw-9182";

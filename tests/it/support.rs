@@ -389,10 +389,10 @@ pub fn three_services(config: &str) -> Repo {
     repo
 }
 
-/// A webhook payload as GitHub sent it, from `shared/fixtures/github-events`.
+/// A webhook payload as GitHub sent it, vendored in `tests/fixtures/github-events`.
 pub fn fixture(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/github-events")
+        .join("tests/fixtures/github-events")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
