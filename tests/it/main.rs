@@ -16,6 +16,7 @@ mod faults;
 mod github;
 mod hostile;
 mod plan_git;
+mod provenance;
 mod registry;
 mod report;
 mod secrets;
