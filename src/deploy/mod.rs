@@ -12,6 +12,7 @@ pub mod eks;
 pub mod image;
 pub mod manifests;
 pub mod pods;
+mod recorded;
 pub mod rollout;
 mod undo;
 mod wait;
@@ -33,6 +34,7 @@ use crate::retry::{retry, GaveUp, RetryPolicy, Retrying, Verdict};
 
 pub use apply::{apply_manifests, ManifestDeploy};
 pub use cluster::{Cluster, TokenError, TOKEN_REFRESH};
+pub use recorded::recorded_commit;
 pub use rollout::{rollout_status, Status};
 
 /// Annotation on the workload: the commit whose image it runs.

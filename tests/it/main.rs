@@ -21,3 +21,4 @@ mod registry;
 mod report;
 mod secrets;
 mod ship;
+mod since_deployed;
