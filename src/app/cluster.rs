@@ -164,7 +164,7 @@ async fn keep_fresh(provider: SharedCredentialsProvider, current: Arc<Mutex<Cred
 ///
 /// # Errors
 /// When a pattern matches no file or a document cannot be used (exit 2, with file and line).
-fn read_manifests(run: &Run<'_>) -> Result<ManifestFiles, Error> {
+pub(crate) fn read_manifests(run: &Run<'_>) -> Result<ManifestFiles, Error> {
     let mut out = ManifestFiles::new();
     let mut files: Option<Vec<String>> = None;
     for t in targets(&run.ctx.config, run.plan) {

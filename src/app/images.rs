@@ -17,7 +17,7 @@ use crate::image::ecr::{Ecr, EcrError, EcrSettings};
 use crate::image::push::{self, ImageJob, ImageResult, ImageStatus};
 use crate::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 use crate::plan::{DockerBuild, Plan};
-use crate::report::commands;
+use crate::report::commands::{self, Annotation, Level};
 use crate::report::log::print_group;
 use crate::report::text;
 
@@ -67,6 +67,11 @@ pub(crate) fn build_stage(
 ) -> Result<Option<Vec<ImageResult>>, Error> {
     let ctx = run.ctx;
     let (ecr, target) = registry_target(run)?;
+    let pull_requests = pull_request_target(ctx, &target)?;
+    let (target, twin_target) = match is_pull_request(ctx) {
+        true => (pull_requests, target),
+        false => (target, pull_requests),
+    };
     if let (true, Some(password)) = (ctx.in_action(), &target.password) {
         // Masked before anything could print it.
         writeln!(log, "{}", commands::add_mask(password.expose())).map_err(write_err("stderr"))?;
@@ -96,6 +101,7 @@ pub(crate) fn build_stage(
             .registry_cache
             .then_some(matches!(ctx.registry, RegistryChoice::Ecr(_))),
         rebuild: ctx.build.rebuild,
+        twin_target: Some(&twin_target),
     };
     let jobs = image_jobs(ctx, run.plan, stage, &files, &settings)?;
     if ctx.dry_run {
@@ -115,8 +121,44 @@ pub(crate) fn build_stage(
                 })?;
         }
     }
-    let results = run.session.block_on(push_all(ctx, jobs, target, log))?;
+    let repo = run.git.repo().clone();
+    let head = run.plan.head.clone();
+    // Only an image built from this commit's own history may stand in for a build.
+    let trusted: push::TrustedRevision =
+        Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
+    let results = run
+        .session
+        .block_on(push_all(ctx, jobs, target, trusted, log))?;
     Ok(Some(results))
+}
+
+/// The repository folder of pull-request images when `registry.pull_request_prefix` is unset.
+pub(crate) const PULL_REQUEST_PREFIX: &str = "pr";
+
+/// Whether this run builds a pull request (event `pull_request*`).
+fn is_pull_request(ctx: &RunContext) -> bool {
+    ctx.action
+        .as_ref()
+        .is_some_and(|a| a.event_name.starts_with("pull_request"))
+        || ctx.pull_request.is_some()
+}
+
+/// Where pull-request runs push: below the pull-request prefix of `target`, so their tags
+/// never name an image a protected-branch run reuses.
+fn pull_request_target(
+    ctx: &RunContext,
+    target: &RegistryTarget,
+) -> Result<RegistryTarget, ImageStageError> {
+    let prefix = ctx
+        .config
+        .registry
+        .as_ref()
+        .and_then(|r| r.pull_request_prefix.as_deref())
+        .unwrap_or(PULL_REQUEST_PREFIX);
+    let mut target = target.clone();
+    target.prefix = target.path(prefix);
+    crate::image::registry::validate_repository(&target.prefix)?;
+    Ok(target)
 }
 
 /// Where images go, logged in: ECR (a placeholder on a dry run) or the registry by address.
@@ -213,6 +255,9 @@ struct JobSettings<'a> {
     /// `Some(ecr)` when a registry cache is written (ECR needs its own cache format).
     registry_cache: Option<bool>,
     rebuild: bool,
+    /// Where the runs of the other side push (branch runs for a pull request, and the
+    /// reverse), whose images a deploy replaces too.
+    twin_target: Option<&'a RegistryTarget>,
 }
 
 /// One job per changed service with a Dockerfile, in plan order.
@@ -305,6 +350,7 @@ fn image_job(
         dockerfile: build.dockerfile.clone(),
         instruction_lines: vec![],
         rebuild: settings.rebuild,
+        twin_image: settings.twin_target.map(|t| t.image(&repository_name)),
     })
 }
 
@@ -313,6 +359,7 @@ async fn push_all(
     ctx: &RunContext,
     jobs: Vec<ImageJob>,
     target: RegistryTarget,
+    trusted: push::TrustedRevision,
     log: &mut dyn Write,
 ) -> Result<Vec<ImageResult>, Error> {
     let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
@@ -341,7 +388,7 @@ async fn push_all(
     for (i, name) in names.iter().enumerate().take(next) {
         let _ = writeln!(log, "{}", text::image_started(name, i + 1, names.len()));
     }
-    let mut results = push::push_images(jobs, docker, registry, max_parallel, |r| {
+    let mut results = push::push_images(jobs, docker, registry, trusted, max_parallel, |r| {
         let _ = print_progress(r, in_action, log);
         if let Some(name) = names.get(next) {
             next += 1;
@@ -361,6 +408,13 @@ async fn push_all(
 }
 
 fn print_progress(r: &ImageResult, in_action: bool, out: &mut dyn Write) -> std::io::Result<()> {
+    if let Some(warning) = &r.warning {
+        let message = format!("{}: {warning}", r.service);
+        match in_action {
+            true => writeln!(out, "{}", Annotation::new(Level::Warning, message))?,
+            false => writeln!(out, "warning: {}", commands::one_line(&message))?,
+        }
+    }
     if in_action {
         if let Some(log) = &r.log {
             print_group(out, &format!("build {}", r.service), log)?;
@@ -469,6 +523,7 @@ mod tests {
             metadata_dir: "/tmp/meta".into(),
             registry_cache: Some(false),
             rebuild: false,
+            twin_target: None,
         }
     }
 
@@ -522,6 +577,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(root_context.build.context, std::path::Path::new("/repo"));
+    }
+
+    #[test]
+    fn the_twin_of_a_job_is_its_image_on_the_other_side() {
+        let target = RegistryTarget::parse("localhost:5000/acme", None, None).unwrap();
+        let twin = RegistryTarget {
+            prefix: target.path(PULL_REQUEST_PREFIX),
+            ..target.clone()
+        };
+        let settings = JobSettings {
+            twin_target: Some(&twin),
+            ..settings(&target)
+        };
+        let job = image_job(
+            "cart",
+            &ServiceConfig::default(),
+            &build("Dockerfile", ""),
+            &[],
+            &settings,
+        )
+        .unwrap();
+        assert_eq!(job.image, "localhost:5000/acme/cart");
+        assert_eq!(
+            job.twin_image.as_deref(),
+            Some("localhost:5000/acme/pr/cart")
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::io::Write;
 
 mod cluster;
 mod context;
+mod deployed;
 mod dockerfiles;
 mod github;
 mod images;
@@ -168,9 +169,18 @@ fn ship(
 ) -> Result<u8, Error> {
     let ctx = run.ctx;
     // A ship that cannot use its cluster stops before anything is pushed.
-    let cluster = match ctx.command {
+    let mut cluster = match ctx.command {
         Command::Ship if !ctx.dry_run => Some(cluster::connect(run)?),
         _ => None,
+    };
+    // What the workloads run widens the plan: changes of runs that never happened ship too.
+    let widened = match &mut cluster {
+        Some(session) => deployed::widen(run, session, stage)?,
+        None => None,
+    };
+    let run = &Run {
+        plan: widened.as_ref().unwrap_or(run.plan),
+        ..*run
     };
     let images = images::build_stage(run, stage, stdout, stderr)?;
     let rollouts = match (&cluster, &images) {

@@ -179,10 +179,11 @@ fn prepare(
         let why = format!("its dependency {dep} was not deployed");
         return skip(target_label(t, cluster), why);
     }
-    let image = images
+    let built = images
         .iter()
-        .find(|i| i.service == t.service && i.image.is_some())
-        .and_then(|i| i.image.clone());
+        .find(|i| i.service == t.service && i.image.is_some());
+    let image = built.and_then(|i| i.image.clone());
+    let twin_image = built.and_then(|i| i.twin_image.clone());
     let unbuilt = run
         .ctx
         .config
@@ -198,7 +199,8 @@ fn prepare(
             .get(&(t.service.clone(), t.index))
             .cloned()
             .unwrap_or_default();
-        let deploy = manifest_deploy(run.ctx, cluster, t, documents, image.as_deref(), context);
+        let images = (image.as_deref(), twin_image.as_deref());
+        let deploy = manifest_deploy(run.ctx, cluster, t, documents, images, context);
         return Prepared::Deploy(Job::Manifests(deploy));
     }
     let Some(workload) = t.workload.as_ref().map(|w| resolve_workload(t, w, cluster)) else {
@@ -222,6 +224,7 @@ fn prepare(
         workload,
         container: t.container.clone(),
         repository,
+        also_repository: twin_image,
         image: reference,
         context: context.clone(),
     }))
@@ -260,12 +263,19 @@ fn manifest_deploy(
     cluster: &Cluster,
     t: &Target,
     mut documents: Vec<Document>,
-    image: Option<&str>,
+    (image, twin_image): (Option<&str>, Option<&str>),
     context: &DeployContext,
 ) -> ManifestDeploy {
     if let Some(image) = image {
         let repository = image.split_once('@').map_or(image, |(r, _)| r);
-        let uses = manifests::substitute(&mut documents, repository, image);
+        let mut uses = manifests::substitute(&mut documents, repository, image);
+        if let Some(branch) = twin_image {
+            // The same containers in the same order: the second pass adds what it replaced.
+            let again = manifests::substitute(&mut documents, branch, image);
+            for (first, second) in uses.iter_mut().zip(again) {
+                first.replaced_by = first.replaced_by.take().or(second.replaced_by);
+            }
+        }
         for u in &uses {
             eprintln!("{}", one_line(&format!("{}: {}", t.service, u.describe())));
         }

@@ -75,6 +75,10 @@ pub struct RegistryConfig {
     pub username: Option<String>,
     /// AWS ECR: the login comes from `GetAuthorizationToken` with the AWS credentials.
     pub ecr: Option<EcrConfig>,
+    /// Repository folder of the images that pull-request runs push (default `pr`: `cart` of
+    /// a pull request goes to `<registry>/pr/cart`), so a protected-branch run never reuses
+    /// an image a pull request built.
+    pub pull_request_prefix: Option<String>,
 }
 
 /// AWS ECR settings. Credentials come from the default chain (environment, web identity,
@@ -466,6 +470,19 @@ groups:
             "{}",
             p[0]
         );
+    }
+
+    #[test]
+    fn the_pull_request_prefix_must_be_a_repository_path() {
+        let text = "services:\n  a: {paths: [a/**]}\nregistry:\n  url: r.example\n  pull_request_prefix: PR!\n";
+        let p = problems(text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("m.yml:5: registry.pull_request_prefix: "),
+            "{}",
+            p[0]
+        );
+        assert!(problems(&text.replace("PR!", "previews/pr")).is_empty());
     }
 
     #[test]

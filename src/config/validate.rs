@@ -266,7 +266,12 @@ fn registry_problems(registry: Option<&RegistryConfig>) -> Vec<Finding<'static>>
             "set exactly one of `url` (an OCI registry) or `ecr` (AWS ECR)".into(),
         )),
     };
-    problem.into_iter().collect()
+    let prefix = registry
+        .pull_request_prefix
+        .as_deref()
+        .and_then(|prefix| validate_repository(prefix).err())
+        .map(|e| finding(&["registry", "pull_request_prefix"], None, e.to_string()));
+    problem.into_iter().chain(prefix).collect()
 }
 
 fn build_problem(build: &BuildConfig) -> Option<Finding<'static>> {

@@ -40,7 +40,7 @@ pub fn repository_of(image: &str) -> String {
 }
 
 /// The containers (and init containers) to update: the one named `container`, else every one
-/// whose image belongs to `repository`.
+/// whose image belongs to one of `repositories` (the first is the one named in messages).
 ///
 /// # Errors
 /// When nothing matches; the message lists what the template runs, so the user can fix the
@@ -48,7 +48,7 @@ pub fn repository_of(image: &str) -> String {
 pub fn pick_containers(
     template: &PodTemplateSpec,
     container: Option<&str>,
-    repository: &str,
+    repositories: &[&str],
 ) -> Result<Vec<Picked>, String> {
     let spec = template.spec.clone().unwrap_or_default();
     let all: Vec<Picked> = spec
@@ -62,12 +62,12 @@ pub fn pick_containers(
             image: c.image.clone().unwrap_or_default(),
         })
         .collect();
-    let wanted = repository_of(repository);
+    let wanted: Vec<String> = repositories.iter().map(|r| repository_of(r)).collect();
     let picked: Vec<Picked> = all
         .iter()
         .filter(|c| match container {
             Some(name) => c.name == name,
-            None => repository_of(&c.image) == wanted,
+            None => wanted.contains(&repository_of(&c.image)),
         })
         .cloned()
         .collect();
@@ -85,8 +85,9 @@ pub fn pick_containers(
     Err(match container {
         Some(name) => format!("no container named {name:?}; the pod template has: {listing}"),
         None => format!(
-            "no container runs an image of {repository}; the pod template has: {listing} \
-             (set `container` in the deploy config to pick one)"
+            "no container runs an image of {}; the pod template has: {listing} \
+             (set `container` in the deploy config to pick one)",
+            repositories.first().unwrap_or(&"")
         ),
     })
 }
@@ -140,21 +141,29 @@ mod tests {
 
     #[test]
     fn containers_are_picked_by_repository_with_a_registry_port() {
-        let picked = pick_containers(&template(), None, "127.0.0.1:5000/shop/cart").unwrap();
+        let picked = pick_containers(&template(), None, &["127.0.0.1:5000/shop/cart"]).unwrap();
         let names: Vec<_> = picked.iter().map(|p| (p.name.as_str(), p.init)).collect();
         assert_eq!(names, [("cart", false), ("migrate", true)]);
     }
 
     #[test]
+    fn either_repository_of_a_service_is_picked() {
+        let both = ["127.0.0.1:5000/shop/pr/cart", "127.0.0.1:5001/shop/cart"];
+        let picked = pick_containers(&template(), None, &both).unwrap();
+        let names: Vec<_> = picked.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["other-port"]);
+    }
+
+    #[test]
     fn a_named_container_wins_over_the_repository() {
-        let picked = pick_containers(&template(), Some("proxy"), "ignored/repo").unwrap();
+        let picked = pick_containers(&template(), Some("proxy"), &["ignored/repo"]).unwrap();
         assert_eq!(picked.len(), 1);
         assert_eq!(picked[0].image, "127.0.0.1:5000/shop/cart-proxy:1");
     }
 
     #[test]
     fn no_match_lists_what_runs() {
-        let err = pick_containers(&template(), None, "ghcr.io/shop/cart").unwrap_err();
+        let err = pick_containers(&template(), None, &["ghcr.io/shop/cart"]).unwrap_err();
         assert!(
             err.contains("no container runs an image of ghcr.io/shop/cart"),
             "{err}"
@@ -164,7 +173,7 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("migrate (init) runs"), "{err}");
-        let err = pick_containers(&template(), Some("web"), "x").unwrap_err();
+        let err = pick_containers(&template(), Some("web"), &["x"]).unwrap_err();
         assert!(err.starts_with("no container named \"web\""), "{err}");
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod eks;
 pub(crate) mod image;
 pub(crate) mod manifests;
 pub(crate) mod pods;
+mod recorded;
 pub mod rollout;
 mod undo;
 mod wait;
@@ -34,6 +35,7 @@ use crate::retry::{retry, GaveUp, RetryPolicy, Retrying, Verdict};
 
 pub use apply::{apply_manifests, ManifestDeploy};
 pub use cluster::{Cluster, TokenError, TOKEN_REFRESH};
+pub use recorded::recorded_commit;
 pub use rollout::{rollout_status, Status};
 
 /// Annotation on the workload: the commit whose image it runs.
@@ -250,9 +252,21 @@ pub struct DeployRequest {
     pub container: Option<String>,
     /// The image name without tag or digest, e.g. `127.0.0.1:5000/shop/cart`.
     pub repository: String,
+    /// Another name of the service's images whose containers are updated too: pull-request
+    /// and branch runs push to different repositories, and either may have deployed last.
+    pub also_repository: Option<String>,
     /// The image to run, by digest: `repository@sha256:...`.
     pub image: String,
     pub context: DeployContext,
+}
+
+impl DeployRequest {
+    /// Every repository whose containers get the new image.
+    fn repositories(&self) -> Vec<&str> {
+        std::iter::once(self.repository.as_str())
+            .chain(self.also_repository.as_deref())
+            .collect()
+    }
 }
 
 /// How a deploy ended.
@@ -520,7 +534,7 @@ async fn run(
     );
     let object = within(deadline, "reading", read_workload(&api, wl)).await?;
     let template = object.template().cloned().unwrap_or_default();
-    let picked = image::pick_containers(&template, req.container.as_deref(), &req.repository)
+    let picked = image::pick_containers(&template, req.container.as_deref(), &req.repositories())
         .map_err(|why| DeployError::Refused(format!("{wl}: {why}")))?;
 
     let ctx = &req.context;
@@ -802,7 +816,7 @@ async fn patch_image(
         };
         let template = object.template().cloned().unwrap_or_default();
         let picked =
-            image::pick_containers(&template, req.container.as_deref(), &req.repository)
+            image::pick_containers(&template, req.container.as_deref(), &req.repositories())
                 .map_err(|why| PatchFailure::Fatal(DeployError::Refused(format!("{wl}: {why}"))))?;
         let patch = Patch::Strategic(image_patch(&object, &picked, req));
         match with_retries("patching", || api.patch(&wl.name, params, &patch)).await {
@@ -956,6 +970,7 @@ mod tests {
             workload: parse_workload("deployment/cart", None, "shop").unwrap(),
             container: None,
             repository: "r/cart".into(),
+            also_repository: None,
             image: "r/cart@sha256:ab".into(),
             context: DeployContext {
                 commit: "c0ffee".into(),

@@ -1,7 +1,10 @@
 //! Push: get each changed service's image into the registry, by the cheapest honest route.
 //!
-//! 1. Its content tag (`src-<digest of its inputs>`, see [`crate::image::content`]) already exists:
-//!    nothing is built; the stored manifest is copied to the commit tags (`reused`).
+//! 1. Its content tag (`src-<digest of its inputs>`, see [`crate::image::content`]) already exists
+//!    and the image's revision label names a commit the run trusts (one in the history of
+//!    its head): nothing is built; the stored manifest is copied to the commit tags
+//!    (`reused`). Anything else under the tag (no label, a commit that never merged) is
+//!    rebuilt and pushed over, with a warning: a tag's content is never taken on trust.
 //! 2. Otherwise it is built and pushed (`built`). The content tag is pushed last, so it only
 //!    exists once the image is complete, and the digest reported is the registry's own
 //!    `Docker-Content-Digest` for it, never a guess.
@@ -16,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::image::build::{failed_line, last_lines, BuildJob, DockerCli};
-use crate::image::registry::OciRegistry;
+use crate::image::registry::{OciRegistry, REVISION_LABEL};
 
 /// How long one build may take.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -41,6 +44,9 @@ pub struct ImageJob {
     pub instruction_lines: Vec<usize>,
     /// Build even when the registry has the content tag (it is then pushed again).
     pub rebuild: bool,
+    /// The same service's image name on the other side (branch runs for a pull request, the
+    /// pull-request prefix for a branch run), whose containers a deploy updates too.
+    pub twin_image: Option<String>,
 }
 
 /// What happened to one image.
@@ -65,6 +71,9 @@ pub struct ImageResult {
     pub status: ImageStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Something the user should know, such as an existing image that was not trusted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     pub seconds: f64,
     /// Dockerfile and line of a failed build step.
     #[serde(skip)]
@@ -72,6 +81,9 @@ pub struct ImageResult {
     /// The build's log, printed in a group.
     #[serde(skip)]
     pub log: Option<String>,
+    /// See [`ImageJob::twin_image`].
+    #[serde(skip)]
+    pub twin_image: Option<String>,
 }
 
 impl ImageResult {
@@ -83,9 +95,11 @@ impl ImageResult {
             tags: vec![],
             status: ImageStatus::Failed,
             error: Some(error),
+            warning: None,
             seconds: started.elapsed().as_secs_f64(),
             failed_at: None,
             log: None,
+            twin_image: job.twin_image.clone(),
         }
     }
 
@@ -98,9 +112,11 @@ impl ImageResult {
             tags: all_tags(job),
             status,
             error: None,
+            warning: None,
             seconds: started.elapsed().as_secs_f64(),
             failed_at: None,
             log: None,
+            twin_image: job.twin_image.clone(),
         }
     }
 
@@ -110,12 +126,18 @@ impl ImageResult {
     }
 }
 
+/// Whether an image built from the commit its revision label names may be reused: `true`
+/// when that commit is in the history of the run's head.
+pub type TrustedRevision = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
 /// Gets every job's image into the registry, at most `max_parallel` at once, calling `done`
-/// as each finishes. `docker` is needed only for images that must be built.
+/// as each finishes. `docker` is needed only for images that must be built; `trusted`
+/// decides which existing images may be reused.
 pub async fn push_images(
     jobs: Vec<ImageJob>,
     docker: Option<Arc<DockerCli>>,
     registry: Arc<OciRegistry>,
+    trusted: TrustedRevision,
     max_parallel: usize,
     mut done: impl FnMut(&ImageResult),
 ) -> Vec<ImageResult> {
@@ -123,12 +145,13 @@ pub async fn push_images(
     let mut set = tokio::task::JoinSet::new();
     for job in jobs {
         let (limit, docker, registry) = (limit.clone(), docker.clone(), registry.clone());
+        let trusted = trusted.clone();
         set.spawn(async move {
             let _permit = limit
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            one_image(job, docker.as_deref(), &registry).await
+            one_image(job, docker.as_deref(), &registry, &*trusted).await
         });
     }
     let mut results = Vec::new();
@@ -145,13 +168,21 @@ async fn one_image(
     job: ImageJob,
     docker: Option<&DockerCli>,
     registry: &OciRegistry,
+    trusted: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> ImageResult {
     let started = Instant::now();
     let stored = match job.rebuild {
         true => Ok(None),
         false => registry.tag_digest(&job.repository, &job.content_tag).await,
     };
-    match stored {
+    let (stored, warning) = match stored {
+        Ok(Some(digest)) => match distrust(&job, registry, &digest, trusted).await {
+            None => (Ok(Some(digest)), None),
+            Some(why) => (Ok(None), Some(why)),
+        },
+        other => (other, None),
+    };
+    let result = match stored {
         Ok(Some(digest)) => reuse(&job, registry, digest, started).await,
         Ok(None) => match docker {
             Some(docker) => build_and_push(&job, docker, registry, started).await,
@@ -167,7 +198,33 @@ async fn one_image(
                 crate::error::render_chain(&e)
             ),
         ),
-    }
+    };
+    ImageResult { warning, ..result }
+}
+
+/// Why the image stored as `digest` under the content tag must not be reused, or `None`
+/// when its revision label names a trusted commit.
+async fn distrust(
+    job: &ImageJob,
+    registry: &OciRegistry,
+    digest: &str,
+    trusted: &(dyn Fn(&str) -> bool + Send + Sync),
+) -> Option<String> {
+    let tag = format!("{}:{}", job.image, job.content_tag);
+    let why = match registry.revision_label(&job.repository, digest).await {
+        Ok(Some(revision)) if trusted(&revision) => return None,
+        Ok(Some(revision)) => format!(
+            "its {REVISION_LABEL} label names {revision}, which is not in the history of this commit"
+        ),
+        Ok(None) => format!("it has no {REVISION_LABEL} label"),
+        Err(e) => format!(
+            "its labels cannot be read: {}",
+            crate::error::render_chain(&e)
+        ),
+    };
+    Some(format!(
+        "{tag} ({digest}) was not reused because {why}; it was rebuilt and pushed over"
+    ))
 }
 
 /// The content tag exists: give the same manifest the commit tags.
@@ -365,6 +422,7 @@ mod tests {
             dockerfile: "cart/Dockerfile".into(),
             instruction_lines: vec![1, 3, 5],
             rebuild: false,
+            twin_image: None,
         }
     }
 

@@ -355,6 +355,64 @@ impl OciRegistry {
         Ok(digest_header(response.headers()).unwrap_or_else(|| manifest.digest.clone()))
     }
 
+    /// The `org.opencontainers.image.revision` label of the image `repository@digest`: read
+    /// from its config blob (for an index, from its first image that is not an attestation).
+    /// `None` when the image carries no such label.
+    ///
+    /// # Errors
+    /// As [`OciRegistry::manifest`], and when the manifest or config cannot be read as JSON.
+    pub async fn revision_label(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<String>, RegistryError> {
+        let mut manifest = self.manifest(repository, digest).await?;
+        if let Some(image) = first_image(&self.json(&manifest.bytes, digest)?) {
+            manifest = self.manifest(repository, &image).await?;
+        }
+        let parsed = self.json(&manifest.bytes, &manifest.digest)?;
+        let Some(config) = parsed["config"]["digest"].as_str() else {
+            return Ok(None);
+        };
+        let config = self.blob(repository, config).await?;
+        let config = self.json(&config, digest)?;
+        Ok(config["config"]["Labels"][REVISION_LABEL]
+            .as_str()
+            .map(str::to_string))
+    }
+
+    /// The bytes of blob `digest` of `repository`.
+    async fn blob(&self, repository: &str, digest: &str) -> Result<Vec<u8>, RegistryError> {
+        let what = format!("{repository}@{digest}");
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.target.base_url());
+        let scope = format!("repository:{repository}:pull");
+        let response = self.send(Method::GET, &url, None, &what, &scope).await?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(self.status_error(&what, status, body));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|source| RegistryError::Unreachable {
+                host: self.target.host.clone(),
+                what,
+                attempts: 1,
+                source,
+            })?;
+        Ok(bytes.to_vec())
+    }
+
+    fn json(&self, bytes: &[u8], what: &str) -> Result<serde_json::Value, RegistryError> {
+        serde_json::from_slice(bytes).map_err(|e| RegistryError::Status {
+            host: self.target.host.clone(),
+            what: what.to_string(),
+            status: 200,
+            message: format!("not JSON: {e}"),
+        })
+    }
+
     /// One request on `/v2/<repository>/manifests/<reference>`; returns `repository:reference`
     /// for messages and the response. A body means a push, which needs the push scope.
     async fn manifest_request(
@@ -560,6 +618,20 @@ impl OciRegistry {
     }
 }
 
+/// The label monoship writes on every image: the commit it was built from.
+pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
+
+/// For an index (multi-platform image), the digest of its first image manifest; BuildKit's
+/// attestations (platform `unknown/unknown`) are not images. Pure.
+fn first_image(manifest: &serde_json::Value) -> Option<String> {
+    manifest["manifests"]
+        .as_array()?
+        .iter()
+        .find(|m| m["platform"]["os"] != "unknown")
+        .and_then(|m| m["digest"].as_str())
+        .map(str::to_string)
+}
+
 fn digest_header(headers: &HeaderMap) -> Option<String> {
     headers
         .get("docker-content-digest")
@@ -665,6 +737,17 @@ mod tests {
         ] {
             assert!(validate_repository(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_index_is_read_through_its_first_image_not_an_attestation() {
+        let index = serde_json::json!({"manifests": [
+            {"digest": "sha256:att", "platform": {"os": "unknown", "architecture": "unknown"}},
+            {"digest": "sha256:amd", "platform": {"os": "linux", "architecture": "amd64"}},
+        ]});
+        assert_eq!(first_image(&index).as_deref(), Some("sha256:amd"));
+        let image = serde_json::json!({"config": {"digest": "sha256:c"}, "layers": []});
+        assert_eq!(first_image(&image), None);
     }
 
     #[test]

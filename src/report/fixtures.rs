@@ -69,12 +69,14 @@ impl Images<'_> {
             tags: vec![],
             status,
             error: (!ok).then(|| self.error.into()),
+            warning: None,
             seconds: self.seconds,
             failed_at: self
                 .failed_at
                 .filter(|_| !ok)
                 .map(|(file, line)| (file.into(), line)),
             log: None,
+            twin_image: None,
         }
     }
 }

@@ -283,23 +283,27 @@ fn build_in_the_action_image_pushes_through_the_mounted_docker_socket() {
         images.keys().collect::<Vec<_>>(),
         ["cart", "checkout", "frontend"]
     );
+    // A pull request's images go below `pr/`, apart from the branch images.
     for (service, image) in images {
         let digest = registry
-            .digest(&format!("shop/{service}"), &head, None)
-            .unwrap_or_else(|| panic!("no shop/{service}:{head} in the registry"));
-        assert_eq!(image, &format!("{target}/{service}@{digest}"));
+            .digest(&format!("shop/pr/{service}"), &head, None)
+            .unwrap_or_else(|| panic!("no shop/pr/{service}:{head} in the registry"));
+        assert_eq!(image, &format!("{target}/pr/{service}@{digest}"));
         // The summary row names the repository and the digest (abbreviated).
         let row = step
             .summary
             .lines()
             .find(|l| l.starts_with(&format!("| {service} | yes |")))
             .unwrap_or_else(|| panic!("no row for {service}:\n{}", step.summary));
-        assert!(row.contains(&format!("{target}/{service}")), "{row}");
+        assert!(row.contains(&format!("{target}/pr/{service}")), "{row}");
         assert!(row.contains(&digest[..19]), "{digest}: {row}");
     }
     let mut catalog = registry.catalog();
     catalog.sort();
-    assert_eq!(catalog, ["shop/cart", "shop/checkout", "shop/frontend"]);
+    assert_eq!(
+        catalog,
+        ["shop/pr/cart", "shop/pr/checkout", "shop/pr/frontend"]
+    );
 }
 
 /// Untags the images the daemon kept of a test registry (the registry itself is gone after the

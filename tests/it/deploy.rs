@@ -172,6 +172,7 @@ fn request(workload: &str, image: &str) -> DeployRequest {
         workload: parse_workload(workload, None, "shop").unwrap(),
         container: None,
         repository: REPO.into(),
+        also_repository: None,
         image: image.into(),
         context: DeployContext {
             commit: "c0ffee".into(),

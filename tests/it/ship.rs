@@ -17,13 +17,13 @@ pub(crate) struct Env {
     pub base: String,
 }
 
-fn deployment(name: &str, image: &str, annotations: &str) -> String {
+pub(crate) fn deployment(name: &str, image: &str, annotations: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\n  namespace: shop\n  annotations:\n    seeded: \"yes\"\n{annotations}spec:\n  replicas: 2\n  progressDeadlineSeconds: 20\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      containers:\n        - name: {name}\n          image: {image}\n"
     )
 }
 
-fn wait_rolled_out(sim: &Sim, name: &str) {
+pub(crate) fn wait_rolled_out(sim: &Sim, name: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let d = sim.get("deployments", "shop", name).unwrap().unwrap();
