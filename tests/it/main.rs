@@ -12,6 +12,7 @@ mod comment;
 mod container;
 mod deploy;
 mod example;
+mod exit_codes;
 mod faults;
 mod github;
 mod hostile;
