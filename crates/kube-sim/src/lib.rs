@@ -26,6 +26,7 @@
 //! (list keys are guessed, not read from OpenAPI). `limit`/`continue` are ignored (every
 //! list is one page). Pods terminate in two ticks, whatever their grace period.
 
+mod access;
 mod api;
 mod auth;
 mod controllers;
@@ -42,6 +43,7 @@ mod store;
 mod tables;
 mod watch;
 
+pub use access::Denial;
 pub use auth::{
     verify_eks_token, EksCaller, EksTokenError, EKS_TOKEN_LIFETIME_SECS, EKS_TOKEN_PREFIX,
 };
