@@ -12,6 +12,7 @@ pub mod eks;
 pub mod image;
 pub mod manifests;
 pub mod pods;
+pub mod preflight;
 pub mod rollout;
 mod undo;
 mod wait;

@@ -17,6 +17,7 @@ mod faults;
 mod github;
 mod hostile;
 mod plan_git;
+mod preflight;
 mod registry;
 mod report;
 mod secrets;
