@@ -281,23 +281,16 @@ async fn manifest_accesses(
             namespace: namespace.clone().unwrap_or_default(),
             name: doc.name.clone(),
         });
-        let mut needed = vec![Access {
-            verb: "create",
-            group: resource.group.clone(),
-            resource: resource.plural.clone(),
-            namespace: namespace.clone(),
-            name: None,
-        }];
-        needed.extend(["get", "patch"].map(|verb| Access {
-            verb,
-            group: resource.group.clone(),
-            resource: resource.plural.clone(),
-            namespace: namespace.clone(),
-            name: Some(doc.name.clone()),
-        }));
-        if let Some(wl) = &workload {
-            needed.extend(follower_access(wl, &[]));
-        }
+        // Server-side apply patches an object that exists and creates one that does not.
+        let api: Api<DynamicObject> = match &namespace {
+            Some(ns) => Api::namespaced_with(cluster.client.clone(), ns, &resource),
+            None => Api::all_with(cluster.client.clone(), &resource),
+        };
+        let absent = matches!(
+            with_retries("reading a manifest's object", || api.get_opt(&doc.name)).await,
+            Ok(None)
+        );
+        let needed = apply_access(&resource, namespace, &doc.name, absent, workload.as_ref());
         for a in needed {
             let services = accesses.entry(a).or_default();
             if !services.contains(&m.service) {
@@ -305,6 +298,32 @@ async fn manifest_accesses(
             }
         }
     }
+}
+
+/// What server-side apply of one object needs: `get` and `patch` on it, `create` when it is
+/// `absent`, and for a workload what its rollout follower reads. Pure.
+fn apply_access(
+    resource: &kube::api::ApiResource,
+    namespace: Option<String>,
+    name: &str,
+    absent: bool,
+    workload: Option<&Workload>,
+) -> Vec<Access> {
+    let ask = |verb, name: Option<&str>| Access {
+        verb,
+        group: resource.group.clone(),
+        resource: resource.plural.clone(),
+        namespace: namespace.clone(),
+        name: name.map(str::to_string),
+    };
+    let mut needed = vec![ask("get", Some(name)), ask("patch", Some(name))];
+    if absent {
+        needed.push(ask("create", None));
+    }
+    if let Some(wl) = workload {
+        needed.extend(follower_access(wl, &[]));
+    }
+    needed
 }
 
 /// Asks a SelfSubjectAccessReview for each access; returns those denied. A server that does
@@ -464,6 +483,25 @@ mod tests {
                 "list events in namespace \"shop\"",
             ]
         );
+    }
+
+    #[test]
+    fn apply_asks_create_only_for_an_object_that_does_not_exist() {
+        let resource = kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(&());
+        let asked = |absent| -> Vec<String> {
+            apply_access(&resource, Some("shop".into()), "settings", absent, None)
+                .iter()
+                .map(Access::describe)
+                .collect()
+        };
+        assert_eq!(
+            asked(false),
+            [
+                "get configmaps \"settings\" in namespace \"shop\"",
+                "patch configmaps \"settings\" in namespace \"shop\"",
+            ]
+        );
+        assert_eq!(asked(true)[2], "create configmaps in namespace \"shop\"");
     }
 
     #[test]

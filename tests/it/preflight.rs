@@ -96,18 +96,22 @@ fn every_cluster_problem_is_listed_before_anything_is_pushed() {
 }
 
 #[test]
-fn a_missing_workload_stops_ship_before_pushing() {
-    let env = setup(None);
+fn a_missing_workload_or_an_unserved_kind_stops_ship_before_pushing() {
+    let mut env = setup(None);
     env.sim.delete("deployments", "shop", "frontend").unwrap();
+    env.repo.write(
+        "deploy/checkout/widget.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: checkout\n",
+    );
+    env.repo.commit("a custom resource the cluster lacks");
     let run = ship(&env, &[]);
     assert_stopped(&env, &run);
-    assert!(
-        run.stderr.contains(
-            "service frontend: deployment \"frontend\" does not exist in namespace \"shop\""
-        ),
-        "{}",
-        run.stderr
-    );
+    for problem in [
+        "service frontend: deployment \"frontend\" does not exist in namespace \"shop\"",
+        "service checkout: the cluster does not serve example.com/v1 Widget (deploy/checkout/widget.yaml:1)",
+    ] {
+        assert!(run.stderr.contains(problem), "{problem}:\n{}", run.stderr);
+    }
 }
 
 #[test]
