@@ -255,4 +255,14 @@ mod tests {
         }
         assert_eq!(exit_code(None, None), 0, "a dry run fails nothing");
     }
+
+    #[test]
+    fn a_run_changed_something_once_an_image_or_rollout_exists() {
+        let image = fixtures::Images::default().of("cart", ImageStatus::Built);
+        let rollout = fixtures::rollout("cart", RolloutStatus::Succeeded, None, 1.0);
+        assert!(!changed_something(None, None), "a dry run");
+        assert!(!changed_something(Some(&[]), None), "nothing to build");
+        assert!(changed_something(Some(&[image]), None));
+        assert!(changed_something(Some(&[]), Some(&[rollout])));
+    }
 }

@@ -346,6 +346,42 @@ mod tests {
     }
 
     #[test]
+    fn only_a_marked_comment_by_the_token_s_login_is_ours() {
+        let key = CommentKey {
+            config: ".github/monoship.yml".into(),
+            command: crate::cli::Command::Plan,
+            environment: None,
+        };
+        let marked = format!("{}\nplan", key.marker());
+        let comment = |id, body: &str, login: &str| IssueComment {
+            id,
+            body: Some(body.to_string()),
+            user: Some(Author {
+                login: login.into(),
+            }),
+        };
+        let page = vec![
+            comment(1, &marked, "mallory"),
+            comment(2, "LGTM", "github-actions[bot]"),
+            comment(3, &marked, "github-actions[bot]"),
+            comment(4, &marked, "github-actions[bot]"),
+        ];
+        let mut ignored = Vec::new();
+        let ours = ours_on_page(page, &key, "github-actions[bot]", &mut ignored);
+        assert_eq!(ours, Some(3));
+        assert_eq!(ignored, [(1, "mallory".to_string())]);
+        let mut ignored = Vec::new();
+        let none = ours_on_page(
+            vec![comment(5, &marked, "octocat")],
+            &key,
+            "deployer",
+            &mut ignored,
+        );
+        assert_eq!(none, None);
+        assert_eq!(ignored.len(), 1);
+    }
+
+    #[test]
     fn descriptions_fit_githubs_limit() {
         assert_eq!(clip("a\nb"), "a b");
         let long = clip(&"x".repeat(500));
