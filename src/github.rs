@@ -22,6 +22,8 @@ use serde::Deserialize;
 
 use crate::retry::{retry, RetryPolicy, Retrying, Stop, Verdict};
 
+/// The author of what the workflow's `GITHUB_TOKEN` posts.
+pub const ACTIONS_BOT: &str = "github-actions[bot]";
 /// Items per page asked of listing endpoints (GitHub's maximum).
 pub(crate) const PER_PAGE: u32 = 100;
 /// Retries of one request, whatever made it fail (rate limit, server error, network).
@@ -275,6 +277,33 @@ impl GithubApi {
     /// The URL of `path` under the repository: `{api}/repos/{owner}/{repo}{path}`.
     pub(crate) fn repo_url(&self, path: &str) -> String {
         format!("{}/repos/{}/{}{path}", self.api_url, self.owner, self.repo)
+    }
+
+    /// The login the token acts as, which is the author of anything it posts: `GET /user`'s
+    /// `login` for a user's token (a personal access token, an OAuth or user-to-server token).
+    /// An installation token (the workflow's `GITHUB_TOKEN`) may not read `/user` (403 or
+    /// 404); GitHub posts its comments as [`ACTIONS_BOT`], which is then the answer.
+    ///
+    /// # Errors
+    /// When GitHub cannot be asked, or rejects the token (401).
+    pub async fn token_login(&self) -> Result<String, GithubError> {
+        #[derive(Deserialize)]
+        struct User {
+            login: String,
+        }
+        let call = Call {
+            what: "finding who the GitHub token belongs to".into(),
+            permission: "none",
+            hint: "",
+            repeatable: true,
+        };
+        match self.get(&format!("{}/user", self.api_url), &call).await {
+            Ok(reply) => Ok(parse::<User>(&reply.body, &call)?.login),
+            Err(GithubError::PermissionDenied { .. } | GithubError::NotFound { .. }) => {
+                Ok(ACTIONS_BOT.to_string())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The octocrab client, made on first use. Call it on a Tokio runtime.

@@ -14,9 +14,11 @@ use super::targets::targets;
 use super::{Error, Run, RunContext};
 use crate::config::EksClusterConfig;
 use crate::deploy::manifests::{self, Document};
+use crate::deploy::preflight::{self, ManifestCheck, PreflightError, WorkloadCheck};
 use crate::deploy::{Cluster, DeployError, TokenError};
 use crate::detect::git::Git;
 use crate::plan::glob;
+use crate::report::commands::{one_line, Annotation, Level};
 
 /// Why the cluster cannot be used, or a manifest cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +54,8 @@ pub enum ClusterError {
     },
     #[error("service {service}: `deploy.manifests` {patterns} matches no file in the repository")]
     NoManifest { service: String, patterns: String },
+    #[error(transparent)]
+    Preflight(#[from] PreflightError),
 }
 
 /// A cluster client, with the manifests to apply.
@@ -82,7 +86,57 @@ pub(crate) fn connect(run: &Run<'_>) -> Result<ClusterSession, Error> {
             ))
             .map_err(ClusterError::Kubeconfig)?,
     };
+    let (workloads, manifest_checks) = preflight_targets(run, &cluster, &manifests);
+    let warnings = run
+        .session
+        .block_on(preflight::check(&cluster, &workloads, &manifest_checks))
+        .map_err(ClusterError::from)?;
+    for warning in warnings {
+        if ctx.in_action() {
+            eprintln!("{}", Annotation::new(Level::Warning, warning));
+        } else {
+            eprintln!("warning: {}", one_line(&warning));
+        }
+    }
     Ok(ClusterSession { cluster, manifests })
+}
+
+/// What the preflight checks: each changed service's `workload` targets (a spec that is not
+/// a workload is left to the deploy, which reports it) and `manifests` targets.
+fn preflight_targets(
+    run: &Run<'_>,
+    cluster: &Cluster,
+    manifests: &ManifestFiles,
+) -> (Vec<WorkloadCheck>, Vec<ManifestCheck>) {
+    let mut workloads = Vec::new();
+    let mut manifest_checks = Vec::new();
+    for t in targets(&run.ctx.config, run.plan) {
+        let namespace = t.namespace.clone();
+        if t.manifests.is_some() {
+            manifest_checks.push(ManifestCheck {
+                service: t.service.clone(),
+                documents: manifests
+                    .get(&(t.service.clone(), t.index))
+                    .cloned()
+                    .unwrap_or_default(),
+                namespace: namespace.unwrap_or_else(|| cluster.default_namespace().to_string()),
+            });
+        } else if unbuilt(run, &t.service) {
+            // Skipped by the deploy: there is no new image to put in the workload.
+            continue;
+        } else if let Ok(workload) = crate::deploy::parse_workload(
+            &t.spec,
+            namespace.as_deref(),
+            cluster.default_namespace(),
+        ) {
+            workloads.push(WorkloadCheck {
+                service: t.service.clone(),
+                workload,
+                container: t.container.clone(),
+            });
+        }
+    }
+    (workloads, manifest_checks)
 }
 
 /// An EKS cluster: endpoint and CA from DescribeCluster, tokens minted from the credentials
@@ -157,6 +211,14 @@ async fn keep_fresh(provider: SharedCredentialsProvider, current: Arc<Mutex<Cred
             ),
         }
     }
+}
+
+fn unbuilt(run: &Run<'_>, service: &str) -> bool {
+    run.ctx
+        .config
+        .services
+        .get(service)
+        .is_some_and(|s| s.dockerfile.is_none())
 }
 
 /// Reads the manifests of every changed service from the work tree, before anything is built,

@@ -65,18 +65,33 @@ pub(crate) fn comment(
     let outcome = with_api(run.session, |api| async move {
         api.upsert_comment(number, &key, &body).await
     });
-    match outcome {
-        Ok(CommentOutcome::Created(id)) => {
-            let _ = writeln!(log, "commented on pull request #{number} (comment {id})");
-        }
-        Ok(CommentOutcome::Updated(id)) => {
-            let _ = writeln!(
-                log,
-                "updated the comment on pull request #{number} (comment {id})"
-            );
-        }
-        Err(message) => warn(log, "pull-request comment not posted", message),
+    let upserted = match outcome {
+        Ok(upserted) => upserted,
+        Err(message) => return warn(log, "pull-request comment not posted", message),
+    };
+    for (id, author) in &upserted.ignored {
+        notice(log, &ignored_comment(*id, author, &upserted.author));
     }
+    let _ = match upserted.outcome {
+        CommentOutcome::Created(id) => {
+            writeln!(log, "commented on pull request #{number} (comment {id})")
+        }
+        CommentOutcome::Updated(id) => writeln!(
+            log,
+            "updated the comment on pull request #{number} (comment {id})"
+        ),
+    };
+}
+
+/// Why a comment that carries monoship's marker was left alone.
+fn ignored_comment(id: u64, author: &str, ours: &str) -> String {
+    format!("comment {id} carries monoship's marker but was written by {author:?}, not by the token's identity {ours:?}; it was left as it is")
+}
+
+fn notice(log: &mut dyn Write, message: &str) {
+    let mut annotation = Annotation::new(Level::Notice, one_line(message));
+    annotation.title = Some("monoship".into());
+    let _ = writeln!(log, "{annotation}");
 }
 
 /// GitHub Deployments of one `ship`, between their `in_progress` and final statuses.

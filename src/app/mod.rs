@@ -189,9 +189,25 @@ fn ship(
         }
         _ => None,
     };
-    output::report_build(ctx, run.plan, &images, rollouts.as_deref(), stdout, stderr)?;
+    let mut code = exit_code(images.as_deref(), rollouts.as_deref());
+    let reported =
+        output::report_build(ctx, run.plan, &images, rollouts.as_deref(), stdout, stderr);
+    if let Err(error) = reported {
+        // Images are in the registry and workloads may run them: that is not exit 2.
+        if !changed_something(images.as_deref(), rollouts.as_deref()) {
+            return Err(error);
+        }
+        output::report_unwritten(ctx, &error, images.as_deref(), rollouts.as_deref(), stderr);
+        code = 1;
+    }
     github::comment(run, images.as_deref(), rollouts.as_deref(), stderr);
-    Ok(exit_code(images.as_deref(), rollouts.as_deref()))
+    Ok(code)
+}
+
+/// Whether the run got as far as the registry or the cluster: from there on, a failure is
+/// exit 1, never 2 (SPEC §2: exit 2 means nothing was built, pushed or deployed).
+fn changed_something(images: Option<&[ImageResult]>, rollouts: Option<&[RolloutResult]>) -> bool {
+    !images.unwrap_or_default().is_empty() || !rollouts.unwrap_or_default().is_empty()
 }
 
 /// The deploy stage between the GitHub Deployments' `queued` and final statuses.
@@ -248,5 +264,15 @@ mod tests {
             );
         }
         assert_eq!(exit_code(None, None), 0, "a dry run fails nothing");
+    }
+
+    #[test]
+    fn a_run_changed_something_once_an_image_or_rollout_exists() {
+        let image = fixtures::Images::default().of("cart", ImageStatus::Built);
+        let rollout = fixtures::rollout("cart", RolloutStatus::Succeeded, None, 1.0);
+        assert!(!changed_something(None, None), "a dry run");
+        assert!(!changed_something(Some(&[]), None), "nothing to build");
+        assert!(changed_something(Some(&[image]), None));
+        assert!(changed_something(Some(&[]), Some(&[rollout])));
     }
 }

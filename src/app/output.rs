@@ -114,6 +114,37 @@ pub(crate) fn report_build(
     Ok(())
 }
 
+/// After images were pushed or deployed, a report that could not be written (stdout, the
+/// outputs file, the summary) is told on stderr with what the run did, since the exit code
+/// (1) alone would hide a deploy that happened. Best effort: stderr is the last channel.
+pub(crate) fn report_unwritten(
+    ctx: &RunContext,
+    error: &Error,
+    images: Option<&[ImageResult]>,
+    rollouts: Option<&[RolloutResult]>,
+    stderr: &mut dyn Write,
+) {
+    let message = format!(
+        "{}; the run's report follows on stderr",
+        crate::error::render_chain(error)
+    );
+    if ctx.in_action() {
+        let annotation = crate::report::commands::Annotation::new(
+            crate::report::commands::Level::Error,
+            message,
+        );
+        let _ = writeln!(stderr, "{annotation}");
+    } else {
+        let _ = writeln!(stderr, "error: {}", one_line(&message));
+    }
+    let style = text::Style::new(false);
+    let mut report = text::render_images(images.unwrap_or_default(), style);
+    if let Some(r) = rollouts {
+        report.push_str(&text::render_rollouts(r, style));
+    }
+    let _ = write!(stderr, "{}", crate::report::commands::inert_lines(&report));
+}
+
 fn print_build(
     ctx: &RunContext,
     plan: &Plan,

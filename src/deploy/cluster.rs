@@ -25,12 +25,15 @@ pub const TOKEN_REFRESH: Duration = Duration::from_secs(10 * 60);
 pub struct Cluster {
     pub(crate) client: Client,
     namespace: String,
+    /// The API server's URL, for messages.
+    server: String,
 }
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
             .field("namespace", &self.namespace)
+            .field("server", &self.server)
             .finish_non_exhaustive()
     }
 }
@@ -77,8 +80,13 @@ impl Cluster {
             None => Config::infer().await.map_err(DeployError::NoCluster)?,
         };
         let namespace = config.default_namespace.clone();
+        let server = server_of(&config.cluster_url);
         let client = Client::try_from(config).map_err(DeployError::Client)?;
-        Ok(Cluster { client, namespace })
+        Ok(Cluster {
+            client,
+            namespace,
+            server,
+        })
     }
 
     /// A cluster from its API endpoint, the base64 PEM CA bundle (as EKS `DescribeCluster`
@@ -157,6 +165,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             namespace: "default".into(),
+            server: endpoint.trim_end_matches('/').to_string(),
         })
     }
 
@@ -165,7 +174,14 @@ impl Cluster {
         Cluster {
             client,
             namespace: namespace.to_string(),
+            server: "the cluster".into(),
         }
+    }
+
+    /// The API server's URL, e.g. `https://10.0.0.1:6443` (for a client made with
+    /// [`Cluster::from_client`], the words "the cluster").
+    pub fn server(&self) -> &str {
+        &self.server
     }
 
     /// The namespace for workloads whose config names none: the kubeconfig context's, else
@@ -173,6 +189,11 @@ impl Cluster {
     pub fn default_namespace(&self) -> &str {
         &self.namespace
     }
+}
+
+/// `scheme://host:port` of a server URL, without a trailing slash.
+fn server_of(url: &http::Uri) -> String {
+    url.to_string().trim_end_matches('/').to_string()
 }
 
 struct TokenCache {

@@ -12,6 +12,7 @@ pub(crate) mod eks;
 pub(crate) mod image;
 pub(crate) mod manifests;
 pub(crate) mod pods;
+pub(crate) mod preflight;
 mod recorded;
 pub mod rollout;
 mod undo;

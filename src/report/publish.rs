@@ -105,6 +105,45 @@ struct IssueComment {
     id: u64,
     #[serde(default)]
     body: Option<String>,
+    #[serde(default)]
+    user: Option<Author>,
+}
+
+#[derive(Deserialize)]
+struct Author {
+    login: String,
+}
+
+/// The sticky comment's fate, and the comments that carry its marker but were left alone
+/// because someone else wrote them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upserted {
+    pub outcome: CommentOutcome,
+    /// The login the comment is posted as (the token's).
+    pub author: String,
+    /// `(comment id, its author)` of every marked comment by another author.
+    pub ignored: Vec<(u64, String)>,
+}
+
+/// Which comment of a page is ours: the first whose first line is the marker and whose
+/// author is `author`; the marked comments of anyone else are added to `ignored`. Pure.
+fn ours_on_page(
+    comments: Vec<IssueComment>,
+    key: &CommentKey,
+    author: &str,
+    ignored: &mut Vec<(u64, String)>,
+) -> Option<u64> {
+    for c in comments {
+        if !c.body.as_deref().is_some_and(|b| key.marks(b)) {
+            continue;
+        }
+        let login = c.user.map(|u| u.login).unwrap_or_default();
+        if login == author {
+            return Some(c.id);
+        }
+        ignored.push((c.id, login));
+    }
+    None
 }
 
 #[derive(Deserialize)]
@@ -114,8 +153,11 @@ struct Created {
 
 impl GithubApi {
     /// Updates the pull request's comment marked by `key`, or creates it: the comments are
-    /// listed 100 a page (`Link: rel="next"`) until the first whose first line is the marker;
-    /// that one is `PATCH`ed, else a new one is `POST`ed. `body` must start with the marker.
+    /// listed 100 a page (`Link: rel="next"`) until the first whose first line is the marker
+    /// and whose author is the token's login ([`GithubApi::token_login`]); that one is
+    /// `PATCH`ed, else a new one is `POST`ed. A marked comment by anyone else is never edited
+    /// (anyone can paste the marker); it is listed in [`Upserted::ignored`]. `body` must start
+    /// with the marker.
     ///
     /// # Errors
     /// See [`GithubError`]; a token that may not comment (a fork's pull request, a missing
@@ -126,7 +168,8 @@ impl GithubApi {
         pull_request: u64,
         key: &CommentKey,
         body: &str,
-    ) -> Result<CommentOutcome, GithubError> {
+    ) -> Result<Upserted, GithubError> {
+        let author = self.token_login().await?;
         let repository = self.repository();
         let find = Call {
             what: format!(
@@ -137,16 +180,14 @@ impl GithubApi {
             repeatable: true,
         };
         let mut found = None;
+        let mut ignored = Vec::new();
         self.for_each_page(
             self.repo_url(&format!(
                 "/issues/{pull_request}/comments?per_page={PER_PAGE}"
             )),
             &find,
             |comments: Vec<IssueComment>| {
-                found = comments
-                    .into_iter()
-                    .find(|c| c.body.as_deref().is_some_and(|b| key.marks(b)))
-                    .map(|c| c.id);
+                found = ours_on_page(comments, key, &author, &mut ignored);
                 match found {
                     Some(_) => ControlFlow::Break(()),
                     None => ControlFlow::Continue(()),
@@ -155,7 +196,7 @@ impl GithubApi {
         )
         .await?;
         let payload = json!({ "body": body });
-        match found {
+        let outcome = match found {
             Some(id) => {
                 let call = Call {
                     what: format!(
@@ -171,7 +212,7 @@ impl GithubApi {
                     &call,
                 )
                 .await?;
-                Ok(CommentOutcome::Updated(id))
+                CommentOutcome::Updated(id)
             }
             None => {
                 let call = Call {
@@ -188,9 +229,14 @@ impl GithubApi {
                     )
                     .await?;
                 let created: Created = parse(&reply.body, &call)?;
-                Ok(CommentOutcome::Created(created.id))
+                CommentOutcome::Created(created.id)
             }
-        }
+        };
+        Ok(Upserted {
+            outcome,
+            author,
+            ignored,
+        })
     }
 
     /// Creates a deployment of `record.commit` to `record.environment` and returns its id:
@@ -297,6 +343,42 @@ mod tests {
         );
         assert_eq!(environment_name(Some(" "), None, Some("prod")), "prod");
         assert_eq!(environment_name(None, None, None), "production");
+    }
+
+    #[test]
+    fn only_a_marked_comment_by_the_token_s_login_is_ours() {
+        let key = CommentKey {
+            config: ".github/monoship.yml".into(),
+            command: crate::cli::Command::Plan,
+            environment: None,
+        };
+        let marked = format!("{}\nplan", key.marker());
+        let comment = |id, body: &str, login: &str| IssueComment {
+            id,
+            body: Some(body.to_string()),
+            user: Some(Author {
+                login: login.into(),
+            }),
+        };
+        let page = vec![
+            comment(1, &marked, "mallory"),
+            comment(2, "LGTM", "github-actions[bot]"),
+            comment(3, &marked, "github-actions[bot]"),
+            comment(4, &marked, "github-actions[bot]"),
+        ];
+        let mut ignored = Vec::new();
+        let ours = ours_on_page(page, &key, "github-actions[bot]", &mut ignored);
+        assert_eq!(ours, Some(3));
+        assert_eq!(ignored, [(1, "mallory".to_string())]);
+        let mut ignored = Vec::new();
+        let none = ours_on_page(
+            vec![comment(5, &marked, "octocat")],
+            &key,
+            "deployer",
+            &mut ignored,
+        );
+        assert_eq!(none, None);
+        assert_eq!(ignored.len(), 1);
     }
 
     #[test]

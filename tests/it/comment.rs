@@ -39,10 +39,18 @@ struct Forge {
     read_only: bool,
     /// GitHub creates the comment, then answers 502 (a gateway timeout after the work).
     fails_after_creating: bool,
+    /// The login of a user's token; `None`: an installation token (`GITHUB_TOKEN`), which
+    /// `GET /user` refuses and whose comments are `github-actions[bot]`'s.
+    token_user: Option<&'static str>,
     next_id: u64,
 }
 
 impl Forge {
+    /// Who the comments the token posts are by.
+    fn author(&self) -> &'static str {
+        self.token_user.unwrap_or("github-actions[bot]")
+    }
+
     fn id(&mut self) -> u64 {
         self.next_id += 1;
         1_000_000 + self.next_id
@@ -122,6 +130,14 @@ impl Respond for GithubFake {
             return github_error(401, "Bad credentials", "overview/resources-in-the-rest-api");
         }
         let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        if (request.method.as_str(), path.as_str()) == ("GET", "/user") {
+            return match forge.token_user {
+                Some(login) => {
+                    github_json(200, json!({"login": login, "id": 583231, "type": "User"}))
+                }
+                None => github_error(403, FORK_403, "users/users#get-the-authenticated-user"),
+            };
+        }
         let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let repo_prefix: Vec<&str> = REPOSITORY.split('/').collect();
         let rest: Vec<&str> = match segments.as_slice() {
@@ -189,7 +205,8 @@ impl Respond for GithubFake {
                         "issues/comments#create-an-issue-comment",
                     );
                 }
-                let comment = forge.comment(&self.api, text, "github-actions[bot]");
+                let author = forge.author();
+                let comment = forge.comment(&self.api, text, author);
                 forge.comments.push(comment.clone());
                 if forge.fails_after_creating {
                     return github_error(502, "Server Error", "issues/comments");
@@ -488,6 +505,7 @@ fn a_pull_request_plan_creates_the_comment_when_none_is_marked() {
     assert_eq!(
         forge.requests,
         [
+            "GET /user".to_string(),
             format!("GET /repos/{REPOSITORY}/issues/{PULL_REQUEST}/comments?per_page=100"),
             format!("POST /repos/{REPOSITORY}/issues/{PULL_REQUEST}/comments"),
         ]
@@ -556,6 +574,7 @@ fn a_second_run_updates_the_comment_found_on_page_two() {
     assert_eq!(
         forge.requests,
         [
+            "GET /user".to_string(),
             format!("GET /repos/{REPOSITORY}/issues/{PULL_REQUEST}/comments?per_page=100"),
             format!("GET /repositories/{REPOSITORY_ID}/issues/{PULL_REQUEST}/comments?per_page=100&page=2"),
             format!("PATCH /repos/{REPOSITORY}/issues/comments/{}", ours["id"]),
@@ -567,6 +586,83 @@ fn a_second_run_updates_the_comment_found_on_page_two() {
             .contains("updated the comment on pull request #2"),
         "{}",
         r.run.stderr
+    );
+}
+
+/// A marked comment by `login`, added to the forge; returns it.
+fn marked_by(github: &Github, login: &str, text: &str) -> Value {
+    let api = github.uri.clone();
+    let mut forge = github.forge();
+    let comment = forge.comment(&api, &format!("{PLAN_MARKER}\n{text}"), login);
+    forge.comments.push(comment.clone());
+    comment
+}
+
+fn body_of(github: &Github, id: &Value) -> String {
+    let forge = github.forge();
+    let c = forge.comments.iter().find(|c| c["id"] == *id).unwrap();
+    c["body"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn a_marked_comment_by_someone_else_is_never_edited() {
+    let (repo, base, head) = pull_request_repo();
+    let github = Github::start(Forge::default());
+    // Anyone may paste the marker; the workflow's token posts as github-actions[bot].
+    let planted = marked_by(&github, "mallory", "click [here](https://evil.example)");
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert!(body_of(&github, &planted["id"]).contains("evil.example"));
+    let mine = github.monoship_comments();
+    assert_eq!(mine.len(), 2, "a comment of our own was added");
+    assert_eq!(mine[1]["user"]["login"], "github-actions[bot]");
+    assert!(!r.run.stderr.contains("::error"), "{}", r.run.stderr);
+    let notice = r.stderr_line("::notice");
+    assert!(
+        notice.contains(&format!(
+            "comment {} carries monoship's marker",
+            planted["id"]
+        )) && notice.contains("\"mallory\"")
+            && notice.contains("github-actions[bot]"),
+        "{notice}"
+    );
+
+    // The next run finds its own comment, past the planted one, and updates it.
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(github.monoship_comments().len(), 2, "no third comment");
+    assert!(body_of(&github, &planted["id"]).contains("evil.example"));
+    assert!(
+        r.run.stderr.contains(&format!(
+            "updated the comment on pull request #2 (comment {})",
+            mine[1]["id"]
+        )),
+        "{}",
+        r.run.stderr
+    );
+}
+
+#[test]
+fn a_user_token_updates_the_comment_of_its_own_login() {
+    let (repo, base, head) = pull_request_repo();
+    let github = Github::start(Forge {
+        token_user: Some("release-bot"),
+        ..Forge::default()
+    });
+    let actions = marked_by(
+        &github,
+        "github-actions[bot]",
+        "from another workflow's token",
+    );
+    let ours = marked_by(&github, "release-bot", "stale plan");
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(github.forge().comments.len(), 2, "nothing was added");
+    assert!(body_of(&github, &actions["id"]).ends_with("from another workflow's token"));
+    let updated = body_of(&github, &ours["id"]);
+    assert!(
+        updated.starts_with(&format!("{PLAN_MARKER}\n### monoship plan")),
+        "{updated}"
     );
 }
 
@@ -636,7 +732,7 @@ fn another_api_error_is_a_warning_that_says_what_failed() {
     let (_github, r) = plan_pull_request(Forge::default(), &[("INPUT_TOKEN", "ghs_expiredToken")]);
     let warning = r.stderr_line("::warning");
     assert!(
-        warning.contains("finding monoship's comment on pull request #2"),
+        warning.contains("finding who the GitHub token belongs to"),
         "{warning}"
     );
     assert!(warning.contains("401 Bad credentials"), "{warning}");

@@ -562,6 +562,15 @@ mod comment {
     #[tokio::test]
     async fn the_pull_request_comment_escapes_file_names() {
         let server = MockServer::start().await;
+        // The workflow's token may not read `/user`.
+        Mock::given(method("GET"))
+            .and(wiremock::matchers::path("/user"))
+            .respond_with(
+                ResponseTemplate::new(403)
+                    .set_body_json(json!({"message": "Resource not accessible by integration"})),
+            )
+            .mount(&server)
+            .await;
         Mock::given(method("GET"))
             .respond_with(ResponseTemplate::new(200).set_body_json(json!([])))
             .mount(&server)

@@ -1,6 +1,7 @@
 //! Request routing and the REST verbs: discovery, get, list, watch, create, update, patch,
 //! delete, and the `status`/`scale`/`log` subresources.
 
+use crate::access;
 use crate::auth;
 use crate::defaults;
 use crate::fields;
@@ -320,6 +321,22 @@ fn route(shared: &Arc<Shared>, r: &Req, authorization: &str) -> Result<Reply, Ap
                     "the server could not find the requested resource",
                 )
             }),
+        ["apis", "authorization.k8s.io", "v1"] => Ok(Reply::Json(200, access::resource_list())),
+        ["apis", "authorization.k8s.io", "v1", "selfsubjectaccessreviews"]
+            if r.method == "POST" =>
+        {
+            let body = if r
+                .content_type
+                .starts_with("application/vnd.kubernetes.protobuf")
+            {
+                access::review_from_protobuf(&r.body).ok_or_else(|| {
+                    ApiError::bad_request("the body is not a SelfSubjectAccessReview")
+                })?
+            } else {
+                parse_body(r)?
+            };
+            access::review(&shared.denials(), &body).map(|v| Reply::Json(201, v))
+        }
         ["api", "v1"] => Ok(Reply::Json(200, resource_list("", "v1"))),
         ["apis", g, v] if TYPES.iter().any(|t| t.group == *g && t.version == *v) => {
             Ok(Reply::Json(200, resource_list(g, v)))
@@ -346,6 +363,7 @@ fn version() -> Value {
 fn group_list() -> Value {
     let groups: Vec<Value> = resources::groups()
         .into_iter()
+        .chain(["authorization.k8s.io"])
         .map(|g| {
             let v = TYPES
                 .iter()
@@ -445,6 +463,21 @@ fn resource_request(
         Some(_) => return Err(nf()),
     }
     let ns_str = ns.unwrap_or("");
+    let resource = match sub {
+        Some(s) => format!("{plural}/{s}"),
+        None => plural.to_string(),
+    };
+    access::authorize(
+        &shared.denials(),
+        t,
+        &access::Attributes {
+            verb: access::verb_of(&r.method, name.is_some(), r.flag("watch")),
+            group,
+            plural: &resource,
+            namespace: ns_str,
+            name,
+        },
+    )?;
     match (r.method.as_str(), name) {
         ("GET", None) if r.flag("watch") => watch::start(shared, r, rtype, ns).map(Reply::Stream),
         ("GET", None) => {

@@ -30,6 +30,7 @@
 // upstream controllers they imitate; the length limit is for monoship itself.
 #![allow(clippy::too_many_lines)]
 
+mod access;
 mod api;
 mod auth;
 mod controllers;
@@ -46,6 +47,7 @@ mod store;
 mod tables;
 mod watch;
 
+pub use access::Denial;
 pub use auth::{
     verify_eks_token, EksCaller, EksTokenError, EKS_TOKEN_LIFETIME_SECS, EKS_TOKEN_PREFIX,
 };

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: kube-sim [--listen ADDR] [--token TOKEN] [--eks-cluster NAME] \
-[--eks-credential ACCESS_KEY_ID:SECRET] [--tick-ms N] [--nodes N] [--namespace NS]... [--kubeconfig-out PATH]
+[--eks-credential ACCESS_KEY_ID:SECRET] [--tick-ms N] [--nodes N] [--namespace NS]... [--deny VERB:RESOURCE[:NS]]... [--kubeconfig-out PATH]
 
   --listen ADDR            where to listen (default 127.0.0.1:8001; port 0 picks one)
   --token TOKEN            require `Authorization: Bearer TOKEN`
@@ -14,6 +14,7 @@ const USAGE: &str = "usage: kube-sim [--listen ADDR] [--token TOKEN] [--eks-clus
   --tick-ms N              controller tick in milliseconds (default 100)
   --nodes N                pretend nodes (default 2)
   --namespace NS           create namespace NS at start (repeatable)
+  --deny VERB:RESOURCE[:NS] forbid a verb on a resource (403, and `kubectl auth can-i` says no; repeatable)
   --kubeconfig-out PATH    write a kubeconfig pointing at the simulator";
 
 fn parse(args: &[String]) -> Result<(SimOptions, Option<String>), String> {
@@ -54,6 +55,7 @@ fn parse(args: &[String]) -> Result<(SimOptions, Option<String>), String> {
             }
             "--nodes" => opts.nodes = value()?.parse().map_err(|e| format!("--nodes: {e}"))?,
             "--namespace" => opts.namespaces.push(value()?),
+            "--deny" => opts.denials.push(kube_sim::Denial::parse(&value()?)?),
             "--kubeconfig-out" => kubeconfig = Some(value()?),
             other => return Err(format!("unknown argument {other:?}")),
         }

@@ -1,5 +1,6 @@
 //! The simulator handle: start it, point clients at it, seed objects, inject faults.
 
+use crate::access::Denial;
 use crate::api::{self, ApiError};
 use crate::controllers::{self, ControllerState};
 use crate::meta::Clock;
@@ -41,6 +42,10 @@ pub struct SimOptions {
     /// `kube-node-lease`. By default none. (Objects cannot be created in a namespace that
     /// does not exist, as on a real cluster.)
     pub namespaces: Vec<String>,
+    /// What callers may not do: each [`Denial`] makes matching requests answer
+    /// `403 Forbidden` and `SelfSubjectAccessReview`s answer `allowed: false`. By default
+    /// none (every caller may do everything). [`Sim::deny`] adds rules later.
+    pub denials: Vec<Denial>,
 }
 
 impl Default for SimOptions {
@@ -54,6 +59,7 @@ impl Default for SimOptions {
             tick: Duration::from_millis(100),
             nodes: 2,
             namespaces: Vec::new(),
+            denials: Vec::new(),
         }
     }
 }
@@ -177,11 +183,20 @@ pub(crate) struct Shared {
     pub faults: Mutex<Vec<Fault>>,
     pub requests: Mutex<VecDeque<RecordedRequest>>,
     pub unpullable: Mutex<Vec<String>>,
+    pub denials: Mutex<Vec<Denial>>,
 }
 
 impl Shared {
     pub fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The authorization rules now.
+    pub fn denials(&self) -> Vec<Denial> {
+        self.denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -238,6 +253,7 @@ impl Sim {
             addr: opts.listen,
             source,
         })?;
+        let denials = opts.denials.clone();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 store: Store::default(),
@@ -250,6 +266,7 @@ impl Sim {
             faults: Mutex::new(Vec::new()),
             requests: Mutex::new(VecDeque::new()),
             unpullable: Mutex::new(Vec::new()),
+            denials: Mutex::new(denials),
         });
         seed(&shared);
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -435,6 +452,16 @@ impl Sim {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(image.to_string());
+    }
+
+    /// From now on, callers may not do what `denial` names (403 `Forbidden`, and
+    /// `allowed: false` from `SelfSubjectAccessReview`s).
+    pub fn deny(&self, denial: Denial) {
+        self.shared
+            .denials
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(denial);
     }
 
     /// The requests served so far (the last 2,000), oldest first.

@@ -819,3 +819,67 @@ fn min_ready_seconds_delays_availability() {
         "available only after minReadySeconds"
     );
 }
+
+#[test]
+fn auth_can_i_and_forbidden_answers_follow_the_denials() {
+    let c = Cluster::with(SimOptions {
+        namespaces: vec!["shop".into()],
+        denials: vec![kube_sim::Denial::new("patch", "deployments").namespace("shop")],
+        ..SimOptions::default()
+    });
+    let can = |args: &[&str]| {
+        let mut all = vec!["auth", "can-i"];
+        all.extend_from_slice(args);
+        let out = c.kubectl(&all);
+        (out.status.code(), stdout(&out).trim().to_string())
+    };
+    assert_eq!(
+        can(&["patch", "deployments", "-n", "shop"]),
+        (Some(1), "no".to_string())
+    );
+    assert_eq!(
+        can(&["patch", "deployment.apps/cart", "-n", "shop"]),
+        (Some(1), "no".to_string())
+    );
+    assert_eq!(
+        can(&["get", "deployments", "-n", "shop"]),
+        (Some(0), "yes".to_string())
+    );
+    assert_eq!(
+        can(&["patch", "deployments", "-n", "default"]),
+        (Some(0), "yes".to_string())
+    );
+    // The rule bites on the request itself, worded as RBAC words it.
+    c.sim.deny(kube_sim::Denial::new("list", "pods"));
+    assert_eq!(can(&["list", "pods"]), (Some(1), "no".to_string()));
+    let out = c.kubectl(&["get", "pods", "-n", "shop"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "Error from server (Forbidden): pods is forbidden: User \"kube-sim-user\" cannot list resource \"pods\" in API group \"\" in the namespace \"shop\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+    let m = c.manifest(
+        "web.yaml",
+        &deployment("web", "registry.local/web:1", 1, "", None),
+    );
+    c.ok(&["apply", "-n", "shop", "-f", &m]);
+    let out = c.kubectl(&[
+        "set",
+        "image",
+        "-n",
+        "shop",
+        "deployment/web",
+        "app=registry.local/web:2",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "deployments.apps \"web\" is forbidden: User \"kube-sim-user\" cannot patch resource \"deployments\" in API group \"apps\" in the namespace \"shop\""
+        ),
+        "{}",
+        stderr(&out)
+    );
+}
