@@ -171,6 +171,9 @@ pub struct DeployOptions {
     pub atomic: bool,
     /// How long each rollout may take.
     pub timeout: std::time::Duration,
+    /// After SIGINT or SIGTERM, how long rollouts under way may still finish before they are
+    /// rolled back (default 20 s).
+    pub interrupt_grace: std::time::Duration,
 }
 
 impl Default for DeployOptions {
@@ -182,6 +185,7 @@ impl Default for DeployOptions {
             force: false,
             atomic: true,
             timeout: std::time::Duration::from_secs(600),
+            interrupt_grace: crate::interrupt::DEFAULT_GRACE,
         }
     }
 }
@@ -308,6 +312,10 @@ struct DeployArgs {
     /// Seconds each rollout may take.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Seconds rollouts under way may still take after SIGINT or SIGTERM before they are
+    /// rolled back.
+    #[arg(long, default_value_t = 20)]
+    interrupt_grace: u64,
 }
 
 impl DeployArgs {
@@ -319,6 +327,7 @@ impl DeployArgs {
             force: self.force,
             atomic: !self.no_atomic,
             timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+            interrupt_grace: std::time::Duration::from_secs(self.interrupt_grace),
         }
     }
 }
@@ -587,6 +596,12 @@ fn deploy_inputs(input: &Inputs<'_>) -> Result<DeployOptions, UsageError> {
                 .positive("timeout", "number of seconds")?
                 .unwrap_or(600),
         ),
+        interrupt_grace: input
+            .positive("interrupt-grace", "number of seconds")?
+            .map_or(
+                crate::interrupt::DEFAULT_GRACE,
+                std::time::Duration::from_secs,
+            ),
     })
 }
 

@@ -115,7 +115,7 @@ pub(crate) fn build_stage(
                 })?;
         }
     }
-    let results = run.session.block_on(push_all(ctx, jobs, target, log))?;
+    let results = run.session.block_on(push_all(run, jobs, target, log))?;
     Ok(Some(results))
 }
 
@@ -310,11 +310,12 @@ fn image_job(
 
 /// Builds and pushes `jobs`, `max_parallel` at a time, telling progress on `log`.
 async fn push_all(
-    ctx: &RunContext,
+    run: &Run<'_>,
     jobs: Vec<ImageJob>,
     target: RegistryTarget,
     log: &mut dyn Write,
 ) -> Result<Vec<ImageResult>, Error> {
+    let ctx = run.ctx;
     let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
     // The daemon is needed only for images that must be built; its absence fails those.
     let docker = match DockerCli::connect(&ctx.build.docker).await {
@@ -341,7 +342,8 @@ async fn push_all(
     for (i, name) in names.iter().enumerate().take(next) {
         let _ = writeln!(log, "{}", text::image_started(name, i + 1, names.len()));
     }
-    let mut results = push::push_images(jobs, docker, registry, max_parallel, |r| {
+    let interrupt = &run.session.interrupt;
+    let mut results = push::push_images(jobs, docker, registry, max_parallel, interrupt, |r| {
         let _ = print_progress(r, in_action, log);
         if let Some(name) = names.get(next) {
             next += 1;

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::image::build::{failed_line, last_lines, BuildJob, DockerCli};
 use crate::image::registry::OciRegistry;
+use crate::interrupt::{Interrupt, Signal};
 
 /// How long one build may take.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -117,18 +118,32 @@ pub async fn push_images(
     docker: Option<Arc<DockerCli>>,
     registry: Arc<OciRegistry>,
     max_parallel: usize,
+    interrupt: &Interrupt,
     mut done: impl FnMut(&ImageResult),
 ) -> Vec<ImageResult> {
     let limit = Arc::new(tokio::sync::Semaphore::new(max_parallel.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for job in jobs {
         let (limit, docker, registry) = (limit.clone(), docker.clone(), registry.clone());
+        let interrupt = interrupt.clone();
         set.spawn(async move {
-            let _permit = limit
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            one_image(job, docker.as_deref(), &registry).await
+            let started = Instant::now();
+            let interrupted = |when: &str, signal: Signal| {
+                let why = format!("interrupted by {}{when}", signal.name());
+                ImageResult::failed(&job, started, why)
+            };
+            // After a signal no job starts, and one under way is dropped, which kills its
+            // `docker` child (kill_on_drop) and so cancels the build or push.
+            let _permit = tokio::select! {
+                biased;
+                signal = interrupt.received() => return interrupted(" before it started", signal),
+                permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            tokio::select! {
+                biased;
+                signal = interrupt.received() => interrupted("", signal),
+                result = one_image(&job, docker.as_deref(), &registry) => result,
+            }
         });
     }
     let mut results = Vec::new();
@@ -142,7 +157,7 @@ pub async fn push_images(
 }
 
 async fn one_image(
-    job: ImageJob,
+    job: &ImageJob,
     docker: Option<&DockerCli>,
     registry: &OciRegistry,
 ) -> ImageResult {
@@ -152,13 +167,13 @@ async fn one_image(
         false => registry.tag_digest(&job.repository, &job.content_tag).await,
     };
     match stored {
-        Ok(Some(digest)) => reuse(&job, registry, digest, started).await,
+        Ok(Some(digest)) => reuse(job, registry, digest, started).await,
         Ok(None) => match docker {
-            Some(docker) => build_and_push(&job, docker, registry, started).await,
-            None => ImageResult::failed(&job, started, "no Docker daemon to build with".into()),
+            Some(docker) => build_and_push(job, docker, registry, started).await,
+            None => ImageResult::failed(job, started, "no Docker daemon to build with".into()),
         },
         Err(e) => ImageResult::failed(
-            &job,
+            job,
             started,
             format!(
                 "cannot ask the registry whether {}:{} exists: {}",

@@ -23,3 +23,4 @@ mod registry;
 mod report;
 mod secrets;
 mod ship;
+mod signals;
