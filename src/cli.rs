@@ -327,7 +327,7 @@ impl DeployArgs {
             force: self.force,
             atomic: !self.no_atomic,
             timeout: std::time::Duration::from_secs(self.timeout.max(1)),
-            interrupt_grace: std::time::Duration::from_secs(self.interrupt_grace),
+            interrupt_grace: std::time::Duration::from_secs(self.interrupt_grace.max(1)),
         }
     }
 }
@@ -671,5 +671,19 @@ mod tests {
         assert!(!req.action.as_ref().unwrap().comment);
         assert!(req.deploy.rollback && req.deploy.atomic);
         assert_eq!(req.deploy.timeout, std::time::Duration::from_secs(600));
+        assert_eq!(
+            req.deploy.interrupt_grace,
+            std::time::Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn the_interrupt_grace_comes_from_its_input() {
+        let env = inputs(&[("GITHUB_WORKSPACE", "/w"), ("INPUT_INTERRUPT-GRACE", "5")]);
+        let req = from_action_env(&env).unwrap();
+        assert_eq!(
+            req.deploy.interrupt_grace,
+            std::time::Duration::from_secs(5)
+        );
     }
 }
