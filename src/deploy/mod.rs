@@ -954,6 +954,31 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_rollout_says_the_grace_and_where_it_was_left() {
+        let (_trigger, interrupt) = Interrupt::new(Duration::from_secs(7));
+        let context = DeployContext {
+            commit: "c0ffee".into(),
+            commit_time: None,
+            run_url: None,
+            timeout: Duration::from_secs(60),
+            rollback: false,
+            force: false,
+            older_than_deployed: None,
+            interrupt,
+        };
+        let new = ["r/cart@sha256:ab".to_string()];
+        let unfinished = "interrupted by SIGINT: the rollout did not finish within the 7s grace";
+        assert_eq!(
+            interrupted_reason(Signal::Interrupt, &context, &new, true),
+            unfinished
+        );
+        assert_eq!(
+            interrupted_reason(Signal::Interrupt, &context, &new, false),
+            format!("{unfinished}; left at r/cart@sha256:ab")
+        );
+    }
+
+    #[test]
     fn selectors_render_as_query_strings() {
         let s: LabelSelector = serde_json::from_value(json!({
             "matchLabels": {"app": "cart", "tier": "web"},
