@@ -178,6 +178,9 @@ pub struct DeployOptions {
     pub atomic: bool,
     /// How long each rollout may take.
     pub timeout: std::time::Duration,
+    /// After SIGINT or SIGTERM, how long rollouts under way may still finish before they are
+    /// rolled back (default 20 s).
+    pub interrupt_grace: std::time::Duration,
 }
 
 impl Default for DeployOptions {
@@ -189,6 +192,7 @@ impl Default for DeployOptions {
             force: false,
             atomic: true,
             timeout: std::time::Duration::from_secs(600),
+            interrupt_grace: crate::interrupt::DEFAULT_GRACE,
         }
     }
 }
@@ -315,6 +319,10 @@ struct DeployArgs {
     /// Seconds each rollout may take.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Seconds rollouts under way may still take after SIGINT or SIGTERM before they are
+    /// rolled back.
+    #[arg(long, default_value_t = 20)]
+    interrupt_grace: u64,
 }
 
 impl DeployArgs {
@@ -326,6 +334,7 @@ impl DeployArgs {
             force: self.force,
             atomic: !self.no_atomic,
             timeout: std::time::Duration::from_secs(self.timeout.max(1)),
+            interrupt_grace: std::time::Duration::from_secs(self.interrupt_grace.max(1)),
         }
     }
 }
@@ -650,6 +659,12 @@ fn deploy_inputs(input: &Inputs<'_>) -> Result<(DeployOptions, Vec<String>), Usa
                 .positive("timeout", "number of seconds")?
                 .unwrap_or(600),
         ),
+        interrupt_grace: input
+            .positive("interrupt-grace", "number of seconds")?
+            .map_or(
+                crate::interrupt::DEFAULT_GRACE,
+                std::time::Duration::from_secs,
+            ),
     };
     Ok((options, warnings))
 }
@@ -799,5 +814,19 @@ mod tests {
         assert!(!req.action.as_ref().unwrap().comment);
         assert!(req.deploy.rollback && req.deploy.atomic);
         assert_eq!(req.deploy.timeout, std::time::Duration::from_secs(600));
+        assert_eq!(
+            req.deploy.interrupt_grace,
+            std::time::Duration::from_secs(20)
+        );
+    }
+
+    #[test]
+    fn the_interrupt_grace_comes_from_its_input() {
+        let env = inputs(&[("GITHUB_WORKSPACE", "/w"), ("INPUT_INTERRUPT-GRACE", "5")]);
+        let req = from_action_env(&env).unwrap();
+        assert_eq!(
+            req.deploy.interrupt_grace,
+            std::time::Duration::from_secs(5)
+        );
     }
 }

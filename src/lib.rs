@@ -7,8 +7,8 @@
 //!
 //! Beside the stages: [`cli`] reads flags and action inputs, [`config`] the user's config;
 //! [`aws`] gets AWS credentials (GitHub OIDC included) for ECR and EKS; `github` is the REST
-//! client that detect (changed files) and report (the comment, Deployments) share; [`error`]
-//! and [`secret`] are leaves every stage may use.
+//! client that detect (changed files) and report (the comment, Deployments) share; [`error`],
+//! [`secret`] and [`interrupt`] (SIGINT/SIGTERM) are leaves every stage may use.
 
 // Test scenarios read top to bottom; the length limit is for the code they test.
 #![cfg_attr(test, allow(clippy::too_many_lines))]
@@ -22,6 +22,7 @@ pub mod detect;
 pub mod error;
 pub(crate) mod github;
 pub mod image;
+pub mod interrupt;
 pub mod plan;
 pub mod report;
 pub(crate) mod retry;

@@ -23,7 +23,7 @@ use crate::report::commands::{one_line, Annotation, Level};
 /// Why the cluster cannot be used, or a manifest cannot be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("cannot use the cluster; pass --kubeconfig (input `kubeconfig`) and --context")]
+    #[error("cannot use the cluster; pass --kubeconfig and --context (inputs `kubeconfig` and `kube-context`)")]
     Kubeconfig(#[source] DeployError),
     #[error(transparent)]
     Aws(#[from] crate::aws::AwsError),

@@ -128,7 +128,7 @@ pub(crate) fn build_stage(
         Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
     let results = run
         .session
-        .block_on(push_all(ctx, jobs, target, trusted, log))?;
+        .block_on(push_all(run, jobs, target, trusted, log))?;
     Ok(Some(results))
 }
 
@@ -356,12 +356,13 @@ fn image_job(
 
 /// Builds and pushes `jobs`, `max_parallel` at a time, telling progress on `log`.
 async fn push_all(
-    ctx: &RunContext,
+    run: &Run<'_>,
     jobs: Vec<ImageJob>,
     target: RegistryTarget,
     trusted: push::TrustedRevision,
     log: &mut dyn Write,
 ) -> Result<Vec<ImageResult>, Error> {
+    let ctx = run.ctx;
     let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
     // The daemon is needed only for images that must be built; its absence fails those.
     let docker = match DockerCli::connect(&ctx.build.docker).await {
@@ -388,13 +389,22 @@ async fn push_all(
     for (i, name) in names.iter().enumerate().take(next) {
         let _ = writeln!(log, "{}", text::image_started(name, i + 1, names.len()));
     }
-    let mut results = push::push_images(jobs, docker, registry, trusted, max_parallel, |r| {
-        let _ = print_progress(r, in_action, log);
-        if let Some(name) = names.get(next) {
-            next += 1;
-            let _ = writeln!(log, "{}", text::image_started(name, next, names.len()));
-        }
-    })
+    let interrupt = &run.session.interrupt;
+    let mut results = push::push_images(
+        jobs,
+        docker,
+        registry,
+        trusted,
+        max_parallel,
+        interrupt,
+        |r| {
+            let _ = print_progress(r, in_action, log);
+            if let Some(name) = names.get(next) {
+                next += 1;
+                let _ = writeln!(log, "{}", text::image_started(name, next, names.len()));
+            }
+        },
+    )
     .await;
     if docker_missing {
         for r in results

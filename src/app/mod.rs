@@ -26,6 +26,7 @@ use crate::detect::git::{Git, GitError};
 use crate::detect::range::{self, DetectError};
 use crate::error::render_chain;
 use crate::image::push::{ImageResult, ImageStatus};
+use crate::interrupt::{self, Signal};
 use crate::plan::Plan;
 use crate::report::annotations;
 use crate::report::commands::{add_mask, Annotation, Level};
@@ -57,6 +58,8 @@ pub enum Error {
     Cluster(Box<cluster::ClusterError>),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
+    #[error("cannot install the SIGINT and SIGTERM handlers")]
+    Signals(#[source] std::io::Error),
     #[error("cannot write `{path}`")]
     Write {
         path: String,
@@ -121,6 +124,8 @@ fn write_err(path: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 /// Bad input or environment (see [`Error`]); nothing has been built, pushed or deployed then.
 pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Result<u8, Error> {
     let started = std::time::Instant::now();
+    // First of all: in the action container monoship is PID 1, deaf to signals without these.
+    let interrupt = interrupt::listen(req.deploy.interrupt_grace).map_err(Error::Signals)?;
     if let Some(a) = &req.action {
         // Before anything could print them.
         for secret in &a.secrets {
@@ -130,7 +135,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
     let config = config::load(&req.workdir.join(&req.config))?;
     tracing::debug!(elapsed = ?started.elapsed(), services = config.services.len(), "config loaded");
     let ctx = context::resolve(req, config, context::read_event(req))?;
-    let session = Session::new(ctx.action.as_ref())?;
+    let session = Session::new(ctx.action.as_ref(), interrupt)?;
     let mut git = Git::open(&ctx.workdir)?;
     let detected = range::detect(&ctx.scope, &mut git, session.change_listing())?;
     tracing::debug!(elapsed = ?started.elapsed(), files = detected.files.len(), "changes detected");
@@ -144,9 +149,14 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
     };
     match ctx.command {
         Command::Plan => {
-            output::report_plan(&ctx, &plan, stdout, stderr)?;
+            let noted = with_interrupt_note(&run);
+            let run = Run {
+                plan: noted.as_ref().unwrap_or(run.plan),
+                ..run
+            };
+            output::report_plan(&ctx, run.plan, stdout, stderr)?;
             github::comment(&run, None, None, stderr);
-            Ok(0)
+            Ok(interrupted_code(&run).unwrap_or(0))
         }
         Command::Build | Command::Ship => ship(&run, &stage, stdout, stderr),
     }
@@ -189,6 +199,11 @@ fn ship(
         }
         _ => None,
     };
+    let noted = with_interrupt_note(run);
+    let run = &Run {
+        plan: noted.as_ref().unwrap_or(run.plan),
+        ..*run
+    };
     let mut code = exit_code(images.as_deref(), rollouts.as_deref());
     let reported =
         output::report_build(ctx, run.plan, &images, rollouts.as_deref(), stdout, stderr);
@@ -201,13 +216,37 @@ fn ship(
         code = 1;
     }
     github::comment(run, images.as_deref(), rollouts.as_deref(), stderr);
-    Ok(code)
+    Ok(interrupted_code(run).unwrap_or(code))
 }
 
 /// Whether the run got as far as the registry or the cluster: from there on, a failure is
 /// exit 1, never 2 (SPEC §2: exit 2 means nothing was built, pushed or deployed).
 fn changed_something(images: Option<&[ImageResult]>, rollouts: Option<&[RolloutResult]>) -> bool {
     !images.unwrap_or_default().is_empty() || !rollouts.unwrap_or_default().is_empty()
+}
+
+/// The plan with a warning that the run was interrupted, when it was; every report (text,
+/// JSON, summary, comment, annotations) shows the plan's warnings.
+fn with_interrupt_note(run: &Run<'_>) -> Option<Plan> {
+    let signal = run.session.interrupt.signal()?;
+    let mut plan = run.plan.clone();
+    plan.warnings
+        .push(interrupt_note(signal, run.session.interrupt.grace));
+    Some(plan)
+}
+
+/// What an interrupted run says once, above the per-workload results. Pure.
+fn interrupt_note(signal: Signal, grace: std::time::Duration) -> String {
+    format!(
+        "interrupted by {}: nothing new was started; rollouts under way had {}s to finish, then were rolled back (or left, without rollback); each image and rollout below says where it stopped",
+        signal.name(),
+        grace.as_secs()
+    )
+}
+
+/// 130 or 143 when a signal interrupted the run (SPEC §2).
+fn interrupted_code(run: &Run<'_>) -> Option<u8> {
+    run.session.interrupt.signal().map(Signal::exit_code)
 }
 
 /// The deploy stage between the GitHub Deployments' `queued` and final statuses.
@@ -274,5 +313,12 @@ mod tests {
         assert!(!changed_something(Some(&[]), None), "nothing to build");
         assert!(changed_something(Some(&[image]), None));
         assert!(changed_something(Some(&[]), Some(&[rollout])));
+    }
+
+    #[test]
+    fn the_interrupt_note_names_the_signal_and_the_grace() {
+        let note = interrupt_note(Signal::Terminate, std::time::Duration::from_secs(20));
+        assert!(note.starts_with("interrupted by SIGTERM: "), "{note}");
+        assert!(note.contains("had 20s to finish"), "{note}");
     }
 }

@@ -62,7 +62,10 @@ pub(crate) fn deploy_stage(
     if targets.is_empty() {
         return Ok(vec![]);
     }
-    if let Some(why) = atomic_stop(run.ctx, images) {
+    let interrupted = run.session.interrupt.signal();
+    let never_started =
+        interrupted.map(|s| format!("interrupted by {} before it started", s.name()));
+    if let Some(why) = never_started.or_else(|| atomic_stop(run.ctx, images)) {
         return Ok(targets
             .iter()
             .map(|t| skipped(t, target_label(t, cluster), why.clone()))
@@ -74,6 +77,15 @@ pub(crate) fn deploy_stage(
     let mut pending = targets;
     let mut finished: BTreeMap<String, bool> = BTreeMap::new();
     while !pending.is_empty() {
+        // After a signal no batch starts; what is left is reported as never started.
+        if let Some(signal) = run.session.interrupt.signal() {
+            let why = format!("interrupted by {} before it started", signal.name());
+            let never_started = pending
+                .iter()
+                .map(|t| skipped(t, target_label(t, cluster), why.clone()));
+            results.extend(never_started);
+            break;
+        }
         let (ready, waiting) = next_batch(&run.ctx.config, pending);
         let mut jobs: Vec<Job> = Vec::new();
         for t in &ready {
@@ -136,6 +148,7 @@ fn deploy_context(run: &Run<'_>) -> DeployContext {
         rollback: run.ctx.deploy.rollback,
         force: run.ctx.deploy.force,
         older_than_deployed: Some(older),
+        interrupt: run.session.interrupt.clone(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! The effects a run shares across stages, made once: the async runtime every network call
 //! runs on, and the GitHub client that detection (changed files) and the report (comment,
-//! Deployments) both use.
+//! Deployments) both use, and the run's [`Interrupt`] (SIGINT, SIGTERM) every stage asks.
 
 use std::cell::OnceCell;
 use std::future::Future;
@@ -10,11 +10,14 @@ use super::Error;
 use crate::detect::api::ApiFiles;
 use crate::detect::range::{ChangeListing, ListingError};
 use crate::github::{GithubApi, GithubError};
+use crate::interrupt::Interrupt;
 use crate::secret::Secret;
 
-/// One run's runtime and GitHub client.
+/// One run's runtime, GitHub client and interrupt.
 pub(crate) struct Session {
     runtime: tokio::runtime::Runtime,
+    /// Set by SIGINT or SIGTERM: start nothing new, finish or roll back what is in flight.
+    pub interrupt: Interrupt,
     github: Option<GithubSettings>,
     client: OnceCell<GithubApi>,
 }
@@ -40,10 +43,11 @@ pub(crate) enum ClientError {
 
 impl Session {
     /// A session for a run; `action` is `None` outside GitHub Actions (no GitHub client then).
+    /// `interrupt` is the run's, with its signal handlers already installed.
     ///
     /// # Errors
     /// When the runtime cannot start.
-    pub(crate) fn new(action: Option<&ActionRun>) -> Result<Session, Error> {
+    pub(crate) fn new(action: Option<&ActionRun>, interrupt: Interrupt) -> Result<Session, Error> {
         // One thread: the stages are sequential, and the cluster client's background worker
         // must live on the runtime that later runs the deploys.
         let runtime = tokio::runtime::Builder::new_current_thread()
@@ -52,6 +56,7 @@ impl Session {
             .map_err(Error::Runtime)?;
         Ok(Session {
             runtime,
+            interrupt,
             github: action.map(|a| GithubSettings {
                 api_url: a.api_url.clone(),
                 repository: a.repository.clone(),

@@ -126,13 +126,13 @@ impl Following<'_> {
         };
         let created = previous.is_none();
         let rollback_to = previous.filter(|_| req.context.rollback);
-        let (timeout, deadline, say) = (req.context.timeout, self.deadline, self.say);
+        let (deadline, say) = (self.deadline, self.say);
         let followed = follow(
             self.cluster,
             &wl,
             object,
             rollback_to,
-            timeout,
+            &req.context,
             deadline,
             say,
             &mut result,

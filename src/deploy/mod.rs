@@ -32,6 +32,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 pub use crate::config::workload::{WorkloadKind, WorkloadRef};
+use crate::interrupt::{Interrupt, Signal};
 use crate::retry::{retry, GaveUp, RetryPolicy, Retrying, Verdict};
 
 pub use apply::{apply_manifests, ManifestDeploy};
@@ -181,6 +182,9 @@ pub struct DeployContext {
     /// asked again after every `409 Conflict`, so a concurrent newer deploy always wins. The
     /// deploy is then `skipped` unless `force`. `None` deploys whatever runs.
     pub older_than_deployed: Option<NewerCheck>,
+    /// The run's SIGINT/SIGTERM: a rollout still running `interrupt.grace` after it is
+    /// rolled back (when `rollback`), and a deploy not yet patched is skipped.
+    pub interrupt: Interrupt,
 }
 
 impl DeployContext {
@@ -238,6 +242,7 @@ impl fmt::Debug for DeployContext {
                 "older_than_deployed",
                 &self.older_than_deployed.as_ref().map(|_| ".."),
             )
+            .field("interrupt", &self.interrupt.signal())
             .finish()
     }
 }
@@ -546,6 +551,14 @@ async fn run(
         return Ok(());
     }
 
+    if let Some(signal) = ctx.interrupt.signal() {
+        result.status = RolloutStatus::Skipped;
+        result.reason = Some(format!(
+            "interrupted by {} before it started",
+            signal.name()
+        ));
+        return Ok(());
+    }
     let already = picked.iter().all(|c| c.image == req.image);
     let patched = if already {
         say(&format!("already running {}", req.image));
@@ -575,7 +588,7 @@ async fn run(
         wl,
         patched,
         previous,
-        req.context.timeout,
+        &req.context,
         deadline,
         say,
         result,
@@ -587,22 +600,24 @@ async fn run(
     Ok(())
 }
 
-/// Follows a rollout to its end and, when it fails, rolls back to `previous` (the pod
-/// template before the deploy) when given, with `timeout` for the rollback. Sets `result`'s
-/// status and reason.
+/// Follows a rollout to its end and, when it fails or is interrupted, rolls back to
+/// `previous` (the pod template before the deploy) when given, with the context's timeout
+/// (after a signal: its grace) for the rollback. Sets `result`'s status and reason.
 #[allow(clippy::too_many_arguments)]
 async fn follow(
     cluster: &Cluster,
     wl: &Workload,
     patched: WorkloadObject,
     previous: Option<PodTemplateSpec>,
-    timeout: Duration,
+    context: &DeployContext,
     deadline: tokio::time::Instant,
     say: &(dyn Fn(&str) + Send + Sync),
     result: &mut RolloutResult,
 ) -> Result<(), DeployError> {
     let ours = patched.template().map(template_key);
-    let outcome = wait::wait_rollout(cluster, wl, patched, deadline, say).await?;
+    let new_images = patched.template().map(template_images).unwrap_or_default();
+    let interrupt = Some(&context.interrupt);
+    let outcome = wait::wait_rollout(cluster, wl, patched, deadline, interrupt, say).await?;
     // Another deploy may have changed the workload meanwhile: then this rollout is not ours to
     // judge, and rolling back would undo theirs.
     if let Some(why) = superseded(cluster, wl, ours.as_ref(), deadline).await {
@@ -617,6 +632,10 @@ async fn follow(
             return Ok(());
         }
         wait::Outcome::Failed { reason, events } => (reason, events),
+        wait::Outcome::Interrupted(signal) => {
+            let reason = interrupted_reason(signal, context, &new_images, previous.is_some());
+            (reason, Vec::new())
+        }
     };
     say(&reason);
     result.status = RolloutStatus::Failed;
@@ -626,7 +645,13 @@ async fn follow(
         return Ok(());
     };
     say("rolling back");
-    let rollback_deadline = tokio::time::Instant::now() + timeout;
+    // After a signal the rollback gets the grace again, not the whole timeout: the runner
+    // kills the step soon.
+    let rollback_time = match context.interrupt.signal() {
+        Some(_) => context.interrupt.grace.min(context.timeout),
+        None => context.timeout,
+    };
+    let rollback_deadline = tokio::time::Instant::now() + rollback_time;
     let undo = undo::undo(cluster, wl, &template, say);
     let restored = match within(rollback_deadline, "rolling back", undo).await {
         Ok(undo::Undo::Patched(object)) => object,
@@ -639,8 +664,15 @@ async fn follow(
             return Ok(());
         }
     };
-    match wait::wait_rollout(cluster, wl, restored, rollback_deadline, say).await {
-        Ok(wait::Outcome::Done) => result.status = RolloutStatus::RolledBack,
+    match wait::wait_rollout(cluster, wl, restored, rollback_deadline, None, say).await {
+        Ok(wait::Outcome::Done) => {
+            result.status = RolloutStatus::RolledBack;
+            if context.interrupt.signal().is_some() {
+                let to = template_images(&template).join(", ");
+                result.reason = Some(format!("{reason}; rolled back to {to}"));
+            }
+        }
+        Ok(wait::Outcome::Interrupted(_)) => unreachable!("a rollback is not interrupted"),
         Ok(wait::Outcome::Failed { reason: why, .. }) => {
             result.reason = Some(format!(
                 "{reason}; the rollback did not finish either: {why}"
@@ -675,12 +707,7 @@ async fn superseded(
     if Some(&template_key(template)) == ours {
         return None;
     }
-    let images: Vec<String> = template
-        .spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .filter_map(|c| c.image.clone())
-        .collect();
+    let images = template_images(template);
     let by = current
         .annotation(COMMIT_ANNOTATION)
         .map(|c| format!(" (commit {c})"))
@@ -689,6 +716,36 @@ async fn superseded(
         "superseded: while this rollout ran, another deploy changed {wl}, which now runs {}{by}; not judged and not rolled back",
         images.join(", ")
     ))
+}
+
+/// The images of a pod template's containers, in order.
+fn template_images(template: &PodTemplateSpec) -> Vec<String> {
+    template
+        .spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .filter_map(|c| c.image.clone())
+        .collect()
+}
+
+/// Why a rollout still running at the end of the grace after `signal` failed; without a
+/// rollback it says what the workload was left at. Pure.
+fn interrupted_reason(
+    signal: Signal,
+    context: &DeployContext,
+    new_images: &[String],
+    rolling_back: bool,
+) -> String {
+    let unfinished = format!(
+        "interrupted by {}: the rollout did not finish within the {}s grace",
+        signal.name(),
+        context.interrupt.grace.as_secs()
+    );
+    if rolling_back {
+        unfinished
+    } else {
+        format!("{unfinished}; left at {}", new_images.join(", "))
+    }
 }
 
 /// `step` (a request or two) bounded by the deploy's deadline.
@@ -912,6 +969,31 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_rollout_says_the_grace_and_where_it_was_left() {
+        let (_trigger, interrupt) = Interrupt::new(Duration::from_secs(7));
+        let context = DeployContext {
+            commit: "c0ffee".into(),
+            commit_time: None,
+            run_url: None,
+            timeout: Duration::from_secs(60),
+            rollback: false,
+            force: false,
+            older_than_deployed: None,
+            interrupt,
+        };
+        let new = ["r/cart@sha256:ab".to_string()];
+        let unfinished = "interrupted by SIGINT: the rollout did not finish within the 7s grace";
+        assert_eq!(
+            interrupted_reason(Signal::Interrupt, &context, &new, true),
+            unfinished
+        );
+        assert_eq!(
+            interrupted_reason(Signal::Interrupt, &context, &new, false),
+            format!("{unfinished}; left at r/cart@sha256:ab")
+        );
+    }
+
+    #[test]
     fn selectors_render_as_query_strings() {
         let s: LabelSelector = serde_json::from_value(json!({
             "matchLabels": {"app": "cart", "tier": "web"},
@@ -981,6 +1063,7 @@ mod tests {
                 rollback: false,
                 force: false,
                 older_than_deployed: None,
+                interrupt: Interrupt::never(),
             },
         };
         assert_eq!(

@@ -10,6 +10,7 @@ use super::pods::{self, PodFailure};
 use super::rollout::{rollout_status, Status};
 use super::watch::{Change, ObjectWatch};
 use super::{selector_query, template_key, Cluster, DeployError, Workload, WorkloadObject};
+use crate::interrupt::{Interrupt, Signal};
 
 /// How many of a pod's events are kept.
 const EVENTS_PER_POD: usize = 12;
@@ -18,10 +19,16 @@ const EVENTS_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub enum Outcome {
     Done,
-    Failed { reason: String, events: Vec<String> },
+    Failed {
+        reason: String,
+        events: Vec<String>,
+    },
+    /// Still running when the grace after a signal ran out.
+    Interrupted(Signal),
 }
 
-/// Waits until `rollout_status` says done or failed, a new pod is stuck, or `deadline`.
+/// Waits until `rollout_status` says done or failed, a new pod is stuck, `deadline`, or the
+/// grace after a signal of `interrupt` is over.
 /// `latest` is the workload as last written (the patch response), so pods are judged against
 /// the new template even before the watch delivers it.
 pub async fn wait_rollout(
@@ -29,6 +36,7 @@ pub async fn wait_rollout(
     wl: &Workload,
     latest: WorkloadObject,
     deadline: Instant,
+    interrupt: Option<&Interrupt>,
     say: &(dyn Fn(&str) + Send + Sync),
 ) -> Result<Outcome, DeployError> {
     let api: Api<DynamicObject> = Api::namespaced_with(
@@ -54,9 +62,13 @@ pub async fn wait_rollout(
         last_message: String::new(),
         say,
     };
+    // Made once: the grace runs from the signal, not from the latest change seen.
+    let grace_over = grace_over(interrupt);
+    tokio::pin!(grace_over);
     loop {
         let outcome = tokio::select! {
             _ = tokio::time::sleep_until(deadline) => Some(rollout.timed_out().await),
+            signal = &mut grace_over => Some(Outcome::Interrupted(signal)),
             change = workload_watch.next() => {
                 let change = change.map_err(DeployError::api(format!("cannot watch {wl}")))?;
                 rollout.workload_changed(change).await?
@@ -177,6 +189,13 @@ fn timeout_reason(wl: &Workload, last_message: &str) -> String {
         format!(": {last_message}")
     };
     format!("timed out waiting for the rollout of {wl}{waiting}")
+}
+
+async fn grace_over(interrupt: Option<&Interrupt>) -> Signal {
+    match interrupt {
+        Some(interrupt) => interrupt.grace_over().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn next_pods(watch: &mut Option<ObjectWatch>) -> kube::Result<Change> {

@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::image::build::{failed_line, last_lines, BuildJob, DockerCli};
 use crate::image::registry::{OciRegistry, REVISION_LABEL};
+use crate::interrupt::{Interrupt, Signal};
 
 /// How long one build may take.
 pub const BUILD_LIMIT: Duration = Duration::from_secs(60 * 60);
@@ -139,19 +140,32 @@ pub async fn push_images(
     registry: Arc<OciRegistry>,
     trusted: TrustedRevision,
     max_parallel: usize,
+    interrupt: &Interrupt,
     mut done: impl FnMut(&ImageResult),
 ) -> Vec<ImageResult> {
     let limit = Arc::new(tokio::sync::Semaphore::new(max_parallel.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for job in jobs {
         let (limit, docker, registry) = (limit.clone(), docker.clone(), registry.clone());
-        let trusted = trusted.clone();
+        let (trusted, interrupt) = (trusted.clone(), interrupt.clone());
         set.spawn(async move {
-            let _permit = limit
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            one_image(job, docker.as_deref(), &registry, &*trusted).await
+            let started = Instant::now();
+            let interrupted = |when: &str, signal: Signal| {
+                let why = format!("interrupted by {}{when}", signal.name());
+                ImageResult::failed(&job, started, why)
+            };
+            // After a signal no job starts, and one under way is dropped, which kills its
+            // `docker` child (kill_on_drop) and so cancels the build or push.
+            let _permit = tokio::select! {
+                biased;
+                signal = interrupt.received() => return interrupted(" before it started", signal),
+                permit = limit.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            };
+            tokio::select! {
+                biased;
+                signal = interrupt.received() => interrupted("", signal),
+                result = one_image(&job, docker.as_deref(), &registry, &*trusted) => result,
+            }
         });
     }
     let mut results = Vec::new();
@@ -165,7 +179,7 @@ pub async fn push_images(
 }
 
 async fn one_image(
-    job: ImageJob,
+    job: &ImageJob,
     docker: Option<&DockerCli>,
     registry: &OciRegistry,
     trusted: &(dyn Fn(&str) -> bool + Send + Sync),
@@ -176,20 +190,20 @@ async fn one_image(
         false => registry.tag_digest(&job.repository, &job.content_tag).await,
     };
     let (stored, warning) = match stored {
-        Ok(Some(digest)) => match distrust(&job, registry, &digest, trusted).await {
+        Ok(Some(digest)) => match distrust(job, registry, &digest, trusted).await {
             None => (Ok(Some(digest)), None),
             Some(why) => (Ok(None), Some(why)),
         },
         other => (other, None),
     };
     let result = match stored {
-        Ok(Some(digest)) => reuse(&job, registry, digest, started).await,
+        Ok(Some(digest)) => reuse(job, registry, digest, started).await,
         Ok(None) => match docker {
-            Some(docker) => build_and_push(&job, docker, registry, started).await,
-            None => ImageResult::failed(&job, started, "no Docker daemon to build with".into()),
+            Some(docker) => build_and_push(job, docker, registry, started).await,
+            None => ImageResult::failed(job, started, "no Docker daemon to build with".into()),
         },
         Err(e) => ImageResult::failed(
-            &job,
+            job,
             started,
             format!(
                 "cannot ask the registry whether {}:{} exists: {}",

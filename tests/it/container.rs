@@ -20,7 +20,7 @@ use crate::support::{
 const IMAGE: &str = "monoship:local";
 
 /// Builds the image once per test process, around the binary under test (no release build).
-fn image() -> &'static str {
+pub(crate) fn image() -> &'static str {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let started = Instant::now();
@@ -72,7 +72,7 @@ fn hand_to_the_runner_user(path: &Path) {
 }
 
 /// Removes the container when the test ends, also when it timed out or panicked.
-struct Container(String);
+pub(crate) struct Container(pub String);
 
 impl Drop for Container {
     fn drop(&mut self) {
@@ -84,7 +84,7 @@ impl Drop for Container {
     }
 }
 
-fn container_name() -> Container {
+pub(crate) fn container_name() -> Container {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     Container(format!(
         "monoship-it-{}-{}",

@@ -182,6 +182,7 @@ fn request(workload: &str, image: &str) -> DeployRequest {
             rollback: true,
             force: false,
             older_than_deployed: None,
+            interrupt: monoship::interrupt::Interrupt::never(),
         },
     }
 }

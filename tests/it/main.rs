@@ -26,4 +26,5 @@ mod registry;
 mod report;
 mod secrets;
 mod ship;
+mod signals;
 mod since_deployed;
