@@ -239,6 +239,7 @@ pub(crate) fn read_manifests(run: &Run<'_>) -> Result<ManifestFiles, Error> {
         };
         let mut documents = Vec::new();
         for path in matching(patterns, candidates, &t.service)? {
+            super::inside::inside(run.git.root(), &path)?;
             let text = std::fs::read_to_string(run.git.root().join(&path)).map_err(|source| {
                 ClusterError::ReadManifest {
                     path: path.clone(),

@@ -11,6 +11,7 @@ mod deployed;
 mod dockerfiles;
 mod github;
 mod images;
+mod inside;
 mod output;
 mod rollouts;
 mod session;
@@ -56,6 +57,8 @@ pub enum Error {
     Images(Box<images::ImageStageError>),
     #[error(transparent)]
     Cluster(Box<cluster::ClusterError>),
+    #[error(transparent)]
+    Escape(#[from] inside::Escape),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
     #[error("cannot install the SIGINT and SIGTERM handlers")]
@@ -131,6 +134,10 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
         for secret in &a.secrets {
             writeln!(stderr, "{}", add_mask(secret.expose())).map_err(write_err("stderr"))?;
         }
+    }
+    if req.config.is_relative() {
+        // A config path given absolute is the caller's choice; one in the checkout is not.
+        inside::inside(&req.workdir, &req.config.to_string_lossy())?;
     }
     let config = config::load(&req.workdir.join(&req.config))?;
     tracing::debug!(elapsed = ?started.elapsed(), services = config.services.len(), "config loaded");

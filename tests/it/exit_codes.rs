@@ -175,6 +175,44 @@ fn a_missing_manifest_is_exit_2_with_nothing_pushed() {
 }
 
 #[test]
+fn a_manifest_linked_out_of_the_repository_is_exit_2_and_never_read() {
+    let env = setup(None);
+    let untouched = Untouched::record(&env);
+    // A file beside the checkout, as a runner's kubeconfig would be.
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("kubeconfig");
+    std::fs::write(&secret, "token: planted-secret-value\n").unwrap();
+    let mut repo = env.repo;
+    repo.remove("deploy/checkout/deployment.yaml");
+    std::os::unix::fs::symlink(&secret, repo.path().join("deploy/checkout/deployment.yaml"))
+        .unwrap();
+    repo.commit("link the manifest out");
+    let env = Env { repo, ..env };
+    let run = ship_with(&env, &[], &BTreeMap::new());
+    untouched.check(&env, "a manifest linked out", &run);
+    assert!(
+        run.stderr
+            .contains("`deploy/checkout/deployment.yaml` leads outside the repository"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains(&secret.display().to_string()),
+        "the target is named"
+    );
+    assert!(
+        !run.stderr.contains("planted-secret-value"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stdout.contains("planted-secret-value"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn an_outputs_file_that_cannot_be_written_after_a_deploy_is_exit_1_with_the_report_on_stderr() {
     let env = setup(None);
     let files = tempfile::tempdir().unwrap();
@@ -215,4 +253,35 @@ fn an_outputs_file_that_cannot_be_written_after_a_deploy_is_exit_1_with_the_repo
         run.stderr
     );
     assert!(run.stderr.contains(&cart), "{}", run.stderr);
+}
+
+#[test]
+fn a_config_linked_out_of_the_repository_is_exit_2_and_never_quoted() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("credentials.yml");
+    std::fs::write(&secret, "aws_secret_access_key: planted-secret-value\n").unwrap();
+    let mut repo = crate::support::Repo::new();
+    repo.write("a/file", "x\n");
+    std::fs::create_dir_all(repo.path().join(".github")).unwrap();
+    std::os::unix::fs::symlink(&secret, repo.path().join(".github/monoship.yml")).unwrap();
+    repo.commit("a config that is a link out");
+    let run = crate::support::plan_json(repo.path(), &["--services", "all"]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("`.github/monoship.yml` leads outside the repository"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("planted-secret-value"),
+        "{}",
+        run.stderr
+    );
+    // Given by absolute path, the same file is the caller's choice and is read (and refused
+    // as a config without quoting it).
+    let path = secret.display().to_string();
+    let run = crate::support::plan_json(repo.path(), &["--config", &path]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(!run.stderr.contains("leads outside"), "{}", run.stderr);
 }
