@@ -455,37 +455,69 @@ impl ServiceMatcher {
             .collect()
     }
 
+    /// The first reason each node changed for, directly or through its dependencies.
+    ///
+    /// Depth-first with an explicit stack, so a `depends_on` chain of any length cannot
+    /// overflow the thread's stack. Config validation rejects cycles; should one get here, a
+    /// node met again on the current path counts as unchanged, so the walk still ends.
+    fn first_reasons(&self, direct: &[(Vec<Reason>, usize)]) -> Vec<Option<Reason>> {
+        #[derive(Clone)]
+        enum State {
+            Unknown,
+            Open,
+            Known(Option<Reason>),
+        }
+        let mut state = vec![State::Unknown; self.nodes.len()];
+        for root in 0..self.nodes.len() {
+            if !matches!(state[root], State::Unknown) {
+                continue;
+            }
+            let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+            state[root] = State::Open;
+            while let Some(&(node, next)) = path.last() {
+                let mut found = direct[node].0.first().cloned();
+                let mut descend = None;
+                let mut k = next;
+                let deps = &self.nodes[node].depends_on;
+                while found.is_none() && k < deps.len() {
+                    match &state[deps[k]] {
+                        State::Known(r) => found = r.clone(),
+                        State::Open => {}
+                        State::Unknown => {
+                            descend = Some(deps[k]);
+                            break;
+                        }
+                    }
+                    k += 1;
+                }
+                if let Some(dep) = descend {
+                    path.last_mut().expect("not empty").1 = k;
+                    state[dep] = State::Open;
+                    path.push((dep, 0));
+                    continue;
+                }
+                state[node] = State::Known(found);
+                path.pop();
+            }
+        }
+        state
+            .into_iter()
+            .map(|s| match s {
+                State::Known(r) => r,
+                State::Unknown | State::Open => None,
+            })
+            .collect()
+    }
+
     /// Applies `depends_on` transitively to direct verdicts.
     fn close(&self, mut direct: Vec<(Vec<Reason>, usize)>) -> Vec<(Vec<Reason>, usize)> {
-        // Config validation rejects cycles, so a depth-first walk terminates.
-        fn changed(
-            m: &ServiceMatcher,
-            i: usize,
-            direct: &[(Vec<Reason>, usize)],
-            memo: &mut [Option<Option<Reason>>],
-        ) -> Option<Reason> {
-            if let Some(known) = &memo[i] {
-                return known.clone();
-            }
-            let mut first = direct[i].0.first().cloned();
-            if first.is_none() {
-                for &d in &m.nodes[i].depends_on {
-                    if let Some(r) = changed(m, d, direct, memo) {
-                        first = Some(r);
-                        break;
-                    }
-                }
-            }
-            memo[i] = Some(first.clone());
-            first
-        }
-        let mut memo = vec![None; self.nodes.len()];
+        let first = self.first_reasons(&direct);
         let mut added = vec![Vec::new(); self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate() {
             for &d in &node.depends_on {
-                if let Some(r) = changed(self, d, &direct, &mut memo) {
+                if let Some(r) = &first[d] {
                     added[i].push(Reason {
-                        path: r.path,
+                        path: r.path.clone(),
                         rule: format!("depends_on {}", self.nodes[d].name),
                     });
                 }
