@@ -406,7 +406,7 @@ fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
         Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
         _ => (String::new(), message),
     };
-    let message = without_values(&message);
+    let message = without_unknown_key(&without_values(&message));
     let hint = if message.contains("unknown field") {
         " (check the spelling; the JSON Schema in schema/monoship.schema.json lists every key)"
     } else if message.starts_with("invalid type: ") {
@@ -419,6 +419,26 @@ fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
         column: e.location().map(|l| l.column()),
         key,
         message: format!("{message}{hint}"),
+    }
+}
+
+/// An unknown key is named when it reads like a mistyped key (`dockerfil`), not when it could
+/// be a value pasted in the wrong place (a token); the line and column point at it either way.
+fn without_unknown_key(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((key, tail)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let key_like = key.len() <= 32
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if key_like {
+        message.to_string()
+    } else {
+        format!("unknown field{tail}")
     }
 }
 
@@ -565,7 +585,7 @@ groups:
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].starts_with("m.yml:3: services.cart: unknown field `dockerfil`"),
+            p[0].starts_with("m.yml:3:5: services.cart: unknown field `dockerfil`"),
             "{}",
             p[0]
         );
@@ -670,6 +690,83 @@ groups:
         assert!(
             on_disk == generated,
             "schema/monoship.schema.json is stale; run `MONOSHIP_UPDATE_SCHEMA=1 cargo test --lib config` and commit it"
+        );
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_text() {
+        let secret = "ghp_0123456789abcdefSECRETxyzABCDEF012345";
+        for text in [
+            format!("{secret}\n"),
+            format!("\"{secret}\"\n"),
+            format!("services:\n  a:\n    paths: \"{secret}\"\n"),
+            format!("services:\n  a:\n    dockerfile: [\"{secret}\"]\n"),
+            format!("services:\n  a:\n    paths: [\"{secret}\n"),
+            format!("services: [{secret}, 1]\n"),
+            format!("services:\n  a: {{{secret}: 1}}\n  b: 5\n"),
+        ] {
+            let p = problems(&text);
+            assert!(!p.is_empty(), "{text}");
+            for line in &p {
+                assert!(!line.contains("SECRET"), "{text}: {line}");
+                assert!(line.starts_with("m.yml:"), "{line}");
+            }
+        }
+        assert_eq!(
+            problems(&format!("{secret}\n")),
+            ["m.yml:1:1: invalid type: a string, expected struct Config; see the config reference (docs/reference.md) for the type of each key"]
+        );
+        assert_eq!(
+            problems("services:\n  a:\n    paths: 5\n"),
+            ["m.yml:3:12: services.a.paths: invalid type: an integer, expected a sequence; see the config reference (docs/reference.md) for the type of each key"]
+        );
+    }
+
+    #[test]
+    fn a_key_written_twice_names_both_lines() {
+        let text = "services:\n  a:\n    paths: [\"x/**\"]\n  b: {}\n  a:\n    paths: [\"y/**\"]\n";
+        assert_eq!(
+            problems(text),
+            ["m.yml:5:3: the key `a` is written twice in one mapping, at line 2 column 3 and at line 5 column 3; YAML would keep only the last one, so merge the two or rename one"]
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_before_they_expand() {
+        let long = "x".repeat(1 << 20);
+        let mut text = format!("x-long: &s \"{long}\"\nservices:\n  a:\n    paths: [");
+        text.push_str(&["*s"; 64].join(", "));
+        text.push_str("]\n");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("m.yml:") && p[0].contains("aliases (`*name`) expand the config past"),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn build_args_need_a_value() {
+        for value in ["null", "~", ""] {
+            let text = format!("services:\n  a:\n    build_args:\n      A: {value}\n");
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{value}: {p:?}");
+            assert!(
+                p[0].starts_with("m.yml:4:") && p[0].contains("a build arg has no value"),
+                "{value}: {}",
+                p[0]
+            );
+        }
+        let c = parse(
+            "services:\n  a:\n    build_args: {A: \"null\", B: \"\", C: 1.50, D: true}\n",
+            "m.yml",
+        )
+        .unwrap();
+        let args = &c.services["a"].build_args;
+        assert_eq!(
+            [&args["A"], &args["B"], &args["C"], &args["D"]],
+            ["null", "", "1.50", "true"]
         );
     }
 

@@ -696,6 +696,90 @@ mod tests {
     }
 
     #[test]
+    fn service_names_may_not_take_an_output_or_differ_only_in_case() {
+        let c = config("services: {cart: {}, Cart: {}, CART: {}, Changed: {}, matrix: {}, any-changed: {}, web: {}}");
+        let reserved = |name: &str, output: &str| {
+            format!("services.{name}: `{name}` is the name of the action's own output `{output}`, which a service's output would overwrite; rename the service")
+        };
+        let case = |name: &str, first: &str| {
+            format!("services.{name}: `{name}` and `{first}` differ only in case, and step output names do not; rename one of them")
+        };
+        assert_eq!(
+            render(output_name_collisions(&c)),
+            [
+                case("Cart", "CART"),
+                reserved("Changed", "changed"),
+                reserved("any-changed", "any-changed"),
+                case("cart", "CART"),
+                reserved("matrix", "matrix"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reserved_names_are_the_outputs_action_yml_declares() {
+        let action = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml"))
+            .expect("action.yml");
+        let outputs = action
+            .split("\noutputs:\n")
+            .nth(1)
+            .expect("an outputs block");
+        let declared: BTreeSet<&str> = outputs
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect();
+        assert_eq!(declared, ACTION_OUTPUTS.into_iter().collect());
+    }
+
+    #[test]
+    fn two_built_services_may_not_share_a_repository() {
+        let c = config(
+            "services: {a: {dockerfile: D, repository: shop/x}, b: {dockerfile: D, repository: shop/x}, \
+             c: {dockerfile: D}, d: {dockerfile: D, repository: c}, e: {repository: shop/x}, f: {dockerfile: D}}",
+        );
+        assert_eq!(
+            render(shared_repositories(&c)),
+            [
+                "services.b.repository: `b` and `a` both push to the image repository `shop/x`; set `repository:` on one of them to another name",
+                "services.d.repository: `d` and `c` both push to the image repository `c`; set `repository:` on one of them to another name",
+            ]
+        );
+        let c = config("services: {Api: {dockerfile: D}, api: {dockerfile: D}}");
+        assert_eq!(
+            render(shared_repositories(&c)),
+            ["services.api.dockerfile: `api` and `Api` both push to the image repository `api`; set `repository:` on one of them to another name"]
+        );
+    }
+
+    #[test]
+    fn a_chain_of_100_000_dependencies_is_walked_without_recursion() {
+        let n = 100_000;
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        let deps: Vec<Vec<String>> = (0..n)
+            .map(|i| {
+                if i + 1 < n {
+                    vec![names[i + 1].clone()]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        let mut edges: BTreeMap<&str, &[String]> = names
+            .iter()
+            .zip(&deps)
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        assert_eq!(find_cycle(&edges), None);
+        let closing = vec![names[0].clone()];
+        edges.insert(names[n - 1].as_str(), &closing);
+        let cycle = find_cycle(&edges).expect("the chain closes");
+        assert_eq!(cycle.len(), n + 1);
+        assert_eq!((cycle[0], cycle[n]), ("s0", "s0"));
+    }
+
+    #[test]
     fn problems_come_in_check_order() {
         let c = config(
             "services: {x: {paths: [\"[\"], depends_on: [nope]}, y: {context: c}}\n\

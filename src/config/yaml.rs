@@ -156,7 +156,12 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
     fn visit_enum<A: de::EnumAccess<'de>>(self, data: A) -> Result<(), A::Error> {
         // A tagged node (`!tag value`): count the tag, walk the value.
-        let (tag, variant) = data.variant_seed(Key(self.0, None))?;
+        let tag = Key {
+            walk: self.0,
+            ordinal: None,
+            seen: None,
+        };
+        let (tag, variant) = data.variant_seed(tag)?;
         self.0.spend(tag.len())?;
         de::VariantAccess::newtype_variant_seed(variant, Node(self.0))
     }
@@ -184,40 +189,54 @@ impl<'de> DeserializeSeed<'de> for UniqueKey<'_, '_> {
         let UniqueKey(walk, seen) = self;
         let ordinal = walk.keys_seen.get();
         walk.keys_seen.set(ordinal + 1);
-        // The error is raised while the key is read, so serde_yaml_ng gives it the key's place.
-        let key = d.deserialize_any(Key(walk, Some(ordinal)))?;
-        if let Some(&first_ordinal) = seen.get(&key) {
-            walk.found
-                .set(Some(Found::Duplicate { key, first_ordinal }));
-            return Err(de::Error::custom("duplicate key"));
-        }
-        seen.insert(key, ordinal);
-        Ok(())
+        let key = Key {
+            walk,
+            ordinal: Some(ordinal),
+            seen: Some(seen),
+        };
+        d.deserialize_any(key).map(|_| ())
     }
 }
 
-/// Reads a key as text; a collection used as a key is walked and compared by its position.
-struct Key<'w>(&'w Walk, Option<usize>);
+/// Reads a key as text; a collection used as a key is walked and named by its position.
+struct Key<'w, 's> {
+    walk: &'w Walk,
+    /// The key's ordinal, for a mapping key (a tag has none).
+    ordinal: Option<usize>,
+    /// The keys before it in its mapping, for a mapping key.
+    seen: Option<&'s mut HashMap<String, usize>>,
+}
 
-impl Key<'_> {
+impl Key<'_, '_> {
+    /// Checks the key while it is being read, so serde_yaml_ng gives the error the key's place.
     fn text<E: de::Error>(self, text: String) -> Result<String, E> {
-        self.0.spend(text.len())?;
-        if self.1.is_some() && self.1 == self.0.stop_at {
-            self.0.found.set(Some(Found::Target));
+        self.walk.spend(text.len())?;
+        if self.ordinal.is_some() && self.ordinal == self.walk.stop_at {
+            self.walk.found.set(Some(Found::Target));
             return Err(E::custom("found"));
+        }
+        if let (Some(seen), Some(ordinal)) = (self.seen, self.ordinal) {
+            if let Some(&first_ordinal) = seen.get(&text) {
+                let key = text;
+                self.walk
+                    .found
+                    .set(Some(Found::Duplicate { key, first_ordinal }));
+                return Err(E::custom("duplicate key"));
+            }
+            seen.insert(text.clone(), ordinal);
         }
         Ok(text)
     }
 }
 
-impl<'de> DeserializeSeed<'de> for Key<'_> {
+impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
     type Value = String;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<String, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Key<'_> {
+impl<'de> Visitor<'de> for Key<'_, '_> {
     type Value = String;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a mapping key")
@@ -241,13 +260,13 @@ impl<'de> Visitor<'de> for Key<'_> {
         self.text("~".into())
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<String, A::Error> {
-        let ordinal = self.0.keys_seen.get();
-        Node(self.0).visit_seq(seq)?;
+        let ordinal = self.walk.keys_seen.get();
+        Node(self.walk).visit_seq(seq)?;
         self.text(format!("<sequence #{ordinal}>"))
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<String, A::Error> {
-        let ordinal = self.0.keys_seen.get();
-        Node(self.0).visit_map(map)?;
+        let ordinal = self.walk.keys_seen.get();
+        Node(self.walk).visit_map(map)?;
         self.text(format!("<mapping #{ordinal}>"))
     }
 }

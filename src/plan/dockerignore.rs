@@ -10,7 +10,9 @@
 //! - the *source dialect* of Go's `filepath.Match`, used for plain `COPY`/`ADD` sources; only its
 //!   syntax check and character classes live here, [`crate::plan::dockerfile`] does the rest.
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobBuilder;
+
+use crate::plan::glob::{CharGlobSet, CharGlobSetBuilder};
 
 /// The rules of one ignore file, compiled once so [`DockerIgnore::is_excluded`] stays cheap.
 ///
@@ -42,8 +44,8 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 ///
 /// - when a pattern uses a regular-expression quirk that has no exact glob (a `^` outside a
 ///   class, `\d`, a `*` inside a class, ...), nothing is treated as excluded; [`caveat`] says why;
-/// - `globset` matches bytes, so when any rule uses `?` or a class, a path with non-ASCII
-///   characters is never treated as excluded.
+/// - `?` and classes match one character, as in Docker's regular expressions: `caf?`
+///   excludes `café`.
 ///
 /// The default value has no rules and excludes nothing.
 ///
@@ -53,10 +55,8 @@ pub struct DockerIgnore {
     /// Whether each rule, in file order, is a `!` exception.
     exceptions: Vec<bool>,
     /// Every glob of every rule; glob `g` belongs to rule `glob_rule[g]`.
-    set: GlobSet,
+    set: CharGlobSet,
     glob_rule: Vec<usize>,
-    /// Some rule matches single characters (`?` or a class), which `globset` does per byte.
-    per_char: bool,
     caveat: Option<String>,
 }
 
@@ -99,9 +99,8 @@ impl DockerIgnore {
     pub fn parse(text: &str) -> Result<DockerIgnore, DockerIgnoreError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut exceptions = Vec::new();
-        let mut builder = GlobSetBuilder::new();
+        let mut builder = CharGlobSetBuilder::new();
         let mut glob_rule = Vec::new();
-        let mut per_char = false;
         let mut caveat = None;
         for (index, raw) in text.split('\n').enumerate() {
             let line = index + 1;
@@ -123,7 +122,6 @@ impl DockerIgnore {
             exceptions.push(exception);
             match ignore_dialect_globs(&pattern, None) {
                 Ok(globs) => {
-                    per_char |= pattern.contains(['?', '[']);
                     for glob in globs {
                         match compile(&glob) {
                             Ok(g) => {
@@ -147,14 +145,13 @@ impl DockerIgnore {
             Err(e) => {
                 caveat
                     .get_or_insert_with(|| format!("the patterns did not compile together ({e})"));
-                GlobSet::empty()
+                CharGlobSet::default()
             }
         };
         Ok(DockerIgnore {
             exceptions,
             set,
             glob_rule,
-            per_char,
             caveat,
         })
     }
@@ -164,9 +161,6 @@ impl DockerIgnore {
     /// `path` is relative to the context, `/`-separated, without a leading `./` or `/`.
     pub fn is_excluded(&self, path: &str) -> bool {
         if self.exceptions.is_empty() || self.caveat.is_some() || path.is_empty() {
-            return false;
-        }
-        if self.per_char && !path.is_ascii() {
             return false;
         }
         if !self.exceptions.contains(&true) {
@@ -928,11 +922,16 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_paths_are_kept_when_rules_match_single_characters() {
-        assert!(!excluded("caf?", "café"));
+    fn single_character_rules_match_non_ascii_characters() {
+        assert!(excluded("caf?", "café"));
         assert!(excluded("caf?", "cafe"));
+        assert!(!excluded("caf??", "café"));
         assert!(excluded("café", "café"));
         assert!(excluded("*", "über/x"));
+        assert!(excluded("[^a]bc", "ébc"));
+        assert!(!excluded("[a-z]bc", "ébc"));
+        assert!(excluded("docs/?/x", "docs/ü/x/y"));
+        assert!(!excluded("caf?\n!café", "café"));
     }
 
     #[test]
