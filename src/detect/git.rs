@@ -516,7 +516,7 @@ mod tests {
 
     #[test]
     fn tree_listings_are_indexed_by_path() {
-        let raw = b"040000 tree 1111\tsvc\0100644 blob 2222\tsvc/Dockerfile\0100644 blob 3333\tsvc/a b\tc\0";
+        let raw = b"040000 tree 1111\tsvc\x00100644 blob 2222\tsvc/Dockerfile\x00100644 blob 3333\tsvc/a b\tc\0";
         let index = parse_tree_listing(raw);
         assert_eq!(index.len(), 3);
         assert_eq!(index["svc"].kind, "tree");
