@@ -425,9 +425,11 @@ fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
 /// An unknown key is named when it reads like a mistyped key (`dockerfil`), not when it could
 /// be a value pasted in the wrong place (a token); the line and column point at it either way.
 fn without_unknown_key(message: &str) -> String {
-    let Some(rest) = message.strip_prefix("unknown field `") else {
+    const UNKNOWN: &str = "unknown field `";
+    let Some(at) = message.find(UNKNOWN) else {
         return message.to_string();
     };
+    let (before, rest) = (&message[..at], &message[at + UNKNOWN.len()..]);
     let Some((key, tail)) = rest.split_once('`') else {
         return message.to_string();
     };
@@ -438,7 +440,7 @@ fn without_unknown_key(message: &str) -> String {
     if key_like {
         message.to_string()
     } else {
-        format!("unknown field{tail}")
+        format!("{before}unknown field{tail}")
     }
 }
 
@@ -446,9 +448,11 @@ fn without_unknown_key(message: &str) -> String {
 /// its kind, so a secret pasted into the config is never printed back.
 fn without_values(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
-        let Some(rest) = message.strip_prefix(prefix) else {
+        // Usually at the start; after a key path when the path has a space in it.
+        let Some(at) = message.find(prefix) else {
             continue;
         };
+        let (before, rest) = (&message[..at], &message[at + prefix.len()..]);
         // The expectation comes from our types; the value, before it, may hold anything.
         let (found, expected) = match rest.rfind(", expected ") {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -465,7 +469,7 @@ fn without_values(message: &str) -> String {
             "unit" => "null",
             _ => "a value",
         };
-        return format!("{prefix}{kind}{expected}");
+        return format!("{before}{prefix}{kind}{expected}");
     }
     message.to_string()
 }
@@ -703,6 +707,8 @@ groups:
             format!("services:\n  a:\n    dockerfile: [\"{secret}\"]\n"),
             format!("services:\n  a:\n    paths: [\"{secret}\n"),
             format!("services: [{secret}, 1]\n"),
+            format!("services:\n  \"a b\":\n    paths: \"{secret}\"\n"),
+            format!("services:\n  \"a b\":\n    {secret}: 1\n"),
             format!("services:\n  a: {{{secret}: 1}}\n  b: 5\n"),
         ] {
             let p = problems(&text);
