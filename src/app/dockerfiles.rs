@@ -1,12 +1,12 @@
 //! The plan stage's reading: every service's Dockerfile and ignore file at the head commit
 //! (or from the work tree when the clone lacks it), then the pure planner.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use super::{Error, RunContext};
 use crate::config::{self, ConfigError, Problem, ServiceConfig};
-use crate::detect::git::Git;
+use crate::detect::git::{Git, TreeEntry};
 use crate::detect::range::Detected;
 use crate::plan::dockerfile;
 use crate::plan::dockerignore::DockerIgnore;
@@ -28,9 +28,14 @@ pub(crate) fn plan_stage(
     d: Detected,
 ) -> Result<(Plan, PlanStage), Error> {
     // Dockerfiles are read even when detection is skipped, so a missing one is always an error.
+    let tree = if d.head_in_clone && has_builds(ctx) {
+        Some(git.repo().tree_index(&d.head)?)
+    } else {
+        None
+    };
     let source = Source {
         head: &d.head,
-        in_clone: d.head_in_clone,
+        tree,
         root: git.root().to_path_buf(),
     };
     let builds = docker_builds(ctx, git, &source)?;
@@ -56,19 +61,39 @@ pub(crate) fn plan_stage(
 /// Where repository files are read from: the head commit, or the work tree.
 struct Source<'a> {
     head: &'a str,
-    in_clone: bool,
+    /// The head commit's tree by path, listed once; `None` when reading the work tree.
+    tree: Option<HashMap<String, TreeEntry>>,
     root: PathBuf,
 }
 
 impl Source<'_> {
     fn read(&self, git: &mut Git, path: &str) -> Result<Option<String>, Error> {
-        let bytes = if self.in_clone {
-            git.read_file(self.head, path)?
-        } else {
-            std::fs::read(self.root.join(path)).ok()
+        let bytes = match &self.tree {
+            Some(tree) => match tree.get(path) {
+                Some(entry) if entry.kind == "blob" => git.read_blob(&entry.id)?,
+                _ => None,
+            },
+            None => std::fs::read(self.root.join(path)).ok(),
         };
         Ok(bytes.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
+
+    /// Whether `path` is a folder (`""` is the repository root).
+    fn is_folder(&self, path: &str) -> bool {
+        match &self.tree {
+            _ if path.is_empty() => true,
+            Some(tree) => tree.get(path).is_some_and(|e| e.kind == "tree"),
+            None => self.root.join(path).is_dir(),
+        }
+    }
+
+    fn short_head(&self) -> &str {
+        &self.head[..self.head.len().min(12)]
+    }
+}
+
+fn has_builds(ctx: &RunContext) -> bool {
+    ctx.config.services.values().any(|s| s.dockerfile.is_some())
 }
 
 /// Reads every service's Dockerfile and ignore file; every missing Dockerfile is reported at
@@ -86,16 +111,30 @@ fn docker_builds(
             continue;
         };
         let Some(text) = source.read(git, &dockerfile)? else {
-            problems.push(Problem {
-                line: config::locate(&config_text, &["services", name, "dockerfile"], None),
-                key: format!("services.{name}.dockerfile"),
-                message: format!(
+            problems.push(missing(
+                &config_text,
+                name,
+                "dockerfile",
+                format!(
                     "`{dockerfile}` does not exist at {}; fix the path or add the Dockerfile",
-                    &source.head[..source.head.len().min(12)]
+                    source.short_head()
                 ),
-            });
+            ));
             continue;
         };
+        let context = context_of(service, &dockerfile);
+        if !source.is_folder(&context) {
+            problems.push(missing(
+                &config_text,
+                name,
+                "context",
+                format!(
+                    "the build context `{context}` is not a folder at {}; fix the path or remove `context` to use the Dockerfile's folder",
+                    source.short_head()
+                ),
+            ));
+            continue;
+        }
         let build = docker_build(git, source, name, service, dockerfile, &text)?;
         builds.insert(name.clone(), build);
     }
@@ -119,12 +158,12 @@ fn docker_build(
     dockerfile: String,
     text: &str,
 ) -> Result<DockerBuild, Error> {
-    let context = service
-        .context
-        .as_deref()
-        .map(config::repo_path)
-        .unwrap_or_else(|| default_context(&dockerfile));
+    let context = context_of(service, &dockerfile);
     let ignore_files = ignore_files(&dockerfile, &context);
+    // Docker reads these from the work tree: none may lead out of it through a link.
+    for path in [&dockerfile, &context].into_iter().chain(&ignore_files) {
+        super::inside::inside(&source.root, path)?;
+    }
     let mut ignore = DockerIgnore::default();
     for file in &ignore_files {
         if let Some(text) = source.read(git, file)? {
@@ -143,6 +182,25 @@ fn docker_build(
         ignore_files,
         ignore,
     })
+}
+
+/// A problem with a service's build path, on the line of its key.
+fn missing(config_text: &str, name: &str, key: &str, message: String) -> Problem {
+    Problem {
+        line: config::locate(config_text, &["services", name, key], None),
+        column: None,
+        key: format!("services.{name}.{key}"),
+        message,
+    }
+}
+
+/// The service's build context: `context`, else the Dockerfile's folder.
+fn context_of(service: &ServiceConfig, dockerfile: &str) -> String {
+    service
+        .context
+        .as_deref()
+        .map(config::repo_path)
+        .unwrap_or_else(|| default_context(dockerfile))
 }
 
 /// Without a `context`, the Dockerfile's folder (the repository root for a top-level one).

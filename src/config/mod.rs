@@ -7,6 +7,7 @@
 
 mod validate;
 pub mod workload;
+mod yaml;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -139,8 +140,9 @@ pub struct ServiceConfig {
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// Build arguments (`--build-arg`); they also override `ARG` defaults when reading the
-    /// Dockerfile's inputs.
-    #[serde(default)]
+    /// Dockerfile's inputs. Each needs a value: `A: ""` for an empty one (`A:` or `A: null`
+    /// is an error, not the text `null`).
+    #[serde(default, deserialize_with = "build_arg_values")]
     pub build_args: BTreeMap<String, String>,
     /// Build stage to stop at (`--target`).
     pub target: Option<String>,
@@ -152,6 +154,26 @@ pub struct ServiceConfig {
     /// Where `ship` puts the new image.
     #[serde(default)]
     pub deploy: Vec<DeployTarget>,
+}
+
+/// Build args with a value each; a null value is refused at its line.
+fn build_arg_values<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    /// One value, read as text when present.
+    struct ArgValue(String);
+    impl<'de> Deserialize<'de> for ArgValue {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                Some(v) => Ok(ArgValue(v)),
+                None => Err(serde::de::Error::custom(
+                    "a build arg has no value (YAML reads an empty value or `null` as null); quote it: `\"\"` for an empty value, `\"null\"` for the text",
+                )),
+            }
+        }
+    }
+    let args = BTreeMap::<String, ArgValue>::deserialize(d)?;
+    Ok(args.into_iter().map(|(k, v)| (k, v.0)).collect())
 }
 
 /// One place a service is deployed: either a workload patched to the new image, or manifests
@@ -239,6 +261,8 @@ impl ConfigError {
 pub struct Problem {
     /// 1-based line, when it could be found.
     pub line: Option<usize>,
+    /// 1-based column, when the YAML reader gave one.
+    pub column: Option<usize>,
     /// Dotted key path, e.g. `services.cart.depends_on`.
     pub key: String,
     pub message: String,
@@ -260,9 +284,10 @@ fn render_problems(file: &str, problems: &[Problem]) -> String {
         if i > 0 {
             out.push('\n');
         }
-        match p.line {
-            Some(line) => out.push_str(&format!("{file}:{line}: {p}")),
-            None => out.push_str(&format!("{file}: {p}")),
+        match (p.line, p.column) {
+            (Some(line), Some(column)) => out.push_str(&format!("{file}:{line}:{column}: {p}")),
+            (Some(line), None) => out.push_str(&format!("{file}:{line}: {p}")),
+            _ => out.push_str(&format!("{file}: {p}")),
         }
     }
     out
@@ -283,6 +308,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 
 /// Parses and validates config text; `file` names it in errors.
 ///
+/// Problems name a line and, for YAML errors, a column; they never quote a value from the
+/// file, which could be a secret pasted in the wrong place.
+///
 /// # Errors
 /// [`ConfigError::Invalid`] listing every problem found.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
@@ -290,21 +318,63 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         file: file.to_string(),
         problems,
     };
-    let config: Config = if text.trim().is_empty() {
+    if text.trim().is_empty() {
         return Err(invalid(vec![Problem {
             line: None,
+            column: None,
             key: String::new(),
             message: "the config is empty; declare at least one service under `services:`".into(),
         }]));
-    } else {
-        serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e, text)]))?
-    };
+    }
+    if let Err(shape) = yaml::check(text, yaml::budget_for(text)) {
+        return Err(invalid(vec![shape_problem(shape)]));
+    }
+    let config: Config =
+        serde_yaml_ng::from_str(text).map_err(|e| invalid(vec![yaml_problem(&e, text)]))?;
     let problems = validate::validate(&config, text);
     if problems.is_empty() {
         Ok(config)
     } else {
         Err(invalid(problems))
     }
+}
+
+fn shape_problem(shape: yaml::Shape) -> Problem {
+    let place = |at: Option<(usize, usize)>| match at {
+        Some((line, column)) => format!("line {line} column {column}"),
+        None => "an unknown place".into(),
+    };
+    match shape {
+        yaml::Shape::DuplicateKey { key, first, second } => Problem {
+            line: second.map(|(l, _)| l),
+            column: second.map(|(_, c)| c),
+            key: String::new(),
+            message: format!(
+                "the key `{}` is written twice in one mapping, at {} and at {}; YAML would keep only the last one, so merge the two or rename one",
+                shorten(&key, 60).escape_debug(),
+                place(first),
+                place(second)
+            ),
+        },
+        yaml::Shape::TooLarge { budget, at } => Problem {
+            line: at.map(|(l, _)| l),
+            column: at.map(|(_, c)| c),
+            key: String::new(),
+            message: format!(
+                "aliases (`*name`) expand the config past {} MiB; repeat less through aliases",
+                budget >> 20
+            ),
+        },
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max - 1).collect();
+    out.push('…');
+    out
 }
 
 /// The line of the `---` that starts a second document, when there is one.
@@ -325,13 +395,14 @@ fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
     if e.location().is_none() && e.to_string().contains("more than one document") {
         return Problem {
             line: second_document(text),
+            column: None,
             key: String::new(),
             message: "the config holds more than one YAML document; keep one (remove this `---` and what follows, or merge it into the first)".into(),
         };
     }
     // serde_yaml_ng renders "key.path: message at line L column C"; keep the key separate.
     let raw = e.to_string();
-    let message = match raw.rfind(" at line ") {
+    let message = match raw.find(" at line ") {
         Some(i) => raw[..i].to_string(),
         None => raw,
     };
@@ -339,16 +410,72 @@ fn yaml_problem(e: &serde_yaml_ng::Error, text: &str) -> Problem {
         Some((k, m)) if !k.contains(' ') => (k.to_string(), m.to_string()),
         _ => (String::new(), message),
     };
+    let message = without_unknown_key(&without_values(&message));
     let hint = if message.contains("unknown field") {
         " (check the spelling; the JSON Schema in schema/monoship.schema.json lists every key)"
+    } else if message.starts_with("invalid type: ") {
+        "; see the config reference (docs/reference.md) for the type of each key"
     } else {
         ""
     };
     Problem {
         line: e.location().map(|l| l.line()),
+        column: e.location().map(|l| l.column()),
         key,
         message: format!("{message}{hint}"),
     }
+}
+
+/// An unknown key is named when it reads like a mistyped key (`dockerfil`), not when it could
+/// be a value pasted in the wrong place (a token); the line and column point at it either way.
+fn without_unknown_key(message: &str) -> String {
+    const UNKNOWN: &str = "unknown field `";
+    let Some(at) = message.find(UNKNOWN) else {
+        return message.to_string();
+    };
+    let (before, rest) = (&message[..at], &message[at + UNKNOWN.len()..]);
+    let Some((key, tail)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let key_like = key.len() <= 32
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if key_like {
+        message.to_string()
+    } else {
+        format!("{before}unknown field{tail}")
+    }
+}
+
+/// serde names the value it could not use (`invalid type: string "…", expected …`); keep only
+/// its kind, so a secret pasted into the config is never printed back.
+fn without_values(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        // Usually at the start; after a key path when the path has a space in it.
+        let Some(at) = message.find(prefix) else {
+            continue;
+        };
+        let (before, rest) = (&message[..at], &message[at + prefix.len()..]);
+        // The expectation comes from our types; the value, before it, may hold anything.
+        let (found, expected) = match rest.rfind(", expected ") {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        let kind = match found.split(' ').next().unwrap_or("") {
+            "string" => "a string",
+            "integer" => "an integer",
+            "floating" => "a number",
+            "boolean" => "a boolean",
+            "character" => "a character",
+            "map" => "a mapping",
+            "sequence" => "a sequence",
+            "unit" => "null",
+            _ => "a value",
+        };
+        return format!("{before}{prefix}{kind}{expected}");
+    }
+    message.to_string()
 }
 
 /// A repository path as configured, cleaned: no leading `./` or `/`, no trailing `/`, and
@@ -466,7 +593,7 @@ groups:
         let p = problems(text);
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(
-            p[0].starts_with("m.yml:3: services.cart: unknown field `dockerfil`"),
+            p[0].starts_with("m.yml:3:5: services.cart: unknown field `dockerfil`"),
             "{}",
             p[0]
         );
@@ -584,6 +711,85 @@ groups:
         assert!(
             on_disk == generated,
             "schema/monoship.schema.json is stale; run `MONOSHIP_UPDATE_SCHEMA=1 cargo test --lib config` and commit it"
+        );
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_text() {
+        let secret = "ghp_0123456789abcdefSECRETxyzABCDEF012345";
+        for text in [
+            format!("{secret}\n"),
+            format!("\"{secret}\"\n"),
+            format!("services:\n  a:\n    paths: \"{secret}\"\n"),
+            format!("services:\n  a:\n    dockerfile: [\"{secret}\"]\n"),
+            format!("services:\n  a:\n    paths: [\"{secret}\n"),
+            format!("services: [{secret}, 1]\n"),
+            format!("services:\n  \"a b\":\n    paths: \"{secret}\"\n"),
+            format!("services:\n  \"a b\":\n    {secret}: 1\n"),
+            format!("services:\n  a: {{{secret}: 1}}\n  b: 5\n"),
+        ] {
+            let p = problems(&text);
+            assert!(!p.is_empty(), "{text}");
+            for line in &p {
+                assert!(!line.contains("SECRET"), "{text}: {line}");
+                assert!(line.starts_with("m.yml:"), "{line}");
+            }
+        }
+        assert_eq!(
+            problems(&format!("{secret}\n")),
+            ["m.yml:1:1: invalid type: a string, expected struct Config; see the config reference (docs/reference.md) for the type of each key"]
+        );
+        assert_eq!(
+            problems("services:\n  a:\n    paths: 5\n"),
+            ["m.yml:3:12: services.a.paths: invalid type: an integer, expected a sequence; see the config reference (docs/reference.md) for the type of each key"]
+        );
+    }
+
+    #[test]
+    fn a_key_written_twice_names_both_lines() {
+        let text = "services:\n  a:\n    paths: [\"x/**\"]\n  b: {}\n  a:\n    paths: [\"y/**\"]\n";
+        assert_eq!(
+            problems(text),
+            ["m.yml:5:3: the key `a` is written twice in one mapping, at line 2 column 3 and at line 5 column 3; YAML would keep only the last one, so merge the two or rename one"]
+        );
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_before_they_expand() {
+        let long = "x".repeat(1 << 20);
+        let mut text = format!("x-long: &s \"{long}\"\nservices:\n  a:\n    paths: [");
+        text.push_str(&["*s"; 64].join(", "));
+        text.push_str("]\n");
+        let p = problems(&text);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].starts_with("m.yml:") && p[0].contains("aliases (`*name`) expand the config past"),
+            "{}",
+            p[0]
+        );
+    }
+
+    #[test]
+    fn build_args_need_a_value() {
+        for value in ["null", "~", ""] {
+            let text = format!("services:\n  a:\n    build_args:\n      A: {value}\n");
+            let p = problems(&text);
+            assert_eq!(p.len(), 1, "{value}: {p:?}");
+            assert!(
+                p[0].starts_with("m.yml:4:") && p[0].contains("a build arg has no value"),
+                "{value}: {}",
+                p[0]
+            );
+        }
+        let c = parse(
+            "services:\n  a:\n    build_args: {A: \"null\", B: \"\", C: 1.50, D: true}\n",
+            "m.yml",
+        )
+        .unwrap();
+        let args = &c.services["a"].build_args;
+        assert_eq!(
+            [&args["A"], &args["B"], &args["C"], &args["D"]],
+            ["null", "", "1.50", "true"]
         );
     }
 

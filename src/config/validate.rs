@@ -2,7 +2,7 @@
 //! [`Finding`]s (key path, value, message); [`validate`] locates them in the text. The order
 //! of the checks is the order problems are reported in.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::{locate, BuildConfig, Config, DeployTarget, Problem, RegistryConfig, ServiceConfig};
 use crate::image::registry::{validate_repository, RegistryTarget};
@@ -31,6 +31,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Vec<Problem> {
         .into_iter()
         .map(|f| Problem {
             line: locate(text, &f.key, f.value),
+            column: None,
             key: f.key.join("."),
             message: f.message,
         })
@@ -40,6 +41,7 @@ pub(super) fn validate(config: &Config, text: &str) -> Vec<Problem> {
 fn findings(config: &Config) -> Vec<Finding<'_>> {
     let mut out = services_declared(config);
     out.extend(names_shared_by_service_and_group(config));
+    out.extend(output_name_collisions(config));
     let known = known_names(config);
     for node in nodes(config) {
         out.extend(name_problem(&node));
@@ -55,6 +57,7 @@ fn findings(config: &Config) -> Vec<Finding<'_>> {
     for (name, service) in &config.services {
         out.extend(repository_problem(name, service));
     }
+    out.extend(shared_repositories(config));
     out.extend(cycle_problem(config));
     out
 }
@@ -119,6 +122,45 @@ fn names_shared_by_service_and_group(config: &Config) -> Vec<Finding<'_>> {
         .collect()
 }
 
+/// The step outputs the action writes besides one per service (action.yml `outputs:`).
+pub(super) const ACTION_OUTPUTS: [&str; 8] = [
+    "changed",
+    "matrix",
+    "any-changed",
+    "base",
+    "head",
+    "images",
+    "deployed",
+    "failed",
+];
+
+/// Each service becomes a step output of its name, and the runner reads output names without
+/// regard to case: a name equal to one of the action's outputs, or to another service's name
+/// in another case, would overwrite it.
+fn output_name_collisions(config: &Config) -> Vec<Finding<'_>> {
+    let mut out = Vec::new();
+    let mut seen: HashMap<String, &str> = HashMap::new();
+    for name in config.services.keys() {
+        let folded = name.to_lowercase();
+        if let Some(output) = ACTION_OUTPUTS.iter().find(|o| **o == folded) {
+            out.push(finding(
+                &["services", name],
+                None,
+                format!("`{name}` is the name of the action's own output `{output}`, which a service's output would overwrite; rename the service"),
+            ));
+        } else if let Some(first) = seen.get(&folded) {
+            out.push(finding(
+                &["services", name],
+                None,
+                format!("`{name}` and `{first}` differ only in case, and step output names do not; rename one of them"),
+            ));
+        } else {
+            seen.insert(folded, name);
+        }
+    }
+    out
+}
+
 fn name_problem<'a>(node: &Node<'a>) -> Option<Finding<'a>> {
     let name = node.name;
     (!valid_name(name)).then(|| {
@@ -166,7 +208,7 @@ fn dependency_problems<'a>(node: &Node<'a>, known: &BTreeSet<&str>) -> Vec<Findi
             } else if !known.contains(dep.as_str()) {
                 format!(
                     "unknown service or group `{dep}`; known: {}",
-                    known.iter().copied().collect::<Vec<_>>().join(", ")
+                    some_of(known)
                 )
             } else {
                 return None;
@@ -174,6 +216,21 @@ fn dependency_problems<'a>(node: &Node<'a>, known: &BTreeSet<&str>) -> Vec<Findi
             Some(finding(&key, Some(dep), message))
         })
         .collect()
+}
+
+/// The first known names, enough to spot a typo; a config may have thousands.
+fn some_of(known: &BTreeSet<&str>) -> String {
+    const SHOWN: usize = 20;
+    let mut list = known
+        .iter()
+        .take(SHOWN)
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if known.len() > SHOWN {
+        list.push_str(&format!(" and {} more", known.len() - SHOWN));
+    }
+    list
 }
 
 /// `dockerfile` and `context`: meaningful together, and inside the repository.
@@ -304,6 +361,47 @@ fn repository_problem<'a>(name: &'a str, service: &ServiceConfig) -> Option<Find
     ))
 }
 
+/// The image repository a built service pushes to, as [`repository_problem`] derives it.
+fn repository_of(name: &str, service: &ServiceConfig) -> Option<String> {
+    service.dockerfile.as_ref()?;
+    Some(
+        service
+            .repository
+            .clone()
+            .unwrap_or_else(|| name.to_ascii_lowercase()),
+    )
+}
+
+/// Two built services pushing to one repository would overwrite each other's tags and
+/// deploy each other's images.
+fn shared_repositories(config: &Config) -> Vec<Finding<'_>> {
+    let mut first_owner: HashMap<String, &str> = HashMap::new();
+    let mut out = Vec::new();
+    for (name, service) in &config.services {
+        let Some(repository) = repository_of(name, service) else {
+            continue;
+        };
+        match first_owner.get(&repository) {
+            Some(first) => {
+                let key = if service.repository.is_some() {
+                    "repository"
+                } else {
+                    "dockerfile"
+                };
+                out.push(finding(
+                    &["services", name, key],
+                    None,
+                    format!("`{name}` and `{first}` both push to the image repository `{repository}`; set `repository:` on one of them to another name"),
+                ));
+            }
+            None => {
+                first_owner.insert(repository, name);
+            }
+        }
+    }
+    out
+}
+
 fn cycle_problem(config: &Config) -> Option<Finding<'_>> {
     let cycle = find_cycle(&dependency_edges(config))?;
     let (section, first) = match config.services.get_key_value(cycle[0]) {
@@ -325,6 +423,9 @@ fn dependency_edges(config: &Config) -> BTreeMap<&str, &[String]> {
 }
 
 /// Finds one dependency cycle, returned as the path that closes it (`a -> b -> a`).
+///
+/// Depth-first with an explicit stack: a chain of 100,000 `depends_on` must not overflow the
+/// thread's stack.
 fn find_cycle<'a>(edges: &BTreeMap<&'a str, &'a [String]>) -> Option<Vec<&'a str>> {
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
@@ -332,39 +433,34 @@ fn find_cycle<'a>(edges: &BTreeMap<&'a str, &'a [String]>) -> Option<Vec<&'a str
         Open,
         Done,
     }
-    fn visit<'a>(
-        node: &'a str,
-        edges: &BTreeMap<&'a str, &'a [String]>,
-        marks: &mut BTreeMap<&'a str, Mark>,
-        stack: &mut Vec<&'a str>,
-    ) -> Option<Vec<&'a str>> {
-        marks.insert(node, Mark::Open);
-        stack.push(node);
-        for dep in edges.get(node).into_iter().flat_map(|d| d.iter()) {
+    let mut marks: BTreeMap<&str, Mark> = edges.keys().map(|k| (*k, Mark::Fresh)).collect();
+    for root in edges.keys().copied() {
+        if marks[root] != Mark::Fresh {
+            continue;
+        }
+        // Each frame: a node on the current path and the index of its next dependency.
+        let mut path: Vec<(&str, usize)> = vec![(root, 0)];
+        marks.insert(root, Mark::Open);
+        while let Some(&mut (node, ref mut next)) = path.last_mut() {
+            let deps = edges.get(node).copied().unwrap_or_default();
+            let Some(dep) = deps.get(*next) else {
+                marks.insert(node, Mark::Done);
+                path.pop();
+                continue;
+            };
+            *next += 1;
             match marks.get(dep.as_str()) {
                 Some(Mark::Open) => {
-                    let start = stack.iter().position(|n| *n == dep).unwrap_or(0);
-                    let mut cycle = stack[start..].to_vec();
+                    let start = path.iter().position(|(n, _)| *n == dep).unwrap_or(0);
+                    let mut cycle: Vec<&str> = path[start..].iter().map(|(n, _)| *n).collect();
                     cycle.push(dep.as_str());
                     return Some(cycle);
                 }
                 Some(Mark::Fresh) => {
-                    if let Some(c) = visit(dep.as_str(), edges, marks, stack) {
-                        return Some(c);
-                    }
+                    marks.insert(dep.as_str(), Mark::Open);
+                    path.push((dep.as_str(), 0));
                 }
                 _ => {}
-            }
-        }
-        stack.pop();
-        marks.insert(node, Mark::Done);
-        None
-    }
-    let mut marks: BTreeMap<&str, Mark> = edges.keys().map(|k| (*k, Mark::Fresh)).collect();
-    for node in edges.keys().copied() {
-        if marks[node] == Mark::Fresh {
-            if let Some(cycle) = visit(node, edges, &mut marks, &mut Vec::new()) {
-                return Some(cycle);
             }
         }
     }
@@ -602,6 +698,90 @@ mod tests {
             let found = render(cycle_problem(&c).into_iter().collect());
             assert_eq!(found, expected.into_iter().collect::<Vec<_>>(), "{yaml}");
         }
+    }
+
+    #[test]
+    fn service_names_may_not_take_an_output_or_differ_only_in_case() {
+        let c = config("services: {cart: {}, Cart: {}, CART: {}, Changed: {}, matrix: {}, any-changed: {}, web: {}}");
+        let reserved = |name: &str, output: &str| {
+            format!("services.{name}: `{name}` is the name of the action's own output `{output}`, which a service's output would overwrite; rename the service")
+        };
+        let case = |name: &str, first: &str| {
+            format!("services.{name}: `{name}` and `{first}` differ only in case, and step output names do not; rename one of them")
+        };
+        assert_eq!(
+            render(output_name_collisions(&c)),
+            [
+                case("Cart", "CART"),
+                reserved("Changed", "changed"),
+                reserved("any-changed", "any-changed"),
+                case("cart", "CART"),
+                reserved("matrix", "matrix"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reserved_names_are_the_outputs_action_yml_declares() {
+        let action = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/action.yml"))
+            .expect("action.yml");
+        let outputs = action
+            .split("\noutputs:\n")
+            .nth(1)
+            .expect("an outputs block");
+        let declared: BTreeSet<&str> = outputs
+            .lines()
+            .take_while(|l| l.is_empty() || l.starts_with(' '))
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   ") && l.ends_with(':'))
+            .map(|l| l.trim().trim_end_matches(':'))
+            .collect();
+        assert_eq!(declared, ACTION_OUTPUTS.into_iter().collect());
+    }
+
+    #[test]
+    fn two_built_services_may_not_share_a_repository() {
+        let c = config(
+            "services: {a: {dockerfile: D, repository: shop/x}, b: {dockerfile: D, repository: shop/x}, \
+             c: {dockerfile: D}, d: {dockerfile: D, repository: c}, e: {repository: shop/x}, f: {dockerfile: D}}",
+        );
+        assert_eq!(
+            render(shared_repositories(&c)),
+            [
+                "services.b.repository: `b` and `a` both push to the image repository `shop/x`; set `repository:` on one of them to another name",
+                "services.d.repository: `d` and `c` both push to the image repository `c`; set `repository:` on one of them to another name",
+            ]
+        );
+        let c = config("services: {Api: {dockerfile: D}, api: {dockerfile: D}}");
+        assert_eq!(
+            render(shared_repositories(&c)),
+            ["services.api.dockerfile: `api` and `Api` both push to the image repository `api`; set `repository:` on one of them to another name"]
+        );
+    }
+
+    #[test]
+    fn a_chain_of_100_000_dependencies_is_walked_without_recursion() {
+        let n = 100_000;
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        let deps: Vec<Vec<String>> = (0..n)
+            .map(|i| {
+                if i + 1 < n {
+                    vec![names[i + 1].clone()]
+                } else {
+                    vec![]
+                }
+            })
+            .collect();
+        let mut edges: BTreeMap<&str, &[String]> = names
+            .iter()
+            .zip(&deps)
+            .map(|(n, d)| (n.as_str(), d.as_slice()))
+            .collect();
+        assert_eq!(find_cycle(&edges), None);
+        let closing = vec![names[0].clone()];
+        edges.insert(names[n - 1].as_str(), &closing);
+        let cycle = find_cycle(&edges).expect("the chain closes");
+        assert_eq!(cycle.len(), n + 1);
+        assert_eq!((cycle[0], cycle[n]), ("s0", "s0"));
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! belongs to another user) and never writes any git config. Few processes are spawned: one
 //! long-lived `git cat-file --batch` answers every revision and file lookup.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -106,16 +107,16 @@ impl Git {
         Ok(answer.map(|(id, _)| id))
     }
 
-    /// The contents of `path` at commit `commit`, or `None` when it does not exist there.
+    /// The contents of the blob `id` (from [`GitRepo::tree_index`]), or `None` when the
+    /// object is missing or not a blob.
     ///
     /// # Errors
     /// When git cannot be run.
-    pub fn read_file(&mut self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, GitError> {
-        check_rev(commit)?;
-        if path.contains('\n') {
+    pub fn read_blob(&mut self, id: &str) -> Result<Option<Vec<u8>>, GitError> {
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Ok(None);
         }
-        let answer = self.batch()?.lookup(&format!("{commit}:{path}"))?;
+        let answer = self.batch()?.lookup(id)?;
         Ok(answer.and_then(|(_, (kind, data))| (kind == "blob").then_some(data)))
     }
 }
@@ -226,6 +227,54 @@ pub struct IndexEntry {
     pub path: String,
     pub mode: String,
     pub id: String,
+}
+
+/// One entry of a commit's tree: its object type (`blob`, `tree`, `commit`) and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    pub kind: String,
+    pub id: String,
+}
+
+impl GitRepo {
+    /// Every entry of `commit`'s tree, folders included, by path: one `git ls-tree` for the
+    /// whole commit, so looking up thousands of paths stays linear (asking `commit:path` one
+    /// by one makes git scan the parent folder's listing each time).
+    ///
+    /// # Errors
+    /// When git fails.
+    pub fn tree_index(&self, commit: &str) -> Result<HashMap<String, TreeEntry>, GitError> {
+        check_rev(commit)?;
+        let args = ["ls-tree", "-r", "-t", "-z", "--full-tree", commit];
+        let output = self.run(&args)?;
+        if !output.status.success() {
+            return Err(Self::failed(&args, &output));
+        }
+        Ok(parse_tree_listing(&output.stdout))
+    }
+}
+
+/// Reads `git ls-tree -z` output: `<mode> <type> <id>\t<path>\0` records.
+fn parse_tree_listing(raw: &[u8]) -> HashMap<String, TreeEntry> {
+    let mut entries = HashMap::new();
+    for record in raw.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        let Some(tab) = record.iter().position(|b| *b == b'\t') else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&record[..tab]);
+        let mut fields = head.split(' ');
+        let (Some(_mode), Some(kind), Some(id)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let path = String::from_utf8_lossy(&record[tab + 1..]).into_owned();
+        let entry = TreeEntry {
+            kind: kind.to_string(),
+            id: id.to_string(),
+        };
+        entries.insert(path, entry);
+    }
+    entries
 }
 
 impl GitRepo {
@@ -427,6 +476,16 @@ mod tests {
             vec!["b/new\nname", "a/old name"]
         );
         assert_eq!(files[4].kind, ChangeKind::TypeChanged);
+    }
+
+    #[test]
+    fn tree_listings_are_indexed_by_path() {
+        let raw = b"040000 tree 1111\tsvc\x00100644 blob 2222\tsvc/Dockerfile\x00100644 blob 3333\tsvc/a b\tc\0";
+        let index = parse_tree_listing(raw);
+        assert_eq!(index.len(), 3);
+        assert_eq!(index["svc"].kind, "tree");
+        assert_eq!(index["svc/Dockerfile"].id, "2222");
+        assert_eq!(index["svc/a b\tc"].id, "3333");
     }
 
     #[test]

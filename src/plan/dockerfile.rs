@@ -706,8 +706,15 @@ fn copy_words(rest: &str, json_form: bool) -> Result<Vec<String>, &'static str> 
     })
 }
 
+/// Whether the arguments are the JSON form: like Docker, only when the whole text parses as
+/// a JSON array of strings; `[abc]*.txt /d/` is the shell form with a pattern.
+fn is_json_form(rest: &str) -> bool {
+    let rest = rest.trim();
+    rest.starts_with('[') && serde_json::from_str::<Vec<String>>(rest).is_ok()
+}
+
 fn read_copy(ins: &Instruction, keyword: &str, rest: &str, scope: &Scope, out: &mut BuildInputs) {
-    let json_form = rest.trim_start().starts_with('[');
+    let json_form = is_json_form(rest);
     let words = match copy_words(rest, json_form) {
         Ok(words) => words,
         Err(why) => {
@@ -871,7 +878,13 @@ fn plain_glob(source: &str) -> Result<String, String> {
         let c = chars[i];
         i += 1;
         match c {
-            UNKNOWN | '*' => glob.push('*'),
+            // Go's `filepath.Match` has no `**`: a run of stars is one `*`, inside one folder
+            // (checked against `docker build`: `src/**/x.go` copies `src/a/x.go` only).
+            UNKNOWN | '*' => {
+                if !glob.ends_with('*') || glob.ends_with("\\*") {
+                    glob.push('*');
+                }
+            }
             '?' => glob.push('?'),
             '\\' => {
                 if let Some(&e) = chars.get(i) {
@@ -1002,6 +1015,13 @@ mod tests {
             ("FROM scratch\nRUN --mount=type=bind,from=build,source=/x,target=/x true\n", &[]),
             ("FROM scratch\nRUN --mount=type=cache,target=/root/.cache true\n", &[]),
             ("FROM scratch\nONBUILD COPY . /app\n", &[]),
+            // `**` is `*` in a plain source; a source starting with `[` is a class.
+            ("FROM scratch\nCOPY src/**/x.go /d/\n", &["src/*/x.go"]),
+            ("FROM scratch\nCOPY src/** a*** /d/\n", &["src/*", "a*"]),
+            ("FROM scratch\nCOPY \"a\\\\**\" /d/\n", &["a\\**"]),
+            ("FROM scratch\nCOPY [c]af? /d/\n", &["caf?"]),
+            ("FROM scratch\nCOPY [abc]*.txt lib /d/\n", &["[a-c]*.txt", "lib"]),
+            ("FROM scratch\nCOPY --chown=1 [ab]x /d/\n", &["[ab]x"]),
         ];
         for (dockerfile, want) in rows {
             assert_eq!(
@@ -1067,7 +1087,7 @@ mod tests {
         let rows = [
             ("FROM scratch\nCOPY --frobnicate x /y\n", "--frobnicate"),
             ("FROM scratch\nCOPY onlyone\n", "at least one source"),
-            ("FROM scratch\nCOPY [\"a\", \n", "JSON"),
+            ("FROM scratch\nCOPY [\"a\", \"/b\"\n", "not a valid pattern"),
             ("FROM scratch\nCOPY ${X/a/b} /y\n", "not one monoship reads"),
             ("FROM scratch\nCOPY ${X /y\n", "never closed"),
             ("FROM scratch\nCOPY a[ /y\n", "not a valid pattern"),

@@ -10,7 +10,9 @@
 //! - the *source dialect* of Go's `filepath.Match`, used for plain `COPY`/`ADD` sources; only its
 //!   syntax check and character classes live here, [`crate::plan::dockerfile`] does the rest.
 
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use globset::GlobBuilder;
+
+use crate::plan::glob::{CharGlobSet, CharGlobSetBuilder};
 
 /// The rules of one ignore file, compiled once so [`DockerIgnore::is_excluded`] stays cheap.
 ///
@@ -42,8 +44,8 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 ///
 /// - when a pattern uses a regular-expression quirk that has no exact glob (a `^` outside a
 ///   class, `\d`, a `*` inside a class, ...), nothing is treated as excluded; [`caveat`] says why;
-/// - `globset` matches bytes, so when any rule uses `?` or a class, a path with non-ASCII
-///   characters is never treated as excluded.
+/// - `?` and classes match one character, as in Docker's regular expressions: `caf?`
+///   excludes `café`.
 ///
 /// The default value has no rules and excludes nothing.
 ///
@@ -53,10 +55,8 @@ pub struct DockerIgnore {
     /// Whether each rule, in file order, is a `!` exception.
     exceptions: Vec<bool>,
     /// Every glob of every rule; glob `g` belongs to rule `glob_rule[g]`.
-    set: GlobSet,
+    set: CharGlobSet,
     glob_rule: Vec<usize>,
-    /// Some rule matches single characters (`?` or a class), which `globset` does per byte.
-    per_char: bool,
     caveat: Option<String>,
 }
 
@@ -99,9 +99,8 @@ impl DockerIgnore {
     pub fn parse(text: &str) -> Result<DockerIgnore, DockerIgnoreError> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut exceptions = Vec::new();
-        let mut builder = GlobSetBuilder::new();
+        let mut builder = CharGlobSetBuilder::new();
         let mut glob_rule = Vec::new();
-        let mut per_char = false;
         let mut caveat = None;
         for (index, raw) in text.split('\n').enumerate() {
             let line = index + 1;
@@ -123,7 +122,6 @@ impl DockerIgnore {
             exceptions.push(exception);
             match ignore_dialect_globs(&pattern, None) {
                 Ok(globs) => {
-                    per_char |= pattern.contains(['?', '[']);
                     for glob in globs {
                         match compile(&glob) {
                             Ok(g) => {
@@ -147,14 +145,13 @@ impl DockerIgnore {
             Err(e) => {
                 caveat
                     .get_or_insert_with(|| format!("the patterns did not compile together ({e})"));
-                GlobSet::empty()
+                CharGlobSet::default()
             }
         };
         Ok(DockerIgnore {
             exceptions,
             set,
             glob_rule,
-            per_char,
             caveat,
         })
     }
@@ -164,9 +161,6 @@ impl DockerIgnore {
     /// `path` is relative to the context, `/`-separated, without a leading `./` or `/`.
     pub fn is_excluded(&self, path: &str) -> bool {
         if self.exceptions.is_empty() || self.caveat.is_some() || path.is_empty() {
-            return false;
-        }
-        if self.per_char && !path.is_ascii() {
             return false;
         }
         if !self.exceptions.contains(&true) {
@@ -434,24 +428,32 @@ pub(crate) fn one_char(per_char: bool) -> &'static str {
 /// negated class also matches a whole non-ASCII character (see [`one_char`]).
 ///
 /// # Errors
-/// For a class with a non-ASCII member (`globset` classes match single bytes) or one that
-/// matches nothing.
+/// For a class that matches nothing, or one with members past ASCII that `globset` cannot
+/// read back. Members past ASCII are matched per character by [`CharGlobSet`].
 pub(crate) fn class_glob(class: &Class, per_char: bool) -> Result<(String, bool), String> {
-    if class
-        .ranges
-        .iter()
-        .any(|(lo, hi)| !lo.is_ascii() || !hi.is_ascii())
-    {
-        return Err("has a non-ASCII character in a `[...]` class".into());
-    }
     let mut members = [false; 128];
+    // Members past ASCII, as glob class text: `é`, `à-é`.
+    let mut wide = String::new();
     for &(lo, hi) in &class.ranges {
-        for c in lo..=hi {
-            members[c as usize] = true;
+        if lo.is_ascii() {
+            for c in lo..=hi.min('\u{7f}') {
+                members[c as usize] = true;
+            }
+        }
+        if !hi.is_ascii() {
+            let lo = lo.max('\u{80}');
+            wide.push(lo);
+            if hi > lo {
+                wide.push('-');
+                wide.push(hi);
+            }
         }
     }
     let matches_slash = members[usize::from(b'/')] != class.negated;
     members[usize::from(b'/')] = false;
+    if !wide.is_empty() {
+        return wide_class_glob(&members, class.negated, &wide, matches_slash);
+    }
     let count = members.iter().filter(|&&m| m).count();
     let mut alternatives = Vec::new();
     if class.negated {
@@ -492,6 +494,30 @@ pub(crate) fn class_glob(class: &Class, per_char: bool) -> Result<(String, bool)
         1 => Ok((alternatives.remove(0), matches_slash)),
         _ => Ok((format!("{{{}}}", alternatives.join(",")), matches_slash)),
     }
+}
+
+/// A class with members past ASCII: they go right after the `[` (or a leading `]`), where they
+/// cannot form a range with `-` or read as a negation. Matching them per character is
+/// [`CharGlobSet`]'s job.
+fn wide_class_glob(
+    members: &[bool; 128],
+    negated: bool,
+    wide: &str,
+    matches_slash: bool,
+) -> Result<(String, bool), String> {
+    let body = class_members(members, negated);
+    let (lead, rest) = body.split_at(usize::from(body.starts_with(']')));
+    let bang = if negated { "!" } else { "" };
+    let class = format!("[{bang}{lead}{wide}{rest}]");
+    if compile(&class).is_err() {
+        return Err("has a `[...]` class monoship cannot translate".into());
+    }
+    let glob = if matches_slash {
+        format!("{{{class},/}}")
+    } else {
+        class
+    };
+    Ok((glob, matches_slash))
 }
 
 /// The members of a `globset` class in an order `globset` reads back unchanged: `]` first,
@@ -584,7 +610,7 @@ enum MatchKind {
 /// # Errors
 /// With the reason, when the pattern uses a regular-expression quirk with no exact glob: `^`
 /// outside a class (an anchor), `\` before a letter or digit (`\d` is a class), `*`, `?` or
-/// `[:` inside a class, a non-ASCII class member, or too many alternatives.
+/// `[:` inside a class, or too many alternatives.
 pub(crate) fn ignore_dialect_globs(
     pattern: &str,
     unknown: Option<char>,
@@ -917,7 +943,7 @@ mod tests {
 
     #[test]
     fn regex_quirks_without_a_glob_exclude_nothing() {
-        for text in ["a^b*", "\\d*", "[a*]b", "[[:alpha:]]x", "[é]x"] {
+        for text in ["a^b*", "\\d*", "[a*]b", "[[:alpha:]]x"] {
             let ignore = DockerIgnore::parse(&format!("build\n{text}")).unwrap();
             assert!(ignore.caveat().is_some(), "{text}");
             assert!(!ignore.is_excluded("build"), "{text}");
@@ -928,11 +954,26 @@ mod tests {
     }
 
     #[test]
-    fn non_ascii_paths_are_kept_when_rules_match_single_characters() {
-        assert!(!excluded("caf?", "café"));
+    fn single_character_rules_match_non_ascii_characters() {
+        assert!(excluded("caf?", "café"));
         assert!(excluded("caf?", "cafe"));
+        assert!(!excluded("caf??", "café"));
         assert!(excluded("café", "café"));
         assert!(excluded("*", "über/x"));
+        assert!(excluded("[^a]bc", "ébc"));
+        assert!(!excluded("[a-z]bc", "ébc"));
+        assert!(excluded("docs/?/x", "docs/ü/x/y"));
+        assert!(!excluded("caf?\n!café", "café"));
+        assert!(excluded("[é]x", "éx"));
+        assert!(!excluded("[é]x", "ex"));
+        assert!(excluded("[a-é]x", "èx"));
+        assert!(excluded("[a-é]x", "bx"));
+        assert!(!excluded("[^é]x", "éx"));
+        assert!(excluded("[^é]x", "ex"));
+        assert!(excluded("[\\]é\\-]x", "-x"));
+        assert!(excluded("[\\]é\\-]x", "]x"));
+        assert!(excluded("[\\]é\\-]x", "éx"));
+        assert!(!excluded("[\\]é\\-]x", "ex"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! each service's Docker inputs (read at `head` by the caller) and the changed files in; a
 //! [`Plan`] out.
 //!
-//! Every pattern of every service and group goes into one [`GlobSet`], so matching costs one
+//! Every pattern of every service and group goes into one glob set, so matching costs one
 //! pass over the changed files whatever the number of services.
 
 pub mod dockerfile;
@@ -11,13 +11,13 @@ pub mod glob;
 
 use std::collections::{BTreeMap, HashMap};
 
-use globset::{GlobSet, GlobSetBuilder};
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::detect::{ChangeSource, ChangedFile};
 use crate::plan::dockerfile::BuildInputs;
 use crate::plan::dockerignore::DockerIgnore;
+use crate::plan::glob::{CharGlobSet as GlobSet, CharGlobSetBuilder as GlobSetBuilder};
 
 /// At most this many reasons are kept per service; the rest are counted.
 pub const MAX_REASONS: usize = 20;
@@ -455,37 +455,69 @@ impl ServiceMatcher {
             .collect()
     }
 
+    /// The first reason each node changed for, directly or through its dependencies.
+    ///
+    /// Depth-first with an explicit stack, so a `depends_on` chain of any length cannot
+    /// overflow the thread's stack. Config validation rejects cycles; should one get here, a
+    /// node met again on the current path counts as unchanged, so the walk still ends.
+    fn first_reasons(&self, direct: &[(Vec<Reason>, usize)]) -> Vec<Option<Reason>> {
+        #[derive(Clone)]
+        enum State {
+            Unknown,
+            Open,
+            Known(Option<Reason>),
+        }
+        let mut state = vec![State::Unknown; self.nodes.len()];
+        for root in 0..self.nodes.len() {
+            if !matches!(state[root], State::Unknown) {
+                continue;
+            }
+            let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+            state[root] = State::Open;
+            while let Some(&(node, next)) = path.last() {
+                let mut found = direct[node].0.first().cloned();
+                let mut descend = None;
+                let mut k = next;
+                let deps = &self.nodes[node].depends_on;
+                while found.is_none() && k < deps.len() {
+                    match &state[deps[k]] {
+                        State::Known(r) => found = r.clone(),
+                        State::Open => {}
+                        State::Unknown => {
+                            descend = Some(deps[k]);
+                            break;
+                        }
+                    }
+                    k += 1;
+                }
+                if let Some(dep) = descend {
+                    path.last_mut().expect("not empty").1 = k;
+                    state[dep] = State::Open;
+                    path.push((dep, 0));
+                    continue;
+                }
+                state[node] = State::Known(found);
+                path.pop();
+            }
+        }
+        state
+            .into_iter()
+            .map(|s| match s {
+                State::Known(r) => r,
+                State::Unknown | State::Open => None,
+            })
+            .collect()
+    }
+
     /// Applies `depends_on` transitively to direct verdicts.
     fn close(&self, mut direct: Vec<(Vec<Reason>, usize)>) -> Vec<(Vec<Reason>, usize)> {
-        // Config validation rejects cycles, so a depth-first walk terminates.
-        fn changed(
-            m: &ServiceMatcher,
-            i: usize,
-            direct: &[(Vec<Reason>, usize)],
-            memo: &mut [Option<Option<Reason>>],
-        ) -> Option<Reason> {
-            if let Some(known) = &memo[i] {
-                return known.clone();
-            }
-            let mut first = direct[i].0.first().cloned();
-            if first.is_none() {
-                for &d in &m.nodes[i].depends_on {
-                    if let Some(r) = changed(m, d, direct, memo) {
-                        first = Some(r);
-                        break;
-                    }
-                }
-            }
-            memo[i] = Some(first.clone());
-            first
-        }
-        let mut memo = vec![None; self.nodes.len()];
+        let first = self.first_reasons(&direct);
         let mut added = vec![Vec::new(); self.nodes.len()];
         for (i, node) in self.nodes.iter().enumerate() {
             for &d in &node.depends_on {
-                if let Some(r) = changed(self, d, &direct, &mut memo) {
+                if let Some(r) = &first[d] {
                     added[i].push(Reason {
-                        path: r.path,
+                        path: r.path.clone(),
                         rule: format!("depends_on {}", self.nodes[d].name),
                     });
                 }
@@ -725,6 +757,52 @@ mod tests {
             .filter(|n| n.changed)
             .map(|n| (n.name, n.reasons.into_iter().map(|r| r.rule).collect()))
             .collect()
+    }
+
+    #[test]
+    fn a_change_travels_down_a_chain_of_100_000_dependencies() {
+        let n = 100_000;
+        let mut text = String::from("services:\n");
+        for i in 0..n {
+            if i + 1 < n {
+                text.push_str(&format!("  s{i}: {{depends_on: [s{}]}}\n", i + 1));
+            } else {
+                text.push_str(&format!("  s{i}: {{paths: [\"leaf/**\"]}}\n"));
+            }
+        }
+        let config: Config = serde_yaml_ng::from_str(&text).unwrap();
+        let m = ServiceMatcher::new(&config, &BTreeMap::new()).unwrap();
+        let (services, _) = m.decide(&[changed("leaf/x")]);
+        assert!(services.iter().all(|s| s.changed));
+        let s0 = services.iter().find(|s| s.name == "s0").unwrap();
+        assert_eq!(s0.reasons[0].path, "leaf/x");
+        assert_eq!(s0.reasons[0].rule, "depends_on s1");
+    }
+
+    #[test]
+    fn a_copy_source_with_a_question_mark_claims_a_non_ascii_file() {
+        let config: Config =
+            serde_yaml_ng::from_str("services:\n  api:\n    dockerfile: api/Dockerfile\n").unwrap();
+        let build = DockerBuild {
+            dockerfile: "api/Dockerfile".into(),
+            context: "api".into(),
+            ignore_files: vec![],
+            ignore: DockerIgnore::parse("x?z\n").unwrap(),
+            inputs: read_build_inputs("FROM x\nCOPY caf? [^a]bc x?z /d/\n", &BTreeMap::new()),
+        };
+        let m =
+            ServiceMatcher::new(&config, &BTreeMap::from([("api".to_string(), build)])).unwrap();
+        for (path, want) in [
+            ("api/café", true),
+            ("api/cafe", true),
+            ("api/cafés", false),
+            ("api/ébc", true),
+            ("api/abc", false),
+            // The ignore file's `?` leaves out `xéz` as Docker does.
+            ("api/xéz", false),
+        ] {
+            assert_eq!(!verdicts(&m, path).is_empty(), want, "{path}");
+        }
     }
 
     #[test]

@@ -404,11 +404,13 @@ mod tests {
         let problems = vec![
             Problem {
                 line: Some(7),
+                column: None,
                 key: "services.web.depends_on".into(),
                 message: "unknown service or group `apii`".into(),
             },
             Problem {
                 line: None,
+                column: None,
                 key: String::new(),
                 message: "empty".into(),
             },

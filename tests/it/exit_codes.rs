@@ -285,3 +285,36 @@ fn a_config_linked_out_of_the_repository_is_exit_2_and_never_quoted() {
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(!run.stderr.contains("leads outside"), "{}", run.stderr);
 }
+
+#[test]
+fn a_dockerfile_or_ignore_file_linked_out_of_the_repository_is_exit_2() {
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("kubeconfig");
+    std::fs::write(&secret, "token: planted-secret-value\n").unwrap();
+    for linked in ["svc/Dockerfile", "svc/.dockerignore"] {
+        let mut repo = crate::support::Repo::new();
+        repo.write(
+            ".github/monoship.yml",
+            "services:\n  svc: {dockerfile: svc/Dockerfile}\n",
+        )
+        .write("svc/app.txt", "x\n");
+        if linked != "svc/Dockerfile" {
+            repo.write("svc/Dockerfile", "FROM scratch\nCOPY app.txt /\n");
+        }
+        std::os::unix::fs::symlink(&secret, repo.path().join(linked)).unwrap();
+        repo.commit("a build file that is a link out");
+        let run = crate::support::plan_json(repo.path(), &["--services", "all"]);
+        assert_eq!(run.code, 2, "{linked}: {}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("`{linked}` leads outside the repository")),
+            "{linked}: {}",
+            run.stderr
+        );
+        assert!(
+            !run.stderr.contains("planted-secret-value"),
+            "{}",
+            run.stderr
+        );
+    }
+}

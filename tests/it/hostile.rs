@@ -625,3 +625,131 @@ mod comment {
         audit.finish("the pull-request comment");
     }
 }
+
+/// Runs a `docker` command bounded in time; its stdout.
+fn docker(dir: &Path, args: &[&str]) -> String {
+    let mut command = std::process::Command::new("timeout");
+    command
+        .arg("180")
+        .arg("/usr/bin/docker")
+        .args(args)
+        .current_dir(dir)
+        .env("DOCKER_BUILDKIT", "1");
+    crate::support::checked_stdout(&mut command)
+}
+
+/// `COPY caf? /d/` copies `café` (a `?` is one character, not one byte): found against the
+/// real Docker daemon, so a change to `café` must rebuild.
+#[test]
+fn a_question_mark_in_a_copy_source_matches_a_non_ascii_file_as_docker_does() {
+    let mut repo = Repo::new();
+    repo.write("svc/Dockerfile", "FROM scratch\nCOPY caf? /d/\n")
+        .write("svc/café", "1\n")
+        .write("svc/cafés", "1\n")
+        .write(
+            ".github/monoship.yml",
+            "services:\n  svc:\n    dockerfile: svc/Dockerfile\n",
+        );
+    let base = repo.commit("base");
+    // What the daemon copies: `café` is in, `cafés` is not.
+    let tag = format!("monoship-test-cafe:{}", &base[..12]);
+    docker(&repo.path().join("svc"), &["build", "-q", "-t", &tag, "."]);
+    let container = docker(repo.path(), &["create", &tag, "/none"]);
+    let mut export = std::process::Command::new("timeout");
+    export.args([
+        "60",
+        "sh",
+        "-c",
+        &format!("/usr/bin/docker export {container} | tar -t"),
+    ]);
+    let listing = crate::support::checked_stdout(&mut export);
+    docker(repo.path(), &["rm", &container]);
+    docker(repo.path(), &["rmi", "-f", &tag]);
+    let copied: Vec<&str> = listing.lines().filter(|l| l.starts_with("d/")).collect();
+    assert_eq!(copied, ["d/", "d/café"], "{listing}");
+
+    repo.write("svc/café", "2\n");
+    let head = repo.commit("change café");
+    let run = crate::support::plan_json(repo.path(), &["--base", &base, "--head", &head]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.changed(), ["svc"]);
+    repo.write("svc/cafés", "2\n");
+    let later = repo.commit("change cafés");
+    let run = crate::support::plan_json(repo.path(), &["--base", &head, "--head", &later]);
+    assert_eq!(run.changed(), Vec::<String>::new(), "{}", run.stdout);
+}
+
+/// 8,000 sibling services, each with its own Dockerfile: planning one changed file finds that
+/// one service (the folder listing is read once, not once per service; bench/plan.sh times it).
+#[test]
+fn eight_thousand_sibling_services_plan_one_change() {
+    const N: usize = 8_000;
+    let mut repo = Repo::new();
+    let mut config = String::from("services:\n");
+    for i in 0..N {
+        repo.write(
+            &format!("s{i:04}/Dockerfile"),
+            "FROM scratch\nCOPY main.go /app/\n",
+        );
+        config.push_str(&format!("  s{i:04}:\n    dockerfile: s{i:04}/Dockerfile\n"));
+    }
+    repo.write(".github/monoship.yml", &config)
+        .write("s4321/main.go", "1\n");
+    let base = repo.commit("base");
+    repo.write("s4321/main.go", "2\n");
+    let head = repo.commit("change one");
+    let run = crate::support::plan_json(repo.path(), &["--base", &base, "--head", &head]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.changed(), ["s4321"]);
+    assert_eq!(run.json()["services"].as_array().unwrap().len(), N);
+}
+
+/// A config that fails to load is reported by file, line and column, with exit 2 and nothing
+/// of its text: not a secret pasted as the whole file, nor as a value.
+#[test]
+fn bad_configs_are_refused_by_place_without_their_text() {
+    let secret = "ghp_Zq9SECRETx0123456789abcdefABCDEF0123";
+    let mut repo = Repo::new();
+    repo.write("a/Dockerfile", "FROM scratch\nCOPY . /a\n");
+    let head = repo.commit("base");
+    let long = "y".repeat(1 << 20);
+    let bomb = format!(
+        "x: &s \"{long}\"\nservices:\n  a:\n    paths: [{}]\n",
+        vec!["*s"; 1000].join(", ")
+    );
+    for (config, says) in [
+        (format!("{secret}\n"), "m.yml:1:1: invalid type: a string, expected struct Config"),
+        (
+            format!("services:\n  a:\n    dockerfile: a/Dockerfile\n    paths: \"{secret}\"\n"),
+            "m.yml:4:12: services.a.paths: invalid type: a string, expected a sequence",
+        ),
+        (
+            format!("services:\n  a:\n    paths: [x]\n  a:\n    paths: [\"{secret}\"]\n"),
+            "m.yml:4:3: the key `a` is written twice in one mapping, at line 2 column 3 and at line 4 column 3",
+        ),
+        (
+            format!("services:\n  a:\n    dockerfile: a/Dockerfile\n    build_args:\n      TOKEN:\n      X: \"{secret}\"\n"),
+            "services.a.build_args: a build arg has no value",
+        ),
+        (bomb, "aliases (`*name`) expand the config past"),
+        (
+            "services:\n  a:\n    dockerfile: a/Dockerfile\n    context: nowhere\n".into(),
+            "m.yml:4: services.a.context: the build context `nowhere` is not a folder at",
+        ),
+        (
+            "services:\n  cart:\n    dockerfile: a/Dockerfile\n  Cart:\n    dockerfile: a/Dockerfile\n  failed: {}\n".into(),
+            "services.failed: `failed` is the name of the action's own output `failed`",
+        ),
+    ] {
+        repo.write("m.yml", &config);
+        let run = crate::support::plan_json(
+            repo.path(),
+            &["--config", "m.yml", "--base", &head, "--head", &head],
+        );
+        assert_eq!(run.code, 2, "{config:.200}\n{}", run.stderr);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+        assert!(run.stderr.contains(says), "{says}\n{}", run.stderr);
+        assert!(!run.stderr.contains("SECRET"), "{}", run.stderr);
+        assert!(!run.stderr.contains("yyyy"), "{:.300}", run.stderr);
+    }
+}

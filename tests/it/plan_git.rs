@@ -345,7 +345,7 @@ mod bad_input {
         expect_exit_2(
             &repo,
             &["--base", "HEAD"],
-            &[".github/monoship.yml:4: services.api: unknown field `contxt`"],
+            &[".github/monoship.yml:4:5: services.api: unknown field `contxt`"],
         );
         repo.write(
             ".github/monoship.yml",

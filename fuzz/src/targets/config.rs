@@ -4,8 +4,9 @@
 //!
 //! Properties: it never panics; an error names the file and every problem has a line within
 //! the text (block-style YAML; flow style and empty text may have none); a config that loads
-//! only has names that are safe as output names, known dependencies, no cycle, globs that
-//! compile and repository paths that stay inside the repository.
+//! only has names that are safe as output names (and distinct from the action's outputs and
+//! from each other up to case), one image repository per built service, known dependencies,
+//! no cycle, globs that compile and repository paths that stay inside the repository.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +26,18 @@ pub struct Input {
 }
 
 const FILE: &str = ".github/monoship.yml";
+
+/// The action's own outputs (action.yml), which no service may shadow.
+const ACTION_OUTPUTS: [&str; 8] = [
+    "changed",
+    "matrix",
+    "any-changed",
+    "base",
+    "head",
+    "images",
+    "deployed",
+    "failed",
+];
 
 /// A second YAML document: serde_yaml_ng gives this error no location, so monoship finds the
 /// `---` that starts it.
@@ -255,6 +268,28 @@ fn check_loaded(c: &Config) -> Result<(), String> {
     }
     if c.services.keys().any(|n| c.groups.contains_key(n)) {
         return Err("a name is both a service and a group".into());
+    }
+    // Service names become output names, which the runner compares without case.
+    let mut folded = BTreeSet::new();
+    for name in c.services.keys() {
+        let lower = name.to_lowercase();
+        if ACTION_OUTPUTS.contains(&lower.as_str()) || !folded.insert(lower) {
+            return Err(format!(
+                "service {name:?} loaded but takes another output's name"
+            ));
+        }
+    }
+    let mut repositories = BTreeSet::new();
+    for (name, s) in c.services.iter().filter(|(_, s)| s.dockerfile.is_some()) {
+        let repository = s
+            .repository
+            .clone()
+            .unwrap_or_else(|| name.to_ascii_lowercase());
+        if !repositories.insert(repository) {
+            return Err(format!(
+                "service {name:?} loaded but shares an image repository"
+            ));
+        }
     }
     if let Some(node) = cycle(&edges) {
         return Err(format!("a dependency cycle through {node} loaded"));

@@ -6,7 +6,8 @@
 //!
 //! Properties: no panic in `parse` or `is_excluded`; a rejected file names a line within it
 //! and the pattern on that line. Against a small reference matcher written from Docker's rules
-//! (a pattern becomes `^...$` with `*` = `[^/]*`, `?` = `[^/]`, a `**` segment = any folders;
+//! (a pattern becomes `^...$` with `*` = `[^/]*`, `?` = `[^/]` (one character: `é` is one), a
+//! `**` segment = any folders;
 //! a rule matches a path or any parent folder; the last matching rule wins):
 //! - without `!` exceptions, monoship excludes exactly what the reference excludes;
 //! - with exceptions, what monoship excludes the reference excludes too (excluding a file
@@ -71,7 +72,7 @@ fn free() -> impl Strategy<Value = Input> {
 /// One pattern segment over a tiny alphabet, with `*` and `?` but never `**`.
 fn pattern_segment() -> impl Strategy<Value = String> + Clone {
     vec(
-        proptest::sample::select(&['a', 'b', '.', '-', '*', '?'][..]),
+        proptest::sample::select(&['a', 'b', '.', '-', 'é', '*', '?'][..]),
         1..4,
     )
     .prop_map(|c| c.into_iter().collect::<String>())
@@ -81,9 +82,12 @@ fn pattern_segment() -> impl Strategy<Value = String> + Clone {
 }
 
 fn path_segment() -> impl Strategy<Value = String> + Clone {
-    vec(proptest::sample::select(&['a', 'b', '.', '-'][..]), 1..4)
-        .prop_map(|c| c.into_iter().collect::<String>())
-        .prop_filter("not . or ..", |s| s != "." && s != "..")
+    vec(
+        proptest::sample::select(&['a', 'b', '.', '-', 'é'][..]),
+        1..4,
+    )
+    .prop_map(|c| c.into_iter().collect::<String>())
+    .prop_filter("not . or ..", |s| s != "." && s != "..")
 }
 
 fn reference() -> impl Strategy<Value = Input> {
@@ -189,7 +193,10 @@ fn reference_excluded(rules: &[(bool, String)], path: &str) -> bool {
     let mut excluded = false;
     for (exception, pattern) in rules {
         let tokens = tokens(pattern);
-        if prefixes.iter().any(|p| matches(&tokens, p.as_bytes())) {
+        if prefixes
+            .iter()
+            .any(|p| matches(&tokens, &p.chars().collect::<Vec<_>>()))
+        {
             excluded = !exception;
         }
     }
@@ -198,7 +205,7 @@ fn reference_excluded(rules: &[(bool, String)], path: &str) -> bool {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Token {
-    Byte(u8),
+    Char(char),
     /// `*`: any run without `/`.
     Star,
     /// `?`: one character but `/`.
@@ -218,29 +225,30 @@ fn tokens(pattern: &str) -> Vec<Token> {
             out.push(if last { Token::Rest } else { Token::Folders });
             continue;
         }
-        for b in seg.bytes() {
-            out.push(match b {
-                b'*' => Token::Star,
-                b'?' => Token::Any,
-                b => Token::Byte(b),
+        for c in seg.chars() {
+            out.push(match c {
+                '*' => Token::Star,
+                '?' => Token::Any,
+                c => Token::Char(c),
             });
         }
         if !last {
-            out.push(Token::Byte(b'/'));
+            out.push(Token::Char('/'));
         }
     }
     out
 }
 
-fn matches(tokens: &[Token], path: &[u8]) -> bool {
+/// Matches per character, as Docker's regular expressions do (`?` matches `é`).
+fn matches(tokens: &[Token], path: &[char]) -> bool {
     match tokens.split_first() {
         None => path.is_empty(),
-        Some((Token::Byte(b), rest)) => path.first() == Some(b) && matches(rest, &path[1..]),
+        Some((Token::Char(c), rest)) => path.first() == Some(c) && matches(rest, &path[1..]),
         Some((Token::Any, rest)) => {
-            path.first().is_some_and(|c| *c != b'/') && matches(rest, &path[1..])
+            path.first().is_some_and(|c| *c != '/') && matches(rest, &path[1..])
         }
         Some((Token::Star, rest)) => {
-            let run = path.iter().take_while(|c| **c != b'/').count();
+            let run = path.iter().take_while(|c| **c != '/').count();
             (0..=run).any(|n| matches(rest, &path[n..]))
         }
         Some((Token::Folders, rest)) => {
@@ -249,7 +257,7 @@ fn matches(tokens: &[Token], path: &[u8]) -> bool {
                 || path
                     .iter()
                     .enumerate()
-                    .filter(|(_, c)| **c == b'/')
+                    .filter(|(_, c)| **c == '/')
                     .any(|(i, _)| matches(rest, &path[i + 1..]))
         }
         Some((Token::Rest, _)) => true,
