@@ -159,14 +159,23 @@ fn a_docker_daemon_that_dies_mid_build_fails_the_images_and_deploys_nothing() {
     assert_eq!(image_of(&env, "cart"), before);
 }
 
-/// A TCP proxy for the registry that cuts the first blob upload halfway.
-struct FlakyRegistry {
-    addr: String,
+/// What a [`FlakyRegistry`] does to the first blob upload it relays.
+#[derive(Clone)]
+pub(crate) enum UploadFault {
+    /// Sends half of it, then drops both connections.
+    Cut,
+    /// Holds it forever, telling the sender once it does.
+    Stall(std::sync::mpsc::Sender<()>),
+}
+
+/// A TCP proxy for the registry that spoils the first blob upload.
+pub(crate) struct FlakyRegistry {
+    pub addr: String,
     cuts: Arc<AtomicUsize>,
 }
 
 impl FlakyRegistry {
-    fn start(upstream: String) -> FlakyRegistry {
+    pub(crate) fn start(upstream: String, fault: UploadFault) -> FlakyRegistry {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let cuts = Arc::new(AtomicUsize::new(0));
@@ -174,15 +183,22 @@ impl FlakyRegistry {
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { break };
-                let (upstream, cuts) = (upstream.clone(), cuts2.clone());
-                std::thread::spawn(move || relay_cutting_first_upload(client, &upstream, &cuts));
+                let (upstream, cuts, fault) = (upstream.clone(), cuts2.clone(), fault.clone());
+                std::thread::spawn(move || {
+                    relay_spoiling_first_upload(client, &upstream, &cuts, &fault)
+                });
             }
         });
         FlakyRegistry { addr, cuts }
     }
 }
 
-fn relay_cutting_first_upload(mut client: TcpStream, upstream: &str, cuts: &AtomicUsize) {
+fn relay_spoiling_first_upload(
+    mut client: TcpStream,
+    upstream: &str,
+    cuts: &AtomicUsize,
+    fault: &UploadFault,
+) {
     let Ok(mut registry) = TcpStream::connect(upstream) else {
         return;
     };
@@ -205,8 +221,18 @@ fn relay_cutting_first_upload(mut client: TcpStream, upstream: &str, cuts: &Atom
                 .compare_exchange(0, 1, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         {
-            let _ = registry.write_all(&buf[..n / 2]);
-            break;
+            match fault {
+                UploadFault::Cut => {
+                    let _ = registry.write_all(&buf[..n / 2]);
+                    break;
+                }
+                UploadFault::Stall(stalled) => {
+                    let _ = stalled.send(());
+                    // Read on and forward nothing until the client goes away.
+                    while matches!(client.read(&mut buf), Ok(n) if n > 0) {}
+                    break;
+                }
+            }
         }
         if registry.write_all(&buf[..n]).is_err() {
             break;
@@ -219,7 +245,7 @@ fn relay_cutting_first_upload(mut client: TcpStream, upstream: &str, cuts: &Atom
 #[test]
 fn a_push_cut_mid_upload_is_retried_and_the_reported_digest_is_the_registry_s() {
     let registry = crate::support::Registry::start(None);
-    let flaky = FlakyRegistry::start(registry.addr.clone());
+    let flaky = FlakyRegistry::start(registry.addr.clone(), UploadFault::Cut);
     let (mut repo, base) = crate::support::example_shop();
     repo.write("src/email/templates/welcome.txt", "cut\n");
     let head = repo.commit("email");

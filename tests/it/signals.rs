@@ -12,6 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use crate::container::{container_name, image};
+use crate::faults::{FlakyRegistry, UploadFault};
 use crate::ship::{image_of, rollout, setup};
 use crate::support::{binary, Registry, Repo, Run};
 
@@ -248,6 +249,50 @@ fn sigterm_during_a_rollout_rolls_it_back_after_the_grace_and_exits_143() {
             .iter()
             .any(|w| w.as_str().unwrap().starts_with("interrupted by SIGTERM")),
         "{warnings:?}"
+    );
+}
+
+#[test]
+fn sigterm_during_a_push_cancels_it_and_pushes_no_commit_tag() {
+    let registry = Registry::start(None);
+    let (stalled_tx, stalled) = mpsc::channel();
+    let proxy = FlakyRegistry::start(registry.addr.clone(), UploadFault::Stall(stalled_tx));
+    let (mut repo, base) = crate::support::example_shop();
+    repo.write("src/email/templates/welcome.txt", "stalled\n");
+    let head = repo.commit("email");
+    let args = [
+        "build",
+        "--format",
+        "json",
+        "--base",
+        &base,
+        "--registry",
+        &proxy.addr,
+    ];
+    let running = Running::new(spawn(repo.path(), &args, &BTreeMap::new()));
+    stalled
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the push starts uploading");
+    running.signal("TERM");
+    let run = running.finish(Duration::from_secs(30));
+    assert_eq!(run.code, 143, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let email = &report["images"][0];
+    assert_eq!(email["service"], "email", "{report}");
+    assert_eq!(email["status"], "failed", "{email}");
+    assert_eq!(email["error"], "interrupted by SIGTERM", "{email}");
+    assert_eq!(
+        registry.digest("email", &head, None),
+        None,
+        "no commit tag was pushed"
+    );
+    assert!(
+        report["warnings"]
+            .as_array()
+            .is_some_and(|w| w.iter().any(|w| w
+                .as_str()
+                .is_some_and(|w| w.starts_with("interrupted by SIGTERM")))),
+        "{report}"
     );
 }
 
