@@ -6,6 +6,8 @@
 //! these types (`monoship schema`) and kept in sync by a test.
 
 mod validate;
+
+pub use validate::ACTION_OUTPUTS;
 pub mod workload;
 mod yaml;
 

@@ -123,7 +123,7 @@ fn names_shared_by_service_and_group(config: &Config) -> Vec<Finding<'_>> {
 }
 
 /// The step outputs the action writes besides one per service (action.yml `outputs:`).
-pub(super) const ACTION_OUTPUTS: [&str; 8] = [
+pub const ACTION_OUTPUTS: [&str; 8] = [
     "changed",
     "matrix",
     "any-changed",

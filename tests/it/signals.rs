@@ -14,21 +14,11 @@ use std::time::{Duration, Instant};
 use crate::container::{container_name, image};
 use crate::faults::{FlakyRegistry, UploadFault};
 use crate::ship::{image_of, rollout, setup};
-use crate::support::{binary, Registry, Repo, Run};
+use crate::support::{monoship_command, Registry, Repo, Run};
 
 /// The binary started as `support::monoship` starts it, but not waited for.
 fn spawn(dir: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Child {
-    let mut cmd = Command::new(binary());
-    cmd.args(args).current_dir(dir).env_clear();
-    for key in ["PATH", "HOME", "TMPDIR"] {
-        if let Some(v) = std::env::var_os(key) {
-            cmd.env(key, v);
-        }
-    }
-    cmd.envs(env)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    monoship_command(dir, args, env)
         .spawn()
         .expect("monoship starts")
 }

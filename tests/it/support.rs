@@ -144,8 +144,9 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_monoship"))
 }
 
-/// Runs `monoship` with `args` in `dir`, a clean environment plus `env`, bounded in time.
-pub fn monoship(dir: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Run {
+/// The `monoship` command with `args` in `dir`: a clean environment plus `env`, no stdin,
+/// stdout and stderr piped.
+pub fn monoship_command(dir: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Command {
     let mut cmd = Command::new(binary());
     cmd.args(args).current_dir(dir).env_clear();
     for key in ["PATH", "HOME", "TMPDIR"] {
@@ -157,7 +158,14 @@ pub fn monoship(dir: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Ru
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let child = cmd.spawn().expect("monoship starts");
+    cmd
+}
+
+/// Runs `monoship` with `args` in `dir`, a clean environment plus `env`, bounded in time.
+pub fn monoship(dir: &Path, args: &[&str], env: &BTreeMap<String, String>) -> Run {
+    let child = monoship_command(dir, args, env)
+        .spawn()
+        .expect("monoship starts");
     wait_bounded(child, Duration::from_secs(120))
 }
 

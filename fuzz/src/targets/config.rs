@@ -27,18 +27,6 @@ pub struct Input {
 
 const FILE: &str = ".github/monoship.yml";
 
-/// The action's own outputs (action.yml), which no service may shadow.
-const ACTION_OUTPUTS: [&str; 8] = [
-    "changed",
-    "matrix",
-    "any-changed",
-    "base",
-    "head",
-    "images",
-    "deployed",
-    "failed",
-];
-
 /// A second YAML document: serde_yaml_ng gives this error no location, so monoship finds the
 /// `---` that starts it.
 const MULTI_DOCUMENT: &str = "---\nservices: {}\n---\n";
@@ -273,7 +261,7 @@ fn check_loaded(c: &Config) -> Result<(), String> {
     let mut folded = BTreeSet::new();
     for name in c.services.keys() {
         let lower = name.to_lowercase();
-        if ACTION_OUTPUTS.contains(&lower.as_str()) || !folded.insert(lower) {
+        if config::ACTION_OUTPUTS.contains(&lower.as_str()) || !folded.insert(lower) {
             return Err(format!(
                 "service {name:?} loaded but takes another output's name"
             ));
