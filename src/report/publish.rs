@@ -11,13 +11,18 @@ use std::ops::ControlFlow;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::github::{parse, Call, GithubApi, GithubError, PER_PAGE};
+use crate::image::push::{ImageResult, ImageStatus};
+use crate::plan::Plan;
 use crate::report::comment::CommentKey;
 
 /// The workflow permission a comment needs.
 pub const COMMENT_PERMISSION: &str = "pull-requests: write";
 /// The workflow permission Deployments need.
 pub const DEPLOYMENTS_PERMISSION: &str = "deployments: write";
+/// The workflow permission commit statuses need.
+pub const STATUSES_PERMISSION: &str = "statuses: write";
 /// The environment of Deployments and of the `ship` comment when nothing names one.
 pub const DEFAULT_ENVIRONMENT: &str = "production";
 /// GitHub's limit for a deployment's or status's description.
@@ -81,6 +86,136 @@ pub struct DeploymentStatus {
     /// The workflow run, shown as the deployment's log.
     pub log_url: Option<String>,
     pub environment: String,
+}
+
+/// A commit status state, as `POST …/statuses/{sha}` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusState {
+    Success,
+    Failure,
+    /// The service's stage never finished (a dependency failed, or the stage stopped).
+    Error,
+}
+
+impl StatusState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusState::Success => "success",
+            StatusState::Failure => "failure",
+            StatusState::Error => "error",
+        }
+    }
+}
+
+/// One service's commit status: context `monoship/<service>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    pub context: String,
+    pub state: StatusState,
+    pub description: String,
+}
+
+/// What the run knows of each service, for its commit status: `images` is `None` for `plan`,
+/// `rollouts` is `None` unless the deploy stage of a `ship` ran.
+pub struct StatusInput<'a> {
+    pub plan: &'a Plan,
+    /// The services of this job (all configured ones unless `services` narrowed it).
+    pub services: &'a [String],
+    pub images: Option<&'a [ImageResult]>,
+    pub rollouts: Option<&'a [RolloutResult]>,
+    /// `ship` (rollouts expected) rather than `build` or `plan`.
+    pub ship: bool,
+}
+
+/// One status per service of the job, so branch protection can require each one: unchanged
+/// and shipped services succeed, failed builds and rollouts fail. Pure.
+pub fn commit_statuses(input: &StatusInput<'_>) -> Vec<CommitStatus> {
+    input
+        .services
+        .iter()
+        .map(|service| {
+            let (state, description) = service_status(input, service);
+            CommitStatus {
+                context: format!("monoship/{service}"),
+                state,
+                description: clip(&description),
+            }
+        })
+        .collect()
+}
+
+fn service_status(input: &StatusInput<'_>, service: &str) -> (StatusState, String) {
+    let plan = input.plan;
+    if !plan.changed.iter().any(|c| c == service) {
+        return match &plan.base {
+            Some(base) => (
+                StatusState::Success,
+                format!("unchanged since {}", short(base)),
+            ),
+            None => (StatusState::Success, "unchanged".into()),
+        };
+    }
+    let Some(images) = input.images else {
+        return (StatusState::Success, "changed: planned".into());
+    };
+    let Some(image) = images.iter().find(|i| i.service == service) else {
+        return (
+            StatusState::Error,
+            "changed, but no image was built (the build stage stopped)".into(),
+        );
+    };
+    let built = match image.status {
+        ImageStatus::Failed => {
+            let error = image.error.as_deref().unwrap_or("no reason given");
+            return (StatusState::Failure, format!("build failed: {error}"));
+        }
+        ImageStatus::Built => "built",
+        ImageStatus::Reused => "image reused",
+    };
+    if !input.ship {
+        return (StatusState::Success, built.into());
+    }
+    let Some(rollouts) = input.rollouts else {
+        return (
+            StatusState::Error,
+            format!("{built}, not deployed: the deploy stage did not run"),
+        );
+    };
+    rollout_status(built, rollouts.iter().filter(|r| r.service == service))
+}
+
+fn rollout_status<'r>(
+    built: &str,
+    mine: impl Iterator<Item = &'r RolloutResult>,
+) -> (StatusState, String) {
+    let mine: Vec<&RolloutResult> = mine.collect();
+    let word = |r: &RolloutResult| {
+        format!(
+            "{} {}: {}",
+            r.workload,
+            r.status.as_str(),
+            r.reason.as_deref().unwrap_or("no reason given")
+        )
+    };
+    let failed = |s: RolloutStatus| matches!(s, RolloutStatus::Failed | RolloutStatus::RolledBack);
+    if let Some(r) = mine.iter().find(|r| failed(r.status)) {
+        return (StatusState::Failure, word(r));
+    }
+    if let Some(r) = mine.iter().find(|r| r.status == RolloutStatus::Skipped) {
+        return (StatusState::Error, word(r));
+    }
+    match mine.len() {
+        0 => (StatusState::Success, format!("{built}; nothing to deploy")),
+        n => (
+            StatusState::Success,
+            format!("{built}; deployed {n} workload(s)"),
+        ),
+    }
+}
+
+/// A commit's first 7 characters, as GitHub shows it.
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }
 
 /// The environment a `ship` deploys to, as Deployments and the `ship` comment name it: the
@@ -314,6 +449,41 @@ impl GithubApi {
             &call,
         )
         .await?;
+        Ok(())
+    }
+}
+
+impl GithubApi {
+    /// Sets the status `status.context` of commit `sha`, linking to `target_url`.
+    ///
+    /// # Errors
+    /// See [`GithubError`]; a missing `statuses: write` is [`GithubError::PermissionDenied`].
+    pub async fn create_commit_status(
+        &self,
+        sha: &str,
+        status: &CommitStatus,
+        target_url: Option<&str>,
+    ) -> Result<(), GithubError> {
+        let call = Call {
+            what: format!(
+                "setting commit status {} of {sha} in {}",
+                status.context,
+                self.repository()
+            ),
+            permission: STATUSES_PERMISSION,
+            hint: FORK_HINT,
+            repeatable: true,
+        };
+        let mut body = json!({
+            "state": status.state.as_str(),
+            "context": status.context,
+            "description": clip(&status.description),
+        });
+        if let Some(url) = target_url {
+            body["target_url"] = json!(url);
+        }
+        self.post(&self.repo_url(&format!("/statuses/{sha}")), &body, &call)
+            .await?;
         Ok(())
     }
 }
