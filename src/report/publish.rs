@@ -501,6 +501,188 @@ fn clip(text: &str) -> String {
 mod tests {
     use super::*;
 
+    use crate::report::fixtures::{self, node, rollout, Images};
+
+    /// `(service, state, description)` of each status.
+    fn statuses(input: &StatusInput<'_>) -> Vec<(String, &'static str, String)> {
+        commit_statuses(input)
+            .into_iter()
+            .map(|s| (s.context, s.state.as_str(), s.description))
+            .collect()
+    }
+
+    #[test]
+    fn each_service_of_the_job_gets_a_status_by_what_happened_to_it() {
+        let plan = fixtures::plan(
+            vec![
+                node("api", &[("api/x", "api/**")], 0),
+                node("cart", &[("cart/x", "cart/**")], 0),
+                node("docs", &[], 0),
+                node("web", &[("web/x", "web/**")], 0),
+            ],
+            vec![],
+            3,
+        );
+        let services: Vec<String> = ["api", "cart", "docs", "web"].map(String::from).into();
+        let images = Images {
+            registry: "r.example",
+            digest: "sha256:1",
+            error: "RUN make: exit 2",
+            ..Images::default()
+        };
+        let built = [
+            images.of("api", ImageStatus::Built),
+            images.of("cart", ImageStatus::Reused),
+            images.of("web", ImageStatus::Failed),
+        ];
+        let rolled = [
+            rollout("api", RolloutStatus::Succeeded, None, 1.0),
+            rollout(
+                "cart",
+                RolloutStatus::RolledBack,
+                Some("CrashLoopBackOff"),
+                2.0,
+            ),
+        ];
+        let unchanged = (
+            "monoship/docs".to_string(),
+            "success",
+            "unchanged since aaaaaaa".to_string(),
+        );
+        let row = |service: &str, state, description: &str| {
+            (
+                format!("monoship/{service}"),
+                state,
+                description.to_string(),
+            )
+        };
+        let table: [(Option<&[ImageResult]>, Option<&[RolloutResult]>, bool, _); 4] = [
+            (
+                None,
+                None,
+                false,
+                [
+                    row("api", "success", "changed: planned"),
+                    row("cart", "success", "changed: planned"),
+                    unchanged.clone(),
+                    row("web", "success", "changed: planned"),
+                ],
+            ),
+            (
+                Some(&built),
+                None,
+                false,
+                [
+                    row("api", "success", "built"),
+                    row("cart", "success", "image reused"),
+                    unchanged.clone(),
+                    row("web", "failure", "build failed: RUN make: exit 2"),
+                ],
+            ),
+            (
+                Some(&built),
+                Some(&rolled),
+                true,
+                [
+                    row("api", "success", "built; deployed 1 workload(s)"),
+                    row(
+                        "cart",
+                        "failure",
+                        "deployment/shop/cart rolled-back: CrashLoopBackOff",
+                    ),
+                    unchanged.clone(),
+                    row("web", "failure", "build failed: RUN make: exit 2"),
+                ],
+            ),
+            (
+                Some(&built),
+                None,
+                true,
+                [
+                    row(
+                        "api",
+                        "error",
+                        "built, not deployed: the deploy stage did not run",
+                    ),
+                    row(
+                        "cart",
+                        "error",
+                        "image reused, not deployed: the deploy stage did not run",
+                    ),
+                    unchanged.clone(),
+                    row("web", "failure", "build failed: RUN make: exit 2"),
+                ],
+            ),
+        ];
+        for (images, rollouts, ship, expected) in table {
+            let input = StatusInput {
+                plan: &plan,
+                services: &services,
+                images,
+                rollouts,
+                ship,
+            };
+            assert_eq!(
+                statuses(&input),
+                expected,
+                "images {images:?} rollouts {rollouts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_job_s_services_get_statuses_and_a_service_without_workloads_succeeds() {
+        let plan = fixtures::plan(
+            vec![node("api", &[("api/x", "api/**")], 0), node("docs", &[], 0)],
+            vec![],
+            1,
+        );
+        let built = [Images::default().of("api", ImageStatus::Built)];
+        let skipped = [rollout(
+            "api",
+            RolloutStatus::Skipped,
+            Some("its dependency proto failed"),
+            0.0,
+        )];
+        let only_api = ["api".to_string()];
+        let input = |rollouts| StatusInput {
+            plan: &plan,
+            services: &only_api,
+            images: Some(&built),
+            rollouts,
+            ship: true,
+        };
+        assert_eq!(
+            statuses(&input(Some(&[]))),
+            [(
+                "monoship/api".to_string(),
+                "success",
+                "built; nothing to deploy".to_string()
+            )]
+        );
+        assert_eq!(
+            statuses(&input(Some(&skipped))),
+            [(
+                "monoship/api".to_string(),
+                "error",
+                "deployment/shop/api skipped: its dependency proto failed".to_string()
+            )]
+        );
+        let no_base = Plan {
+            base: None,
+            ..plan.clone()
+        };
+        let docs = ["docs".to_string()];
+        let unchanged = commit_statuses(&StatusInput {
+            plan: &no_base,
+            services: &docs,
+            images: None,
+            rollouts: None,
+            ship: false,
+        });
+        assert_eq!(unchanged[0].description, "unchanged");
+    }
+
     #[test]
     fn environment_falls_back_from_input_to_context_to_cluster() {
         assert_eq!(
