@@ -100,7 +100,8 @@ pub(crate) fn statuses(
     let Some(a) = ctx.action.as_ref().filter(|a| a.commit_statuses) else {
         return;
     };
-    if ctx.dry_run {
+    // On by default: without a token nothing can write statuses, and that is no warning.
+    if ctx.dry_run || a.token.is_none() {
         return;
     }
     let services: Vec<String> = match &ctx.scope {
