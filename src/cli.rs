@@ -831,6 +831,28 @@ mod tests {
     }
 
     #[test]
+    fn commit_statuses_are_on_in_the_action_and_asked_for_on_the_cli() {
+        let statuses = |pairs: &'static [(&'static str, &'static str)]| {
+            from_action_env(&inputs(pairs)).map(|r| r.action.unwrap().commit_statuses)
+        };
+        assert!(statuses(&[("INPUT_SERVICES", "a")]).unwrap());
+        assert!(!statuses(&[("INPUT_COMMIT-STATUSES", "false")]).unwrap());
+        let bad = statuses(&[("INPUT_COMMIT-STATUSES", "yes")]).unwrap_err();
+        assert!(bad.to_string().contains("commit-statuses"), "{bad}");
+
+        let cli = |args: &[&str]| {
+            let env = inputs(&[("GITHUB_ACTIONS", "true")]);
+            let argv = args.iter().map(std::ffi::OsString::from).collect();
+            match parse(argv, &env).unwrap() {
+                Invocation::Run(r) => r.action.unwrap().commit_statuses,
+                _ => panic!("not a run"),
+            }
+        };
+        assert!(!cli(&["monoship", "plan"]));
+        assert!(cli(&["monoship", "plan", "--commit-statuses"]));
+    }
+
+    #[test]
     fn the_interrupt_grace_comes_from_its_input() {
         let env = inputs(&[("GITHUB_WORKSPACE", "/w"), ("INPUT_INTERRUPT-GRACE", "5")]);
         let req = from_action_env(&env).unwrap();
