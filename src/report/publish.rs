@@ -556,7 +556,14 @@ mod tests {
                 description.to_string(),
             )
         };
-        let table: [(Option<&[ImageResult]>, Option<&[RolloutResult]>, bool, _); 4] = [
+        // (images, rollouts, ship, the statuses of api, cart, docs and web)
+        type Case<'a, E> = (
+            Option<&'a [ImageResult]>,
+            Option<&'a [RolloutResult]>,
+            bool,
+            E,
+        );
+        let table: [Case<'_, _>; 4] = [
             (
                 None,
                 None,
