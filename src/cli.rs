@@ -63,6 +63,9 @@ pub struct ActionEnv {
     /// Record each deployed service as a GitHub Deployment (input `github-deployments`, CLI
     /// `ship --github-deployments`; default false).
     pub github_deployments: bool,
+    /// Set a `monoship/<service>` commit status per service (input `commit-statuses`, default
+    /// true; CLI `--commit-statuses`, default false).
+    pub commit_statuses: bool,
     /// The environment `ship` deploys to (input `environment`, CLI `--environment`); see
     /// [`crate::report::publish::environment_name`] for the default.
     pub environment: Option<String>,
@@ -267,6 +270,10 @@ struct Shared {
     /// pull request (the action does by default).
     #[arg(long)]
     comment: bool,
+    /// In GitHub Actions, set a `monoship/<service>` commit status on the head commit for each
+    /// service (the action does by default).
+    #[arg(long)]
+    commit_statuses: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -441,6 +448,7 @@ fn request(
         action: if in_action {
             Some(ActionEnv {
                 comment: s.comment,
+                commit_statuses: s.commit_statuses,
                 ..action_env(env)
             })
         } else {
@@ -472,6 +480,7 @@ fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
         summary: nonempty("GITHUB_STEP_SUMMARY").map(PathBuf::from),
         comment: false,
         github_deployments: false,
+        commit_statuses: false,
         environment: None,
         workspace: nonempty("GITHUB_WORKSPACE").map(PathBuf::from),
         warnings: Vec::new(),
@@ -609,6 +618,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
             // Jobs of a matrix over `services` would all update one comment: off unless asked.
             comment: input.flag_or("comment", input.get("services").is_none())?,
             github_deployments: input.flag("github-deployments")?,
+            commit_statuses: input.flag_or("commit-statuses", true)?,
             environment: input.get("environment"),
             warnings,
             ..action_env(env)
@@ -818,6 +828,28 @@ mod tests {
             req.deploy.interrupt_grace,
             std::time::Duration::from_secs(20)
         );
+    }
+
+    #[test]
+    fn commit_statuses_are_on_in_the_action_and_asked_for_on_the_cli() {
+        let statuses = |pairs: &'static [(&'static str, &'static str)]| {
+            from_action_env(&inputs(pairs)).map(|r| r.action.unwrap().commit_statuses)
+        };
+        assert!(statuses(&[("INPUT_SERVICES", "a")]).unwrap());
+        assert!(!statuses(&[("INPUT_COMMIT-STATUSES", "false")]).unwrap());
+        let bad = statuses(&[("INPUT_COMMIT-STATUSES", "yes")]).unwrap_err();
+        assert!(bad.to_string().contains("commit-statuses"), "{bad}");
+
+        let cli = |args: &[&str]| {
+            let env = inputs(&[("GITHUB_ACTIONS", "true")]);
+            let argv = args.iter().map(std::ffi::OsString::from).collect();
+            match parse(argv, &env).unwrap() {
+                Invocation::Run(r) => r.action.unwrap().commit_statuses,
+                _ => panic!("not a run"),
+            }
+        };
+        assert!(!cli(&["monoship", "plan"]));
+        assert!(cli(&["monoship", "plan", "--commit-statuses"]));
     }
 
     #[test]

@@ -101,6 +101,8 @@ pub struct ActionRun {
     pub run_url: Option<String>,
     pub comment: bool,
     pub github_deployments: bool,
+    /// One `monoship/<service>` commit status per service of the job.
+    pub commit_statuses: bool,
     /// The environment of the Deployments and the `ship` comment.
     pub environment: String,
     /// The run's folder relative to `$GITHUB_WORKSPACE` (empty when it is the workspace):
@@ -404,6 +406,7 @@ fn action_run(a: &ActionEnv, environment: String, workdir: &Path) -> ActionRun {
         },
         comment: a.comment,
         github_deployments: a.github_deployments,
+        commit_statuses: a.commit_statuses,
         environment,
     }
 }

@@ -10,13 +10,17 @@ use super::{Run, Session};
 use crate::cli::Command;
 use crate::config::Config;
 use crate::deploy::{RolloutResult, RolloutStatus};
+use crate::detect::range::Range;
 use crate::error::render_chain;
 use crate::github::{GithubApi, GithubError};
 use crate::image::push::{ImageResult, ImageStatus};
 use crate::plan::Plan;
 use crate::report::commands::{one_line, Annotation, Level};
 use crate::report::comment::{self, CommentInput, CommentKey, ServiceTargets};
-use crate::report::publish::{CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus};
+use crate::report::publish::{
+    commit_statuses, CommentOutcome, DeploymentRecord, DeploymentState, DeploymentStatus,
+    StatusInput,
+};
 
 /// Events whose pull request gets the comment.
 const COMMENT_EVENTS: [&str; 2] = ["pull_request", "pull_request_target"];
@@ -81,6 +85,60 @@ pub(crate) fn comment(
             "updated the comment on pull request #{number} (comment {id})"
         ),
     };
+}
+
+/// Sets one `monoship/<service>` commit status on the run's head per service of the job, when
+/// the `commit-statuses` input is on and it was no dry run. Call it last, like the comment.
+/// The first failure (say, no `statuses: write`) is one warning and stops the rest.
+pub(crate) fn statuses(
+    run: &Run<'_>,
+    images: Option<&[ImageResult]>,
+    rollouts: Option<&[RolloutResult]>,
+    log: &mut dyn Write,
+) {
+    let ctx = run.ctx;
+    let Some(a) = ctx.action.as_ref().filter(|a| a.commit_statuses) else {
+        return;
+    };
+    // On by default: without a token nothing can write statuses, and that is no warning.
+    if ctx.dry_run || a.token.is_none() {
+        return;
+    }
+    let services: Vec<String> = match &ctx.scope {
+        Range::Services { names, .. } => names.clone(),
+        _ => run.plan.services.iter().map(|s| s.name.clone()).collect(),
+    };
+    let secrets = ctx.sent_secrets();
+    let statuses: Vec<_> = commit_statuses(&StatusInput {
+        plan: run.plan,
+        services: &services,
+        images,
+        rollouts,
+        ship: ctx.command == Command::Ship,
+    })
+    .into_iter()
+    .map(|mut s| {
+        s.description = redact(s.description, &secrets);
+        s
+    })
+    .collect();
+    if statuses.is_empty() {
+        return;
+    }
+    let sha = run.plan.head.clone();
+    let target_url = a.run_url.as_deref();
+    let outcome = with_api(run.session, |api| async move {
+        for status in &statuses {
+            api.create_commit_status(&sha, status, target_url).await?;
+        }
+        Ok(statuses.len())
+    });
+    match outcome {
+        Ok(n) => {
+            let _ = writeln!(log, "set {n} commit status(es) on {}", run.plan.head);
+        }
+        Err(message) => warn(log, "commit statuses not set", message),
+    }
 }
 
 /// Why a comment that carries monoship's marker was left alone.

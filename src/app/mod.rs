@@ -163,6 +163,7 @@ pub fn run(req: &Request, stdout: &mut dyn Write, stderr: &mut dyn Write) -> Res
             };
             output::report_plan(&ctx, run.plan, stdout, stderr)?;
             github::comment(&run, None, None, stderr);
+            github::statuses(&run, None, None, stderr);
             Ok(interrupted_code(&run).unwrap_or(0))
         }
         Command::Build | Command::Ship => ship(&run, &stage, stdout, stderr),
@@ -223,6 +224,7 @@ fn ship(
         code = 1;
     }
     github::comment(run, images.as_deref(), rollouts.as_deref(), stderr);
+    github::statuses(run, images.as_deref(), rollouts.as_deref(), stderr);
     Ok(interrupted_code(run).unwrap_or(code))
 }
 

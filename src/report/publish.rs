@@ -11,13 +11,18 @@ use std::ops::ControlFlow;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::deploy::{RolloutResult, RolloutStatus};
 use crate::github::{parse, Call, GithubApi, GithubError, PER_PAGE};
+use crate::image::push::{ImageResult, ImageStatus};
+use crate::plan::Plan;
 use crate::report::comment::CommentKey;
 
 /// The workflow permission a comment needs.
 pub const COMMENT_PERMISSION: &str = "pull-requests: write";
 /// The workflow permission Deployments need.
 pub const DEPLOYMENTS_PERMISSION: &str = "deployments: write";
+/// The workflow permission commit statuses need.
+pub const STATUSES_PERMISSION: &str = "statuses: write";
 /// The environment of Deployments and of the `ship` comment when nothing names one.
 pub const DEFAULT_ENVIRONMENT: &str = "production";
 /// GitHub's limit for a deployment's or status's description.
@@ -81,6 +86,136 @@ pub struct DeploymentStatus {
     /// The workflow run, shown as the deployment's log.
     pub log_url: Option<String>,
     pub environment: String,
+}
+
+/// A commit status state, as `POST …/statuses/{sha}` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusState {
+    Success,
+    Failure,
+    /// The service's stage never finished (a dependency failed, or the stage stopped).
+    Error,
+}
+
+impl StatusState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatusState::Success => "success",
+            StatusState::Failure => "failure",
+            StatusState::Error => "error",
+        }
+    }
+}
+
+/// One service's commit status: context `monoship/<service>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommitStatus {
+    pub context: String,
+    pub state: StatusState,
+    pub description: String,
+}
+
+/// What the run knows of each service, for its commit status: `images` is `None` for `plan`,
+/// `rollouts` is `None` unless the deploy stage of a `ship` ran.
+pub struct StatusInput<'a> {
+    pub plan: &'a Plan,
+    /// The services of this job (all configured ones unless `services` narrowed it).
+    pub services: &'a [String],
+    pub images: Option<&'a [ImageResult]>,
+    pub rollouts: Option<&'a [RolloutResult]>,
+    /// `ship` (rollouts expected) rather than `build` or `plan`.
+    pub ship: bool,
+}
+
+/// One status per service of the job, so branch protection can require each one: unchanged
+/// and shipped services succeed, failed builds and rollouts fail. Pure.
+pub fn commit_statuses(input: &StatusInput<'_>) -> Vec<CommitStatus> {
+    input
+        .services
+        .iter()
+        .map(|service| {
+            let (state, description) = service_status(input, service);
+            CommitStatus {
+                context: format!("monoship/{service}"),
+                state,
+                description: clip(&description),
+            }
+        })
+        .collect()
+}
+
+fn service_status(input: &StatusInput<'_>, service: &str) -> (StatusState, String) {
+    let plan = input.plan;
+    if !plan.changed.iter().any(|c| c == service) {
+        return match &plan.base {
+            Some(base) => (
+                StatusState::Success,
+                format!("unchanged since {}", short(base)),
+            ),
+            None => (StatusState::Success, "unchanged".into()),
+        };
+    }
+    let Some(images) = input.images else {
+        return (StatusState::Success, "changed: planned".into());
+    };
+    let Some(image) = images.iter().find(|i| i.service == service) else {
+        return (
+            StatusState::Error,
+            "changed, but no image was built (the build stage stopped)".into(),
+        );
+    };
+    let built = match image.status {
+        ImageStatus::Failed => {
+            let error = image.error.as_deref().unwrap_or("no reason given");
+            return (StatusState::Failure, format!("build failed: {error}"));
+        }
+        ImageStatus::Built => "built",
+        ImageStatus::Reused => "image reused",
+    };
+    if !input.ship {
+        return (StatusState::Success, built.into());
+    }
+    let Some(rollouts) = input.rollouts else {
+        return (
+            StatusState::Error,
+            format!("{built}, not deployed: the deploy stage did not run"),
+        );
+    };
+    rollout_status(built, rollouts.iter().filter(|r| r.service == service))
+}
+
+fn rollout_status<'r>(
+    built: &str,
+    mine: impl Iterator<Item = &'r RolloutResult>,
+) -> (StatusState, String) {
+    let mine: Vec<&RolloutResult> = mine.collect();
+    let word = |r: &RolloutResult| {
+        format!(
+            "{} {}: {}",
+            r.workload,
+            r.status.as_str(),
+            r.reason.as_deref().unwrap_or("no reason given")
+        )
+    };
+    let failed = |s: RolloutStatus| matches!(s, RolloutStatus::Failed | RolloutStatus::RolledBack);
+    if let Some(r) = mine.iter().find(|r| failed(r.status)) {
+        return (StatusState::Failure, word(r));
+    }
+    if let Some(r) = mine.iter().find(|r| r.status == RolloutStatus::Skipped) {
+        return (StatusState::Error, word(r));
+    }
+    match mine.len() {
+        0 => (StatusState::Success, format!("{built}; nothing to deploy")),
+        n => (
+            StatusState::Success,
+            format!("{built}; deployed {n} workload(s)"),
+        ),
+    }
+}
+
+/// A commit's first 7 characters, as GitHub shows it.
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
 }
 
 /// The environment a `ship` deploys to, as Deployments and the `ship` comment name it: the
@@ -318,6 +453,41 @@ impl GithubApi {
     }
 }
 
+impl GithubApi {
+    /// Sets the status `status.context` of commit `sha`, linking to `target_url`.
+    ///
+    /// # Errors
+    /// See [`GithubError`]; a missing `statuses: write` is [`GithubError::PermissionDenied`].
+    pub async fn create_commit_status(
+        &self,
+        sha: &str,
+        status: &CommitStatus,
+        target_url: Option<&str>,
+    ) -> Result<(), GithubError> {
+        let call = Call {
+            what: format!(
+                "setting commit status {} of {sha} in {}",
+                status.context,
+                self.repository()
+            ),
+            permission: STATUSES_PERMISSION,
+            hint: FORK_HINT,
+            repeatable: true,
+        };
+        let mut body = json!({
+            "state": status.state.as_str(),
+            "context": status.context,
+            "description": clip(&status.description),
+        });
+        if let Some(url) = target_url {
+            body["target_url"] = json!(url);
+        }
+        self.post(&self.repo_url(&format!("/statuses/{sha}")), &body, &call)
+            .await?;
+        Ok(())
+    }
+}
+
 /// A description within GitHub's 140 characters, on one line.
 fn clip(text: &str) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -330,6 +500,195 @@ fn clip(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::report::fixtures::{self, node, rollout, Images};
+
+    /// `(service, state, description)` of each status.
+    fn statuses(input: &StatusInput<'_>) -> Vec<(String, &'static str, String)> {
+        commit_statuses(input)
+            .into_iter()
+            .map(|s| (s.context, s.state.as_str(), s.description))
+            .collect()
+    }
+
+    #[test]
+    fn each_service_of_the_job_gets_a_status_by_what_happened_to_it() {
+        let plan = fixtures::plan(
+            vec![
+                node("api", &[("api/x", "api/**")], 0),
+                node("cart", &[("cart/x", "cart/**")], 0),
+                node("docs", &[], 0),
+                node("web", &[("web/x", "web/**")], 0),
+            ],
+            vec![],
+            3,
+        );
+        let services: Vec<String> = ["api", "cart", "docs", "web"].map(String::from).into();
+        let images = Images {
+            registry: "r.example",
+            digest: "sha256:1",
+            error: "RUN make: exit 2",
+            ..Images::default()
+        };
+        let built = [
+            images.of("api", ImageStatus::Built),
+            images.of("cart", ImageStatus::Reused),
+            images.of("web", ImageStatus::Failed),
+        ];
+        let rolled = [
+            rollout("api", RolloutStatus::Succeeded, None, 1.0),
+            rollout(
+                "cart",
+                RolloutStatus::RolledBack,
+                Some("CrashLoopBackOff"),
+                2.0,
+            ),
+        ];
+        let unchanged = (
+            "monoship/docs".to_string(),
+            "success",
+            "unchanged since aaaaaaa".to_string(),
+        );
+        let row = |service: &str, state, description: &str| {
+            (
+                format!("monoship/{service}"),
+                state,
+                description.to_string(),
+            )
+        };
+        // (images, rollouts, ship, the statuses of api, cart, docs and web)
+        type Case<'a, E> = (
+            Option<&'a [ImageResult]>,
+            Option<&'a [RolloutResult]>,
+            bool,
+            E,
+        );
+        let table: [Case<'_, _>; 4] = [
+            (
+                None,
+                None,
+                false,
+                [
+                    row("api", "success", "changed: planned"),
+                    row("cart", "success", "changed: planned"),
+                    unchanged.clone(),
+                    row("web", "success", "changed: planned"),
+                ],
+            ),
+            (
+                Some(&built),
+                None,
+                false,
+                [
+                    row("api", "success", "built"),
+                    row("cart", "success", "image reused"),
+                    unchanged.clone(),
+                    row("web", "failure", "build failed: RUN make: exit 2"),
+                ],
+            ),
+            (
+                Some(&built),
+                Some(&rolled),
+                true,
+                [
+                    row("api", "success", "built; deployed 1 workload(s)"),
+                    row(
+                        "cart",
+                        "failure",
+                        "deployment/shop/cart rolled-back: CrashLoopBackOff",
+                    ),
+                    unchanged.clone(),
+                    row("web", "failure", "build failed: RUN make: exit 2"),
+                ],
+            ),
+            (
+                Some(&built),
+                None,
+                true,
+                [
+                    row(
+                        "api",
+                        "error",
+                        "built, not deployed: the deploy stage did not run",
+                    ),
+                    row(
+                        "cart",
+                        "error",
+                        "image reused, not deployed: the deploy stage did not run",
+                    ),
+                    unchanged.clone(),
+                    row("web", "failure", "build failed: RUN make: exit 2"),
+                ],
+            ),
+        ];
+        for (images, rollouts, ship, expected) in table {
+            let input = StatusInput {
+                plan: &plan,
+                services: &services,
+                images,
+                rollouts,
+                ship,
+            };
+            assert_eq!(
+                statuses(&input),
+                expected,
+                "images {images:?} rollouts {rollouts:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_job_s_services_get_statuses_and_a_service_without_workloads_succeeds() {
+        let plan = fixtures::plan(
+            vec![node("api", &[("api/x", "api/**")], 0), node("docs", &[], 0)],
+            vec![],
+            1,
+        );
+        let built = [Images::default().of("api", ImageStatus::Built)];
+        let skipped = [rollout(
+            "api",
+            RolloutStatus::Skipped,
+            Some("its dependency proto failed"),
+            0.0,
+        )];
+        let only_api = ["api".to_string()];
+        let input = |rollouts| StatusInput {
+            plan: &plan,
+            services: &only_api,
+            images: Some(&built),
+            rollouts,
+            ship: true,
+        };
+        assert_eq!(
+            statuses(&input(Some(&[]))),
+            [(
+                "monoship/api".to_string(),
+                "success",
+                "built; nothing to deploy".to_string()
+            )]
+        );
+        assert_eq!(
+            statuses(&input(Some(&skipped))),
+            [(
+                "monoship/api".to_string(),
+                "error",
+                "deployment/shop/api skipped: its dependency proto failed".to_string()
+            )]
+        );
+        let no_base = Plan {
+            base: None,
+            ..plan.clone()
+        };
+        let docs = ["docs".to_string()];
+        let unchanged = commit_statuses(&StatusInput {
+            plan: &no_base,
+            services: &docs,
+            images: None,
+            rollouts: None,
+            ship: false,
+        });
+        assert_eq!(unchanged[0].description, "unchanged");
+    }
 
     #[test]
     fn environment_falls_back_from_input_to_context_to_cluster() {

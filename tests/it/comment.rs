@@ -31,6 +31,8 @@ struct Forge {
     deployments: Vec<Value>,
     /// (deployment id, status).
     statuses: Vec<(u64, Value)>,
+    /// (commit, what was posted) of each commit status.
+    commit_statuses: Vec<(String, Value)>,
     /// `METHOD path?query` of every request, in order.
     requests: Vec<String>,
     /// Requests that came without the token.
@@ -46,6 +48,15 @@ struct Forge {
 }
 
 impl Forge {
+    /// The requests but those setting commit statuses (the comment tests' subject).
+    fn comment_requests(&self) -> Vec<String> {
+        self.requests
+            .iter()
+            .filter(|r| !r.contains("/statuses/"))
+            .cloned()
+            .collect()
+    }
+
     /// Who the comments the token posts are by.
     fn author(&self) -> &'static str {
         self.token_user.unwrap_or("github-actions[bot]")
@@ -278,6 +289,34 @@ impl Respond for GithubFake {
                 forge.deployments.push(deployment.clone());
                 github_json(201, deployment)
             }
+            ("POST", ["statuses", sha]) => {
+                if forge.read_only {
+                    return github_error(403, FORK_403, "commits/statuses#create-a-commit-status");
+                }
+                let states = ["error", "failure", "pending", "success"];
+                if !body["state"].as_str().is_some_and(|s| states.contains(&s)) {
+                    return github_error(
+                        422,
+                        "Validation Failed",
+                        "commits/statuses#create-a-commit-status",
+                    );
+                }
+                let id = forge.id();
+                forge.commit_statuses.push((sha.to_string(), body.clone()));
+                github_json(
+                    201,
+                    json!({
+                        "url": format!("{}/repos/{REPOSITORY}/statuses/{sha}", self.api),
+                        "id": id,
+                        "state": body["state"],
+                        "description": body.get("description").cloned().unwrap_or(Value::Null),
+                        "target_url": body.get("target_url").cloned().unwrap_or(Value::Null),
+                        "context": body.get("context").cloned().unwrap_or(json!("default")),
+                        "created_at": "2024-05-01T10:00:01Z",
+                        "updated_at": "2024-05-01T10:00:01Z",
+                    }),
+                )
+            }
             ("POST", ["deployments", id, "statuses"]) => {
                 let Some(id) = id
                     .parse::<u64>()
@@ -503,7 +542,7 @@ fn a_pull_request_plan_creates_the_comment_when_none_is_marked() {
     assert_eq!(forge.comments.len(), 4, "the others are untouched");
     assert_eq!(forge.unauthorized, 0);
     assert_eq!(
-        forge.requests,
+        forge.comment_requests(),
         [
             "GET /user".to_string(),
             format!("GET /repos/{REPOSITORY}/issues/{PULL_REQUEST}/comments?per_page=100"),
@@ -572,7 +611,7 @@ fn a_second_run_updates_the_comment_found_on_page_two() {
     );
     // Page 2 came from the `Link` header, and the search stopped where the marker was.
     assert_eq!(
-        forge.requests,
+        forge.comment_requests(),
         [
             "GET /user".to_string(),
             format!("GET /repos/{REPOSITORY}/issues/{PULL_REQUEST}/comments?per_page=100"),
@@ -714,15 +753,124 @@ fn a_comment_post_that_fails_after_github_acted_is_not_repeated() {
 #[test]
 fn the_comment_input_turns_it_off() {
     let (github, _) = plan_pull_request(Forge::default(), &[("INPUT_COMMENT", "false")]);
-    assert!(github.forge().requests.is_empty(), "GitHub was not asked");
+    assert!(github.forge().comment_requests().is_empty(), "no comment");
     // A matrix job over services stays quiet by default, and comments when asked.
     let (github, _) = plan_pull_request(Forge::default(), &[("INPUT_SERVICES", "api")]);
-    assert!(github.forge().requests.is_empty(), "GitHub was not asked");
+    assert!(github.forge().comment_requests().is_empty(), "no comment");
     let asked = [("INPUT_SERVICES", "api"), ("INPUT_COMMENT", "true")];
     let (github, _) = plan_pull_request(Forge::default(), &asked);
     assert!(
-        !github.forge().requests.is_empty(),
+        !github.forge().comment_requests().is_empty(),
         "the comment was posted"
+    );
+}
+
+/// `(commit, context, state, description)` of each commit status the fake holds.
+fn commit_statuses(github: &Github) -> Vec<(String, String, String, String)> {
+    github
+        .forge()
+        .commit_statuses
+        .iter()
+        .map(|(sha, s)| {
+            assert_eq!(s["target_url"], RUN_URL, "{s}");
+            let text = |key: &str| s[key].as_str().unwrap_or_default().to_string();
+            (
+                sha.clone(),
+                text("context"),
+                text("state"),
+                text("description"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_pull_request_plan_sets_a_commit_status_per_service() {
+    let (repo, base, head) = pull_request_repo();
+    let github = Github::start(Forge::default());
+    let r = run_on_pull_request(repo.path(), &github, &base, &head, &[]);
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    let status = |service: &str, description: &str| {
+        (
+            head.clone(),
+            format!("monoship/{service}"),
+            "success".to_string(),
+            description.to_string(),
+        )
+    };
+    assert_eq!(
+        commit_statuses(&github),
+        [
+            status("api", "changed: planned"),
+            status("web", "changed: planned"),
+            status("worker", &format!("unchanged since {}", &base[..7])),
+        ]
+    );
+    assert!(!r.run.stderr.contains("::warning"), "{}", r.run.stderr);
+    assert!(
+        r.run.stderr.contains("set 3 commit status(es)"),
+        "{}",
+        r.run.stderr
+    );
+
+    // A matrix job sets the statuses of its own services only.
+    let github = Github::start(Forge::default());
+    let r = run_on_pull_request(
+        repo.path(),
+        &github,
+        &base,
+        &head,
+        &[("INPUT_SERVICES", "web")],
+    );
+    assert_eq!(r.run.code, 0, "{}", r.run.stderr);
+    assert_eq!(
+        commit_statuses(&github),
+        [status("web", "changed: planned")]
+    );
+}
+
+#[test]
+fn commit_statuses_are_off_on_request_and_on_dry_runs() {
+    for off in [
+        ("INPUT_COMMIT-STATUSES", "false"),
+        ("INPUT_DRY-RUN", "true"),
+    ] {
+        let (github, _) = plan_pull_request(Forge::default(), &[off]);
+        assert!(commit_statuses(&github).is_empty(), "{off:?}");
+        let asked = github.forge().requests.clone();
+        assert!(
+            asked.iter().all(|r| !r.contains("/statuses/")),
+            "{off:?}: {asked:?}"
+        );
+    }
+}
+
+#[test]
+fn a_token_that_cannot_write_statuses_is_one_warning_and_exit_0() {
+    let forge = Forge {
+        read_only: true,
+        ..Forge::default()
+    };
+    let (github, r) = plan_pull_request(forge, &[("INPUT_COMMENT", "false")]);
+    let warnings: Vec<&str> = r
+        .run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("::warning"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", r.run.stderr);
+    assert!(
+        warnings[0].contains("commit statuses not set"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].contains("`statuses: write`"), "{}", warnings[0]);
+    assert!(warnings[0].contains(FORK_403), "{}", warnings[0]);
+    let tried = github.forge().requests.clone();
+    assert_eq!(
+        tried.iter().filter(|r| r.contains("/statuses/")).count(),
+        1,
+        "the first refusal stops the rest: {tried:?}"
     );
 }
 
@@ -853,6 +1001,20 @@ mod deployments {
                 .filter(|(id, _)| d["id"] == *id)
                 .count();
             assert_eq!(count, 3, "{d}");
+        }
+        // Each deployed service's commit status says so.
+        for service in ["cart", "frontend"] {
+            let (sha, sent) = forge
+                .commit_statuses
+                .iter()
+                .find(|(_, s)| s["context"] == format!("monoship/{service}"))
+                .unwrap_or_else(|| panic!("no status of {service}: {:?}", forge.requests));
+            assert_eq!(sha, &head);
+            assert_eq!(sent["state"], "success", "{sent}");
+            assert!(
+                sent["description"].as_str().unwrap().contains("deployed"),
+                "{sent}"
+            );
         }
         // The ship comment is its own, keyed by the environment.
         let ship = forge

@@ -152,6 +152,8 @@ fn no_credential_reaches_argv_logs_outputs_or_the_summary() {
         ("INPUT_HEAD", "HEAD"),
         ("INPUT_TIMEOUT", "60"),
         ("INPUT_TOKEN", GITHUB_TOKEN),
+        // The commit statuses go to the loopback fake, never to api.github.com.
+        ("GITHUB_API_URL", github_uri.as_str()),
         ("GITHUB_REPOSITORY", "octo/shop"),
         ("GITHUB_RUN_ID", "77"),
         ("GITHUB_WORKSPACE", workspace.as_str()),
