@@ -330,6 +330,10 @@ pub enum DeployError {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[error("{path}: the kubeconfig is not valid YAML ({kind}); fix it or pass another with --kubeconfig")]
+    KubeconfigSyntax { path: String, kind: String },
+    #[error("cannot parse the kubeconfig {path}: check it with `kubectl config view --kubeconfig <file>`")]
+    KubeconfigUnreadable { path: String },
     #[error("no cluster to deploy to: set --kubeconfig, $KUBECONFIG or ~/.kube/config")]
     NoCluster(#[source] kube::config::InferConfigError),
     #[error("cannot use the cluster endpoint {endpoint}")]
