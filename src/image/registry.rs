@@ -3,8 +3,9 @@
 //! rebuild). Login for `docker push` is the Docker CLI's business ([`crate::image::build`]); this
 //! client authenticates itself with the same credentials (Basic, or the Bearer token flow).
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use reqwest::header::{
@@ -65,6 +66,12 @@ pub enum RegistryError {
         what: String,
         status: u16,
         message: String,
+    },
+    #[error("the registry {host} did not finish the requests for {repository} within {}s (the deadline for one image's registry requests); it may be overloaded, try again later", .deadline.as_secs())]
+    Deadline {
+        host: String,
+        repository: String,
+        deadline: Duration,
     },
     #[error("the registry {host} sent no Docker-Content-Digest for {what}")]
     NoDigest { host: String, what: String },
@@ -192,7 +199,21 @@ pub struct OciRegistry {
     target: RegistryTarget,
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// The most time the requests for one repository (one image) may take together.
+    deadline: Duration,
+    /// Time spent so far in requests, by repository; a build between them does not count.
+    spent: Mutex<HashMap<String, Duration>>,
 }
+
+/// The registry requests of one image (lookups, retags, labels, retries included) stop after
+/// this much time in all, so a registry that accepts connections and never answers fails the
+/// image within minutes.
+pub const IMAGE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// One attempt gives up when the connection is not made within this time...
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...or when the server sends nothing for this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Registry requests are sent 4 times in all on 5xx and connection errors, pausing 500 ms,
 /// 1 s and 2 s ([`OciRegistry::with_retry_delay`] sets the first pause).
@@ -235,7 +256,8 @@ impl OciRegistry {
     /// When the HTTP client cannot be built (no TLS roots).
     pub fn new(target: RegistryTarget) -> Result<OciRegistry, RegistryError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("monoship/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -249,7 +271,16 @@ impl OciRegistry {
             target,
             http,
             retry: RETRIES,
+            deadline: IMAGE_DEADLINE,
+            spent: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets the deadline for one image's registry requests ([`IMAGE_DEADLINE`] by default);
+    /// tests make it short.
+    pub fn with_image_deadline(mut self, deadline: Duration) -> OciRegistry {
+        self.deadline = deadline;
+        self
     }
 
     /// Sets the first retry delay (doubled on each retry); tests make it short.
@@ -386,7 +417,9 @@ impl OciRegistry {
         let what = format!("{repository}@{digest}");
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.target.base_url());
         let scope = format!("repository:{repository}:pull");
-        let response = self.send(Method::GET, &url, None, &what, &scope).await?;
+        let response = self
+            .send(Method::GET, &url, None, (repository, &what), &scope)
+            .await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -431,7 +464,9 @@ impl OciRegistry {
             "repository:{repository}:{}",
             if body.is_some() { "pull,push" } else { "pull" }
         );
-        let response = self.send(method, &url, body, &what, &scope).await?;
+        let response = self
+            .send(method, &url, body, (repository, &what), &scope)
+            .await?;
         Ok((what, response))
     }
 
@@ -453,9 +488,37 @@ impl OciRegistry {
         }
     }
 
+    /// Sends a request for `repository` (named `what` in messages) within what is left of the
+    /// repository's deadline ([`IMAGE_DEADLINE`]).
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(&str, &[u8])>,
+        (repository, what): (&str, &str),
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let used = *self.spent().entry(repository.into()).or_default();
+        let started = Instant::now();
+        let sent = self.send_retried(method, url, body, what, scope);
+        let outcome = tokio::time::timeout(self.deadline.saturating_sub(used), sent).await;
+        *self.spent().entry(repository.into()).or_default() += started.elapsed();
+        outcome.unwrap_or_else(|_| {
+            Err(RegistryError::Deadline {
+                host: self.target.host.clone(),
+                repository: repository.to_string(),
+                deadline: self.deadline,
+            })
+        })
+    }
+
+    fn spent(&self) -> std::sync::MutexGuard<'_, HashMap<String, Duration>> {
+        self.spent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Sends a request, authenticating when challenged and retrying 5xx and connection errors
     /// (see [`RETRIES`]).
-    async fn send(
+    async fn send_retried(
         &self,
         method: Method,
         url: &str,

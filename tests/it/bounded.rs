@@ -3,6 +3,9 @@
 //! message says what to do.
 
 use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use monoship::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 
 use crate::ship::{setup, ship_with};
 
@@ -26,4 +29,48 @@ fn a_kubeconfig_that_is_not_yaml_is_told_by_line_and_column_without_the_token() 
         assert!(!output.contains("planted-secret-token"), "{output}");
     }
     assert!(env.registry.catalog().is_empty(), "nothing was pushed");
+}
+
+#[tokio::test]
+async fn a_registry_that_accepts_and_never_answers_fails_within_the_image_deadline() {
+    // Accepts every connection and holds it open without a byte in answer.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let target = RegistryTarget::parse(&host, None, None).unwrap();
+    let registry = OciRegistry::new(target)
+        .unwrap()
+        .with_retry_delay(Duration::from_millis(10))
+        .with_image_deadline(Duration::from_secs(2));
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(20),
+        registry.tag_digest("shop/cart", "v1"),
+    )
+    .await
+    .expect("the deadline stops the requests");
+    let elapsed = started.elapsed();
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, RegistryError::Deadline { .. }), "{err:?}");
+    assert!(
+        elapsed >= Duration::from_secs(2) && elapsed < Duration::from_secs(4),
+        "{elapsed:?}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("the registry {host}"))
+            && shown.contains("shop/cart")
+            && shown.contains("within 2s"),
+        "{shown}"
+    );
+    // The budget is the image's: a later request for it fails at once.
+    let again = Instant::now();
+    assert!(registry.manifest("shop/cart", "v1").await.is_err());
+    assert!(again.elapsed() < Duration::from_secs(1));
+    silent.abort();
 }
