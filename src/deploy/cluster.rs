@@ -82,6 +82,7 @@ impl Cluster {
             }
             None => Config::infer().await.map_err(DeployError::NoCluster)?,
         };
+        let config = without_kube_retries(config);
         let namespace = config.default_namespace.clone();
         let server = server_of(&config.cluster_url);
         let client = Client::try_from(config).map_err(DeployError::Client)?;
@@ -156,7 +157,7 @@ impl Cluster {
             rejected: AtomicBool::new(false),
         });
         tokens.first().map_err(DeployError::Token)?;
-        let client = ClientBuilder::try_from(config)
+        let client = ClientBuilder::try_from(without_kube_retries(config))
             .map_err(DeployError::Client)?
             // Cloneable, so a refused request can be sent again.
             .with_layer(&tower::buffer::BufferLayer::new(64))
@@ -223,6 +224,13 @@ fn parse_failure(path: &Path) -> DeployError {
         }
     }
     DeployError::KubeconfigUnreadable { path: shown }
+}
+
+/// kube's own layer retries 429/503/504 up to 15 times, under `deploy`'s retries (4 attempts
+/// of every 429 and 5xx): one policy, the documented one, is enough.
+fn without_kube_retries(mut config: Config) -> Config {
+    config.default_retry = false;
+    config
 }
 
 /// `scheme://host:port` of a server URL, without a trailing slash.

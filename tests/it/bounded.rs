@@ -7,7 +7,11 @@ use std::time::{Duration, Instant};
 
 use monoship::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 
-use crate::ship::{setup, ship_with};
+use kube_sim::Fault;
+
+use crate::ship::{image_of, rollout, setup, ship, ship_with};
+
+const CART: &str = "/apis/apps/v1/namespaces/shop/deployments/cart";
 
 #[test]
 fn a_kubeconfig_that_is_not_yaml_is_told_by_line_and_column_without_the_token() {
@@ -73,4 +77,49 @@ async fn a_registry_that_accepts_and_never_answers_fails_within_the_image_deadli
     assert!(registry.manifest("shop/cart", "v1").await.is_err());
     assert!(again.elapsed() < Duration::from_secs(1));
     silent.abort();
+}
+
+/// A patch that meets a plain-text 5xx (a proxy's page, not a `Status`) on every attempt.
+fn ship_against_a_proxy_error(status: u16) {
+    let env = setup(None);
+    let before = image_of(&env, "cart");
+    let page = format!("<html><body>\n<h1>{status} Bad gateway</h1>\n</body></html>");
+    env.sim.inject_fault(
+        Fault::new(status, CART)
+            .method("PATCH")
+            .plain(page)
+            .times(1000),
+    );
+    let run = ship(&env, &[]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let cart = rollout(&run.json(), "cart").clone();
+    assert_eq!(cart["status"], "failed", "{cart}");
+    let reason = cart["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!(
+            "HTTP {status} from the API server: <html><body> <h1>{status} Bad gateway</h1>"
+        )),
+        "{status}: {reason}"
+    );
+    assert_eq!(image_of(&env, "cart"), before, "cart was not changed");
+    let patches = env
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.uri.starts_with(CART))
+        .count();
+    assert_eq!(
+        patches, 4,
+        "{status}: 4 attempts, as docs/reference.md says"
+    );
+}
+
+#[test]
+fn a_plain_text_503_is_told_by_status_and_body_and_tried_4_times() {
+    ship_against_a_proxy_error(503);
+}
+
+#[test]
+fn a_plain_text_500_is_told_by_status_and_body_and_tried_4_times() {
+    ship_against_a_proxy_error(500);
 }
