@@ -45,6 +45,8 @@ pub enum RegistryError {
         what: String,
         status: u16,
     },
+    #[error("the registry {host} needs credentials for {what}: set --registry-username and MONOSHIP_REGISTRY_PASSWORD (inputs registry-username, registry-password)")]
+    NeedsCredentials { host: String, what: String },
     #[error("the registry {host} answered HTTP {status} for {what} {attempts} times; it may be down, try again later")]
     ServerError {
         host: String,
@@ -473,11 +475,7 @@ impl OciRegistry {
     fn status_error(&self, what: &str, status: StatusCode, body: String) -> RegistryError {
         let host = self.target.host.clone();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return RegistryError::Unauthorized {
-                host,
-                what: what.to_string(),
-                status: status.as_u16(),
-            };
+            return self.refused(what, status.as_u16());
         }
         let message = body.chars().take(300).collect::<String>();
         RegistryError::Status {
@@ -619,14 +617,20 @@ impl OciRegistry {
         Some(value)
     }
 
+    /// A refusal: of the credentials given, or for want of any.
+    fn refused(&self, what: &str, status: u16) -> RegistryError {
+        let host = self.target.host.clone();
+        let what = what.to_string();
+        if self.target.username.is_none() && self.target.password.is_none() {
+            return RegistryError::NeedsCredentials { host, what };
+        }
+        RegistryError::Unauthorized { host, what, status }
+    }
+
     /// Answers a `WWW-Authenticate` challenge: Basic with the credentials, or a Bearer token
     /// fetched from the realm (anonymously when there are no credentials).
     async fn authorize(&self, challenge: &str, scope: &str) -> Result<HeaderValue, RegistryError> {
-        let unauthorized = || RegistryError::Unauthorized {
-            host: self.target.host.clone(),
-            what: "logging in".into(),
-            status: 401,
-        };
+        let unauthorized = || self.refused("logging in", 401);
         let (kind, params) = parse_challenge(challenge);
         if kind.eq_ignore_ascii_case("basic") {
             return self.basic().ok_or_else(unauthorized);
@@ -649,11 +653,7 @@ impl OciRegistry {
                 source,
             })?;
         if !response.status().is_success() {
-            return Err(RegistryError::Unauthorized {
-                host: self.target.host.clone(),
-                what: "a token".into(),
-                status: response.status().as_u16(),
-            });
+            return Err(self.refused("a token", response.status().as_u16()));
         }
         #[derive(serde::Deserialize)]
         struct TokenAnswer {

@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use monoship::image::registry::{OciRegistry, RegistryError, RegistryTarget};
+use monoship::secret::Secret;
 
 use kube_sim::Fault;
 
 use crate::ship::{image_of, rollout, setup, ship, ship_with};
+use crate::support::{plan_json, three_services, ShopConfig};
 
 const CART: &str = "/apis/apps/v1/namespaces/shop/deployments/cart";
 
@@ -122,4 +124,56 @@ fn a_plain_text_503_is_told_by_status_and_body_and_tried_4_times() {
 #[test]
 fn a_plain_text_500_is_told_by_status_and_body_and_tried_4_times() {
     ship_against_a_proxy_error(500);
+}
+
+#[test]
+fn a_repository_without_commits_is_told_to_commit_first() {
+    let repo = three_services(&ShopConfig::default().yaml());
+    let run = plan_json(repo.path(), &["--base", "HEAD~1", "--head", "HEAD"]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("the repository has no commits yet; commit something first"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("more history"), "{}", run.stderr);
+}
+
+#[tokio::test]
+async fn a_registry_given_no_credentials_says_how_to_give_them() {
+    let server = wiremock::MockServer::start().await;
+    wiremock::Mock::given(wiremock::matchers::method("HEAD"))
+        .respond_with(
+            wiremock::ResponseTemplate::new(401)
+                .insert_header("WWW-Authenticate", "Basic realm=\"registry\""),
+        )
+        .mount(&server)
+        .await;
+    let host = server.uri().trim_start_matches("http://").to_string();
+    let anonymous = OciRegistry::new(RegistryTarget::parse(&host, None, None).unwrap()).unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        anonymous.tag_digest("shop/cart", "v1"),
+    )
+    .await
+    .unwrap()
+    .unwrap_err();
+    let shown = err.to_string();
+    assert!(
+        shown.contains(&format!("the registry {host} needs credentials"))
+            && shown.contains(
+                "set --registry-username and MONOSHIP_REGISTRY_PASSWORD (inputs registry-username, registry-password)"
+            ),
+        "{shown}"
+    );
+    assert!(!shown.contains("refused"), "{shown}");
+    // With credentials given, a refusal is still about them.
+    let target = RegistryTarget::parse(&host, Some("ci".into()), Some(Secret::new("wrong")));
+    let err = OciRegistry::new(target.unwrap())
+        .unwrap()
+        .tag_digest("shop/cart", "v1")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("refused the credentials"), "{err}");
 }
