@@ -8,7 +8,7 @@
 //! | Kubernetes reads and patches (`deploy`) | 429, 5xx, connection errors | 4 | 250 ms, 500 ms, 1 s |
 //! | A workload patch or manifest apply (`deploy`) | 409 Conflict, after a fresh read | 3 | none |
 //! | Kubernetes list/watch (`deploy::watch`) | connection and server errors, 410, 429; up to three 401s in a row | no limit (the rollout's deadline) | 100 ms doubling to 3 s, reset by a delivered change |
-//! | Registry manifest requests (`image::registry`) | 5xx, connection errors | 4 | 500 ms, 1 s, 2 s (first pause settable) |
+//! | Registry manifest requests (`image::registry`) | 5xx, connection errors (10 s to connect, 20 s without data) | 4, and at most 3 minutes for one image's requests in all | 500 ms, 1 s, 2 s (first pause settable) |
 //! | GitHub REST requests (`github`) | rate limits; 5xx, network and timeouts when repeatable | 4 | 1 s, 2 s, 4 s (settable); a rate limit waits for its reset, up to 60 s (settable) |
 //! | The GitHub OIDC token (`aws`) | 429, 5xx, connection errors | 3 | 500 ms, 1 s |
 //! | AWS SDK calls (`aws`, `image::ecr`) | the SDK's standard retry mode | 5 | SDK backoff from 500 ms, at most 10 s |

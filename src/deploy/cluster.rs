@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use http::header::{HeaderValue, AUTHORIZATION};
 use kube::client::{Body, ClientBuilder};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 
+use super::manifests::yaml_error_parts;
 use super::DeployError;
 
 /// A boxed error from a token source.
@@ -57,11 +58,7 @@ impl Cluster {
         };
         let config = match path {
             Some(path) => {
-                let loaded =
-                    Kubeconfig::read_from(path).map_err(|source| DeployError::Kubeconfig {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
+                let loaded = read_kubeconfig(path)?;
                 Config::from_custom_kubeconfig(loaded, &options)
                     .await
                     .map_err(|source| DeployError::Kubeconfig {
@@ -70,15 +67,22 @@ impl Cluster {
                     })?
             }
             None if context.is_some() => {
-                Config::from_kubeconfig(&options).await.map_err(|source| {
-                    DeployError::Kubeconfig {
-                        path: "from $KUBECONFIG or ~/.kube/config".into(),
-                        source,
-                    }
-                })?
+                Config::from_kubeconfig(&options)
+                    .await
+                    .map_err(|source| match source {
+                        // The parser's message quotes the file, which may hold a token.
+                        KubeconfigError::Parse(_) => DeployError::KubeconfigUnreadable {
+                            path: "from $KUBECONFIG or ~/.kube/config".into(),
+                        },
+                        source => DeployError::Kubeconfig {
+                            path: "from $KUBECONFIG or ~/.kube/config".into(),
+                            source,
+                        },
+                    })?
             }
             None => Config::infer().await.map_err(DeployError::NoCluster)?,
         };
+        let config = without_kube_retries(config);
         let namespace = config.default_namespace.clone();
         let server = server_of(&config.cluster_url);
         let client = Client::try_from(config).map_err(DeployError::Client)?;
@@ -153,7 +157,7 @@ impl Cluster {
             rejected: AtomicBool::new(false),
         });
         tokens.first().map_err(DeployError::Token)?;
-        let client = ClientBuilder::try_from(config)
+        let client = ClientBuilder::try_from(without_kube_retries(config))
             .map_err(DeployError::Client)?
             // Cloneable, so a refused request can be sent again.
             .with_layer(&tower::buffer::BufferLayer::new(64))
@@ -189,6 +193,44 @@ impl Cluster {
     pub fn default_namespace(&self) -> &str {
         &self.namespace
     }
+}
+
+/// The kubeconfig at `path`. A file kube cannot parse is told by line and column and the
+/// error's kind, never by kube's message, which quotes the file (and so maybe a token).
+fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, DeployError> {
+    match Kubeconfig::read_from(path) {
+        Ok(loaded) => Ok(loaded),
+        Err(KubeconfigError::Parse(_)) => Err(parse_failure(path)),
+        Err(source) => Err(DeployError::Kubeconfig {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Where a kubeconfig that kube could not parse goes wrong, found again by a parser whose
+/// errors carry a position apart from the text.
+fn parse_failure(path: &Path) -> DeployError {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    for document in serde_yaml_ng::Deserializer::from_str(&text) {
+        if let Err(error) = <Kubeconfig as serde::Deserialize>::deserialize(document) {
+            let (at, kind) = yaml_error_parts(&error);
+            let at = at.map_or(String::new(), |(line, column)| format!(":{line}:{column}"));
+            return DeployError::KubeconfigSyntax {
+                path: format!("{shown}{at}"),
+                kind,
+            };
+        }
+    }
+    DeployError::KubeconfigUnreadable { path: shown }
+}
+
+/// kube's own layer retries 429/503/504 up to 15 times, under `deploy`'s retries (4 attempts
+/// of every 429 and 5xx): one policy, the documented one, is enough.
+fn without_kube_retries(mut config: Config) -> Config {
+    config.default_retry = false;
+    config
 }
 
 /// `scheme://host:port` of a server URL, without a trailing slash.

@@ -41,10 +41,12 @@ impl Document {
 
 /// A manifest that cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{file}:{line}: {why}")]
+#[error("{file}:{line}{}: {why}", .column.map(|c| format!(":{c}")).unwrap_or_default())]
 pub struct ManifestError {
     pub file: String,
     pub line: usize,
+    /// The column, for a YAML syntax error.
+    pub column: Option<usize>,
     pub why: String,
 }
 
@@ -91,20 +93,18 @@ pub fn read_documents(file: &str, text: &str) -> Result<Vec<Document>, ManifestE
         let err = |why: String| ManifestError {
             file: file.to_string(),
             line,
+            column: None,
             why,
         };
         let value: Value = serde_yaml_ng::from_str(&chunk).map_err(|e| {
-            let at = e
-                .location()
-                .map_or(line, |l| line + l.line().saturating_sub(1));
+            let (at, kind) = yaml_error_parts(&e);
+            // The parser's own positions count from the document, not the file.
+            let (at, column) = at.map_or((line, None), |(l, c)| (line + l - 1, Some(c)));
             ManifestError {
                 file: file.to_string(),
                 line: at,
-                // The parser's own positions count from the document, not the file.
-                why: format!(
-                    "not valid YAML: {}",
-                    e.to_string().split(" at line ").next().unwrap_or_default()
-                ),
+                column,
+                why: format!("not valid YAML ({kind})"),
             }
         })?;
         if value.is_null() {
@@ -140,6 +140,49 @@ pub fn read_documents(file: &str, text: &str) -> Result<Vec<Document>, ManifestE
         });
     }
     Ok(out)
+}
+
+/// A YAML error told without the text around it (which may hold a credential): where it is
+/// (1-based line and column, when known) and its kind, with quoted input redacted.
+pub(crate) fn yaml_error_parts(error: &serde_yaml_ng::Error) -> (Option<(usize, usize)>, String) {
+    let at = error
+        .location()
+        .map(|l| (l.line().max(1), l.column().max(1)));
+    let text = error.to_string();
+    let kind = text.split(" at line ").next().unwrap_or_default();
+    // "invalid type: string \"..\", expected a sequence": only the part before
+    // "expected" quotes the input.
+    let (found, expected) = match kind.split_once(", expected") {
+        Some((found, expected)) => (found, format!(", expected{expected}")),
+        None => (kind, String::new()),
+    };
+    (at, format!("{}{expected}", redact_quoted(found)))
+}
+
+/// `found "x"` and ``found `x` `` become `found "…"`, so no input text is repeated.
+fn redact_quoted(text: &str) -> String {
+    let mut out = String::new();
+    let mut closing: Option<char> = None;
+    for c in text.chars() {
+        match closing {
+            Some(end) if c == end => {
+                out.push('…');
+                out.push(c);
+                closing = None;
+            }
+            Some(_) => {}
+            None => {
+                out.push(c);
+                if c == '"' || c == '`' {
+                    closing = Some(c);
+                }
+            }
+        }
+    }
+    if closing.is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// Splits at `---` lines (and drops `...` end markers), keeping each document's first line
@@ -396,7 +439,7 @@ spec:
             (
                 "apiVersion: v1\nkind: A\nmetadata:\n  name: [a\n",
                 5,
-                "not valid YAML: did not find expected",
+                "not valid YAML (did not find expected",
             ),
         ];
         for (text, line, why) in cases {
@@ -407,5 +450,20 @@ spec:
         assert!(read_documents("e.yaml", "---\n# nothing\n---\n")
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_broken_document_is_told_by_line_and_column_without_its_text() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: a}\n---\napiVersion: v1\n\
+                    kind: Secret\nstringData:\n  token: planted-secret-value: x\n";
+        let e = read_documents("s.yaml", text).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.starts_with("s.yaml:8:"), "{shown}");
+        assert!(e.column.is_some(), "{shown}");
+        assert!(!shown.contains("planted"), "{shown}");
+        let typed = serde_yaml_ng::from_str::<Vec<String>>("planted-secret-value").unwrap_err();
+        let (_, kind) = yaml_error_parts(&typed);
+        assert!(!kind.contains("planted"), "{kind}");
+        assert!(kind.contains("expected a sequence"), "{kind}");
     }
 }

@@ -330,6 +330,10 @@ pub enum DeployError {
         #[source]
         source: kube::config::KubeconfigError,
     },
+    #[error("{path}: the kubeconfig is not valid YAML ({kind}); fix it or pass another with --kubeconfig")]
+    KubeconfigSyntax { path: String, kind: String },
+    #[error("cannot parse the kubeconfig {path}: check it with `kubectl config view --kubeconfig <file>`")]
+    KubeconfigUnreadable { path: String },
     #[error("no cluster to deploy to: set --kubeconfig, $KUBECONFIG or ~/.kube/config")]
     NoCluster(#[source] kube::config::InferConfigError),
     #[error("cannot use the cluster endpoint {endpoint}")]
@@ -361,11 +365,37 @@ impl DeployError {
     }
 }
 
-/// A kube error in one line: the API server's message for API errors.
+/// What kube puts as the reason of an error answer whose body is not a `Status` (a proxy's
+/// page, say); the body is then the message.
+const NOT_A_STATUS: &str = "Failed to parse error data";
+
+/// A kube error in one line: the API server's message for API errors, and the HTTP status
+/// with the start of the body for an answer that is not a `Status`.
 fn describe(error: &kube::Error) -> String {
     match error {
+        kube::Error::Api(s) if s.reason == NOT_A_STATUS || s.message.trim().is_empty() => {
+            format!(
+                "HTTP {} from the API server: {}",
+                s.code,
+                body_excerpt(&s.message)
+            )
+        }
         kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
         other => one_line_chain(other),
+    }
+}
+
+/// The first 200 characters of a body, on one line (an empty body says so).
+fn body_excerpt(body: &str) -> String {
+    let line = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.is_empty() {
+        return "an empty body".into();
+    }
+    let excerpt: String = line.chars().take(200).collect();
+    if excerpt.len() < line.len() {
+        format!("{excerpt}…")
+    } else {
+        excerpt
     }
 }
 

@@ -187,6 +187,14 @@ impl GitRepo {
     }
 
     /// Whether this clone is shallow (history cut off at some depth).
+    /// Whether any ref of the repository leads to a commit (a freshly initialised one has
+    /// none).
+    pub fn has_commits(&self) -> bool {
+        self.run(&["rev-list", "-n", "1", "--all"])
+            .map(|o| !o.stdout.trim_ascii().is_empty())
+            .unwrap_or(true)
+    }
+
     pub fn is_shallow(&self) -> bool {
         self.run(&["rev-parse", "--is-shallow-repository"])
             .map(|o| o.stdout.starts_with(b"true"))

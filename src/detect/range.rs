@@ -110,6 +110,8 @@ pub enum DetectError {
     Git(#[from] GitError),
     #[error("revision `{rev}` is not in this clone: {shallow}it may need more history; {FETCH_HINT}, or check the name")]
     MissingRevision { rev: String, shallow: &'static str },
+    #[error("revision `{rev}` does not exist: the repository has no commits yet; commit something first")]
+    NoCommits { rev: String },
     #[error("`{base}` and `{head}` share no history in this clone; {FETCH_HINT}")]
     NoSharedHistory { base: String, head: String },
     #[error(
@@ -392,6 +394,11 @@ fn diff_while_resolving(
 }
 
 fn missing(rev: &str, git: &Git) -> DetectError {
+    if !git.repo().has_commits() {
+        return DetectError::NoCommits {
+            rev: rev.to_string(),
+        };
+    }
     DetectError::MissingRevision {
         rev: rev.to_string(),
         shallow: if git.repo().is_shallow() {

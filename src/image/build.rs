@@ -79,16 +79,23 @@ pub struct CommandLog {
     pub output: String,
 }
 
+/// The folder for the CLI's login: owner-only (0700) whatever the umask, since it holds
+/// registry credentials, and removed when dropped.
+fn private_config_dir() -> std::io::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt;
+    tempfile::Builder::new()
+        .prefix("monoship-docker-")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir()
+}
+
 impl DockerCli {
     /// Checks that the daemon answers and whether buildx is installed.
     ///
     /// # Errors
     /// [`DockerError::Daemon`] when the daemon does not answer, with how to fix it.
     pub async fn connect(program: &Path) -> Result<DockerCli, DockerError> {
-        let config = tempfile::Builder::new()
-            .prefix("monoship-docker-")
-            .tempdir()
-            .map_err(DockerError::ConfigDir)?;
+        let config = private_config_dir().map_err(DockerError::ConfigDir)?;
         let cli = DockerCli {
             program: program.to_path_buf(),
             config,
@@ -403,6 +410,17 @@ mod tests {
         );
         job.cache.as_mut().unwrap().ecr = false;
         assert!(build_command(&job, true).join(" ").ends_with("mode=max /r"));
+    }
+
+    #[test]
+    fn the_login_folder_is_owner_only_and_removed_on_drop() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = private_config_dir().unwrap();
+        let path = dir.path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+        drop(dir);
+        assert!(!path.exists(), "{} is removed", path.display());
     }
 
     #[test]

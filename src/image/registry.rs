@@ -3,8 +3,9 @@
 //! rebuild). Login for `docker push` is the Docker CLI's business ([`crate::image::build`]); this
 //! client authenticates itself with the same credentials (Basic, or the Bearer token flow).
 
-use std::sync::OnceLock;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use reqwest::header::{
@@ -44,6 +45,8 @@ pub enum RegistryError {
         what: String,
         status: u16,
     },
+    #[error("the registry {host} needs credentials for {what}: set --registry-username and MONOSHIP_REGISTRY_PASSWORD (inputs registry-username, registry-password)")]
+    NeedsCredentials { host: String, what: String },
     #[error("the registry {host} answered HTTP {status} for {what} {attempts} times; it may be down, try again later")]
     ServerError {
         host: String,
@@ -65,6 +68,12 @@ pub enum RegistryError {
         what: String,
         status: u16,
         message: String,
+    },
+    #[error("the registry {host} did not finish the requests for {repository} within {}s (the deadline for one image's registry requests); it may be overloaded, try again later", .deadline.as_secs())]
+    Deadline {
+        host: String,
+        repository: String,
+        deadline: Duration,
     },
     #[error("the registry {host} sent no Docker-Content-Digest for {what}")]
     NoDigest { host: String, what: String },
@@ -192,7 +201,21 @@ pub struct OciRegistry {
     target: RegistryTarget,
     http: reqwest::Client,
     retry: RetryPolicy,
+    /// The most time the requests for one repository (one image) may take together.
+    deadline: Duration,
+    /// Time spent so far in requests, by repository; a build between them does not count.
+    spent: Mutex<HashMap<String, Duration>>,
 }
+
+/// The registry requests of one image (lookups, retags, labels, retries included) stop after
+/// this much time in all, so a registry that accepts connections and never answers fails the
+/// image within minutes.
+pub const IMAGE_DEADLINE: Duration = Duration::from_secs(180);
+
+/// One attempt gives up when the connection is not made within this time...
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// ...or when the server sends nothing for this long.
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Registry requests are sent 4 times in all on 5xx and connection errors, pausing 500 ms,
 /// 1 s and 2 s ([`OciRegistry::with_retry_delay`] sets the first pause).
@@ -235,7 +258,8 @@ impl OciRegistry {
     /// When the HTTP client cannot be built (no TLS roots).
     pub fn new(target: RegistryTarget) -> Result<OciRegistry, RegistryError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
             .timeout(Duration::from_secs(60))
             .user_agent(concat!("monoship/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -249,7 +273,16 @@ impl OciRegistry {
             target,
             http,
             retry: RETRIES,
+            deadline: IMAGE_DEADLINE,
+            spent: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Sets the deadline for one image's registry requests ([`IMAGE_DEADLINE`] by default);
+    /// tests make it short.
+    pub fn with_image_deadline(mut self, deadline: Duration) -> OciRegistry {
+        self.deadline = deadline;
+        self
     }
 
     /// Sets the first retry delay (doubled on each retry); tests make it short.
@@ -386,7 +419,9 @@ impl OciRegistry {
         let what = format!("{repository}@{digest}");
         let url = format!("{}/v2/{repository}/blobs/{digest}", self.target.base_url());
         let scope = format!("repository:{repository}:pull");
-        let response = self.send(Method::GET, &url, None, &what, &scope).await?;
+        let response = self
+            .send(Method::GET, &url, None, (repository, &what), &scope)
+            .await?;
         let status = response.status();
         if !status.is_success() {
             let body = response.text().await.unwrap_or_default();
@@ -431,18 +466,16 @@ impl OciRegistry {
             "repository:{repository}:{}",
             if body.is_some() { "pull,push" } else { "pull" }
         );
-        let response = self.send(method, &url, body, &what, &scope).await?;
+        let response = self
+            .send(method, &url, body, (repository, &what), &scope)
+            .await?;
         Ok((what, response))
     }
 
     fn status_error(&self, what: &str, status: StatusCode, body: String) -> RegistryError {
         let host = self.target.host.clone();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-            return RegistryError::Unauthorized {
-                host,
-                what: what.to_string(),
-                status: status.as_u16(),
-            };
+            return self.refused(what, status.as_u16());
         }
         let message = body.chars().take(300).collect::<String>();
         RegistryError::Status {
@@ -453,9 +486,37 @@ impl OciRegistry {
         }
     }
 
+    /// Sends a request for `repository` (named `what` in messages) within what is left of the
+    /// repository's deadline ([`IMAGE_DEADLINE`]).
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<(&str, &[u8])>,
+        (repository, what): (&str, &str),
+        scope: &str,
+    ) -> Result<reqwest::Response, RegistryError> {
+        let used = *self.spent().entry(repository.into()).or_default();
+        let started = Instant::now();
+        let sent = self.send_retried(method, url, body, what, scope);
+        let outcome = tokio::time::timeout(self.deadline.saturating_sub(used), sent).await;
+        *self.spent().entry(repository.into()).or_default() += started.elapsed();
+        outcome.unwrap_or_else(|_| {
+            Err(RegistryError::Deadline {
+                host: self.target.host.clone(),
+                repository: repository.to_string(),
+                deadline: self.deadline,
+            })
+        })
+    }
+
+    fn spent(&self) -> std::sync::MutexGuard<'_, HashMap<String, Duration>> {
+        self.spent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Sends a request, authenticating when challenged and retrying 5xx and connection errors
     /// (see [`RETRIES`]).
-    async fn send(
+    async fn send_retried(
         &self,
         method: Method,
         url: &str,
@@ -556,14 +617,20 @@ impl OciRegistry {
         Some(value)
     }
 
+    /// A refusal: of the credentials given, or for want of any.
+    fn refused(&self, what: &str, status: u16) -> RegistryError {
+        let host = self.target.host.clone();
+        let what = what.to_string();
+        if self.target.username.is_none() && self.target.password.is_none() {
+            return RegistryError::NeedsCredentials { host, what };
+        }
+        RegistryError::Unauthorized { host, what, status }
+    }
+
     /// Answers a `WWW-Authenticate` challenge: Basic with the credentials, or a Bearer token
     /// fetched from the realm (anonymously when there are no credentials).
     async fn authorize(&self, challenge: &str, scope: &str) -> Result<HeaderValue, RegistryError> {
-        let unauthorized = || RegistryError::Unauthorized {
-            host: self.target.host.clone(),
-            what: "logging in".into(),
-            status: 401,
-        };
+        let unauthorized = || self.refused("logging in", 401);
         let (kind, params) = parse_challenge(challenge);
         if kind.eq_ignore_ascii_case("basic") {
             return self.basic().ok_or_else(unauthorized);
@@ -586,11 +653,7 @@ impl OciRegistry {
                 source,
             })?;
         if !response.status().is_success() {
-            return Err(RegistryError::Unauthorized {
-                host: self.target.host.clone(),
-                what: "a token".into(),
-                status: response.status().as_u16(),
-            });
+            return Err(self.refused("a token", response.status().as_u16()));
         }
         #[derive(serde::Deserialize)]
         struct TokenAnswer {

@@ -10,6 +10,7 @@ mod action;
 mod architecture;
 mod aws;
 mod bigrepo;
+mod bounded;
 mod build;
 mod comment;
 mod container;

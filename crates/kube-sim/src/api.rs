@@ -257,13 +257,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
     resp
 }
 
-fn injected_fault(shared: &Shared, r: &Req) -> Option<ApiError> {
+fn injected_fault(shared: &Shared, r: &Req) -> Option<Result<Reply, ApiError>> {
     let mut faults = shared.faults.lock().unwrap_or_else(|p| p.into_inner());
     let f = faults.iter_mut().find(|f| f.matches(&r.method, &r.path))?;
     f.times -= 1;
-    let status = f.status;
+    let (status, plain) = (f.status, f.plain_body.clone());
     faults.retain(|f| f.times > 0);
-    Some(match status {
+    if let Some(body) = plain {
+        return Some(Ok(Reply::Text(status, body)));
+    }
+    Some(Err(match status {
         409 => ApiError::new(
             409,
             "Conflict",
@@ -274,7 +277,7 @@ fn injected_fault(shared: &Shared, r: &Req) -> Option<ApiError> {
         401 => ApiError::new(401, "Unauthorized", "Unauthorized"),
         503 => ApiError::new(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
         code => ApiError::new(code, "InternalError", "Internal error occurred: injected by kube-sim"),
-    })
+    }))
 }
 
 fn route(shared: &Arc<Shared>, r: &Req, authorization: &str) -> Result<Reply, ApiError> {
@@ -283,8 +286,8 @@ fn route(shared: &Arc<Shared>, r: &Req, authorization: &str) -> Result<Reply, Ap
         return Ok(Reply::Text(200, "ok".into()));
     }
     auth::check(shared, authorization)?;
-    if let Some(e) = injected_fault(shared, r) {
-        return Err(e);
+    if let Some(answer) = injected_fault(shared, r) {
+        return answer;
     }
     let segs: Vec<&str> = p.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {

@@ -78,6 +78,9 @@ pub struct Fault {
     pub status: u16,
     /// How many requests to fail. By default 1.
     pub times: u32,
+    /// Answer this `text/plain` body instead of a `Status`, as a proxy or load balancer in
+    /// front of the API server does.
+    pub plain_body: Option<String>,
 }
 
 impl Fault {
@@ -88,7 +91,14 @@ impl Fault {
             path: path.into(),
             status,
             times: 1,
+            plain_body: None,
         }
+    }
+
+    /// Answer `body` as plain text instead of a `Status`.
+    pub fn plain(mut self, body: impl Into<String>) -> Fault {
+        self.plain_body = Some(body.into());
+        self
     }
 
     /// Only requests with this method.
