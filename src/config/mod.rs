@@ -718,7 +718,7 @@ groups:
 
     #[test]
     fn parse_errors_never_quote_the_text() {
-        let secret = "ghp_0123456789abcdefSECRETxyzABCDEF012345";
+        let secret = "planted_0123456789abcdefSECRETxyzABCDEF012345";
         for text in [
             format!("{secret}\n"),
             format!("\"{secret}\"\n"),

@@ -342,6 +342,22 @@ fn set_metadata(object: &mut Value, key: &str, value: &str) {
 
 /// Finds each document's resource through discovery and its namespace; Namespaces and
 /// CustomResourceDefinitions go first so what lives in them can be applied after.
+/// The resource and capabilities the cluster serves for a document's apiVersion and kind.
+pub(super) async fn discover(
+    cluster: &Cluster,
+    doc: &Document,
+) -> kube::Result<(ApiResource, ApiCapabilities)> {
+    let (group, version) = doc
+        .api_version
+        .split_once('/')
+        .unwrap_or(("", doc.api_version.as_str()));
+    let gvk = GroupVersionKind::gvk(group, version, &doc.kind);
+    with_retries("discovery", || {
+        kube::discovery::pinned_kind(&cluster.client, &gvk)
+    })
+    .await
+}
+
 async fn resolve<'a>(
     cluster: &Cluster,
     req: &'a ManifestDeploy,
@@ -351,16 +367,7 @@ async fn resolve<'a>(
     for doc in &req.documents {
         let key = (doc.api_version.clone(), doc.kind.clone());
         if !found.contains_key(&key) {
-            let (group, version) = doc
-                .api_version
-                .split_once('/')
-                .unwrap_or(("", doc.api_version.as_str()));
-            let gvk = GroupVersionKind::gvk(group, version, &doc.kind);
-            let pinned = with_retries("discovery", || {
-                kube::discovery::pinned_kind(&cluster.client, &gvk)
-            })
-            .await
-            .map_err(|e| {
+            let pinned = discover(cluster, doc).await.map_err(|e| {
                 DeployError::Refused(format!(
                     "the cluster does not serve {} {} ({}:{}): {}",
                     doc.api_version,

@@ -11,7 +11,6 @@ use k8s_openapi::api::authorization::v1::{
 };
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, PostParams};
-use kube::core::GroupVersionKind;
 use kube::discovery::Scope;
 
 use super::manifests::Document;
@@ -239,15 +238,7 @@ async fn manifest_accesses(
         .map(|d| d.name.as_str())
         .collect();
     for doc in &m.documents {
-        let (group, version) = doc
-            .api_version
-            .split_once('/')
-            .unwrap_or(("", doc.api_version.as_str()));
-        let gvk = GroupVersionKind::gvk(group, version, &doc.kind);
-        let pinned = with_retries("discovery", || {
-            kube::discovery::pinned_kind(&cluster.client, &gvk)
-        })
-        .await;
+        let pinned = super::apply::discover(cluster, doc).await;
         let (resource, caps) = match pinned {
             Ok(found) => found,
             Err(e) => {

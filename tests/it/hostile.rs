@@ -708,7 +708,7 @@ fn eight_thousand_sibling_services_plan_one_change() {
 /// of its text: not a secret pasted as the whole file, nor as a value.
 #[test]
 fn bad_configs_are_refused_by_place_without_their_text() {
-    let secret = "ghp_Zq9SECRETx0123456789abcdefABCDEF0123";
+    let secret = "planted_Zq9SECRETx0123456789abcdefABCDEF0123";
     let mut repo = Repo::new();
     repo.write("a/Dockerfile", "FROM scratch\nCOPY . /a\n");
     let head = repo.commit("base");

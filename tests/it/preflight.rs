@@ -10,24 +10,13 @@ use std::time::Duration;
 use kube_sim::{Denial, Fault, Sim, SimOptions};
 use serde_json::Value;
 
-use crate::ship::{image_of, setup, ship, Env};
+use crate::ship::{image_of, setup, ship, ship_args, Env};
 use crate::support::{free_port, monoship, Run};
 
 /// `ship` on `env` to the cluster of `kubeconfig`.
 fn ship_to(env: &Env, kubeconfig: &std::path::Path) -> Run {
-    let args = [
-        "ship",
-        "--format",
-        "json",
-        "--base",
-        &env.base,
-        "--registry",
-        &env.registry.addr,
-        "--kubeconfig",
-        kubeconfig.to_str().unwrap(),
-        "--timeout",
-        "60",
-    ];
+    let args = ship_args(env, kubeconfig.to_str().unwrap(), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     monoship(env.repo.path(), &args, &BTreeMap::new())
 }
 

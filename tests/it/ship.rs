@@ -103,10 +103,10 @@ pub(crate) fn ship(env: &Env, extra: &[&str]) -> Run {
     ship_with(env, extra, &BTreeMap::new())
 }
 
-/// `ship` on `env` with extra arguments and environment variables.
-pub(crate) fn ship_with(env: &Env, extra: &[&str], vars: &BTreeMap<String, String>) -> Run {
-    let kubeconfig = env.kubeconfig.path().display().to_string();
-    let mut args = vec![
+/// The arguments of `ship --format json` on `env` to the cluster of `kubeconfig`, then `extra`:
+/// the env's base and registry, 60 s per rollout.
+pub(crate) fn ship_args(env: &Env, kubeconfig: &str, extra: &[&str]) -> Vec<String> {
+    let fixed = [
         "ship",
         "--format",
         "json",
@@ -115,11 +115,18 @@ pub(crate) fn ship_with(env: &Env, extra: &[&str], vars: &BTreeMap<String, Strin
         "--registry",
         &env.registry.addr,
         "--kubeconfig",
-        &kubeconfig,
+        kubeconfig,
         "--timeout",
         "60",
     ];
-    args.extend_from_slice(extra);
+    fixed.iter().chain(extra).map(|a| a.to_string()).collect()
+}
+
+/// `ship` on `env` with extra arguments and environment variables.
+pub(crate) fn ship_with(env: &Env, extra: &[&str], vars: &BTreeMap<String, String>) -> Run {
+    let kubeconfig = env.kubeconfig.path().display().to_string();
+    let args = ship_args(env, &kubeconfig, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     monoship(env.repo.path(), &args, vars)
 }
 

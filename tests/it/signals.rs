@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::container::{container_name, image};
 use crate::faults::{FlakyRegistry, UploadFault};
-use crate::ship::{image_of, rollout, setup};
+use crate::ship::{image_of, rollout, setup, ship_args};
 use crate::support::{monoship_command, Registry, Repo, Run};
 
 /// The binary started as `support::monoship` starts it, but not waited for.
@@ -179,21 +179,8 @@ fn sigterm_during_a_rollout_rolls_it_back_after_the_grace_and_exits_143() {
     let env = setup(Some("ProgressDeadlineExceeded"));
     let old = image_of(&env, "cart");
     let kubeconfig = env.kubeconfig.path().display().to_string();
-    let args = [
-        "ship",
-        "--format",
-        "json",
-        "--base",
-        &env.base,
-        "--registry",
-        &env.registry.addr,
-        "--kubeconfig",
-        &kubeconfig,
-        "--timeout",
-        "60",
-        "--interrupt-grace",
-        "2",
-    ];
+    let args = ship_args(&env, &kubeconfig, &["--interrupt-grace", "2"]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut running = Running::new(spawn(env.repo.path(), &args, &BTreeMap::new()));
     running.wait_for_line("cart: set container cart to", Duration::from_secs(90));
     let signalled = Instant::now();
