@@ -24,6 +24,7 @@ mod plan_git;
 mod preflight;
 mod provenance;
 mod registry;
+mod release;
 mod report;
 mod secrets;
 mod ship;
