@@ -103,8 +103,8 @@ pub struct EcrConfig {
     pub create_repositories: bool,
     /// Created repositories scan images on push. Default: true.
     pub scan_on_push: Option<bool>,
-    /// Created repositories have immutable tags. Default: true (monoship never moves a tag:
-    /// a reused image only gains new tags).
+    /// Created repositories have immutable tags except `pr-*` and `buildcache`, the two tags
+    /// monoship moves (IMMUTABLE_WITH_EXCLUSION). Default: true.
     pub immutable_tags: Option<bool>,
     /// Registry host to push to instead of the one ECR names (a proxy, or a local registry
     /// in tests).

@@ -6,11 +6,18 @@ use std::time::SystemTime;
 use aws_config::SdkConfig;
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_ecr::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecr::types::{ImageScanningConfiguration, ImageTagMutability};
+use aws_sdk_ecr::types::{
+    ImageScanningConfiguration, ImageTagMutability, ImageTagMutabilityExclusionFilter,
+    ImageTagMutabilityExclusionFilterType,
+};
 use base64::Engine;
 
 use crate::aws::AWS_MAX_ATTEMPTS;
 use crate::secret::Secret;
+
+/// Tags monoship moves from one image to the next, kept mutable in the repositories it creates
+/// with immutable tags (ECR wildcard filters).
+pub const MOVING_TAGS: &[&str] = &["pr-*", "buildcache"];
 
 /// How monoship uses ECR.
 #[derive(Debug, Clone, Default)]
@@ -225,10 +232,22 @@ impl Ecr {
                 registry,
             });
         }
-        let mutability = if self.settings.immutable_tags {
-            ImageTagMutability::Immutable
+        // Immutable, except the tags that move by design: `pr-<n>` names a pull request's
+        // latest image, `buildcache` the latest layer cache.
+        let (mutability, exclusions) = if self.settings.immutable_tags {
+            let moving = MOVING_TAGS
+                .iter()
+                .map(|filter| {
+                    ImageTagMutabilityExclusionFilter::builder()
+                        .filter_type(ImageTagMutabilityExclusionFilterType::Wildcard)
+                        .filter(*filter)
+                        .build()
+                        .expect("type and filter are set")
+                })
+                .collect();
+            (ImageTagMutability::ImmutableWithExclusion, Some(moving))
         } else {
-            ImageTagMutability::Mutable
+            (ImageTagMutability::Mutable, None)
         };
         let scanning = ImageScanningConfiguration::builder()
             .scan_on_push(self.settings.scan_on_push)
@@ -239,6 +258,7 @@ impl Ecr {
             .set_registry_id(registry.clone())
             .repository_name(name)
             .image_tag_mutability(mutability)
+            .set_image_tag_mutability_exclusion_filters(exclusions)
             .image_scanning_configuration(scanning)
             .send()
             .await;

@@ -298,15 +298,59 @@ async fn ensure_repository_creates_with_scan_on_push_and_immutable_tags_once() {
             let scan = repo
                 .image_scanning_configuration()
                 .map(|c| c.scan_on_push());
-            (repo.image_tag_mutability().cloned(), scan)
+            let excluded: Vec<String> = repo
+                .image_tag_mutability_exclusion_filters()
+                .iter()
+                .map(|f| format!("{}:{}", f.filter_type().as_str(), f.filter()))
+                .collect();
+            (repo.image_tag_mutability().cloned(), scan, excluded)
         };
+        // Immutable, but a pull request's moving `pr-<n>` tag stays writable.
         assert_eq!(
             settings_of("shop/cart"),
-            (Some(ImageTagMutability::Immutable), Some(true))
+            (
+                Some(ImageTagMutability::ImmutableWithExclusion),
+                Some(true),
+                vec![
+                    "WILDCARD:pr-*".to_string(),
+                    "WILDCARD:buildcache".to_string()
+                ]
+            )
         );
         assert_eq!(
             settings_of("shop/web"),
-            (Some(ImageTagMutability::Mutable), Some(false))
+            (Some(ImageTagMutability::Mutable), Some(false), vec![])
+        );
+
+        // As ECR applies it (moto models the rule): `pr-7` moves, a commit tag does not.
+        let client = aws_sdk_ecr::Client::new(&config);
+        let put = |tag: &'static str, layer: &'static str| {
+            let manifest = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                           "size": 2, "digest": format!("sha256:{}", "c".repeat(64))},
+                "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                            "size": 2, "digest": format!("sha256:{}", layer.repeat(64))}],
+            });
+            client
+                .put_image()
+                .repository_name("shop/cart")
+                .image_tag(tag)
+                .image_manifest(manifest.to_string())
+                .send()
+        };
+        put("pr-7", "a").await.expect("first pr-7");
+        put("pr-7", "b").await.expect("pr-7 moves");
+        put("0123abc", "d").await.expect("first commit tag");
+        let refused = put("0123abc", "e").await.unwrap_err();
+        assert!(
+            refused
+                .as_service_error()
+                // ECR says ImageTagAlreadyExists; moto, ImageAlreadyExists.
+                .is_some_and(|e| e.is_image_tag_already_exists_exception()
+                    || e.is_image_already_exists_exception()),
+            "{refused:?}"
         );
     })
     .await;

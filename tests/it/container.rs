@@ -331,19 +331,19 @@ fn remove_local_tags(prefix: &str) {
 #[test]
 fn the_local_image_holds_what_the_release_image_holds() {
     let image = image();
-    let child = Command::new(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-action-image.sh"),
-    )
-    .arg(image)
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("scripts/check-action-image.sh starts");
+    let child =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/check-action-image.sh"))
+            .arg(image)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("scripts/check-action-image.sh starts");
     let run = wait_bounded(child, Duration::from_secs(60));
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
-        run.stderr.contains(&format!("monoship {}", env!("CARGO_PKG_VERSION"))),
+        run.stderr
+            .contains(&format!("monoship {}", env!("CARGO_PKG_VERSION"))),
         "{}",
         run.stderr
     );

@@ -88,11 +88,20 @@ fn bad_input_or_an_existing_tag_changes_nothing() {
     let before = refs(&repo);
     let cases: [(&[&str], &str); 5] = [
         (&["1.0.1", &image], "look like v1.2.3"),
-        (&["v1.0.1", "ghcr.io/acme/monoship:1.0.1"], "named by digest"),
-        (&["v1.0.1", "ghcr.io/acme/monoship@sha256:abc"], "named by digest"),
+        (
+            &["v1.0.1", "ghcr.io/acme/monoship:1.0.1"],
+            "named by digest",
+        ),
+        (
+            &["v1.0.1", "ghcr.io/acme/monoship@sha256:abc"],
+            "named by digest",
+        ),
         (&["v1.0.0", &image], "exists already"),
         // A release commit is no source for another: its action.yml is pinned already.
-        (&["v1.0.1", &image, "releases"], "no single '  image: Dockerfile' line"),
+        (
+            &["v1.0.1", &image, "releases"],
+            "no single '  image: Dockerfile' line",
+        ),
     ];
     for (args, message) in cases {
         let out = release(&repo, args);
