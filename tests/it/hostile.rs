@@ -786,13 +786,13 @@ fn dry_run_content_tag(repo: &Repo) -> String {
 fn a_link_inside_the_repository_counts_by_its_target_not_by_the_file_it_names() {
     let mut repo = Repo::new();
     repo.write("svc/Dockerfile", "FROM scratch\nCOPY . /app/\n")
-        .write("shared/a.txt", "a1\n")
-        .write("shared/b.txt", "b1\n")
+        .write("common/a.txt", "a1\n")
+        .write("common/b.txt", "b1\n")
         .write(
             ".github/monoship.yml",
             "services:\n  svc:\n    dockerfile: svc/Dockerfile\n",
         );
-    std::os::unix::fs::symlink("../shared/a.txt", repo.path().join("svc/link")).unwrap();
+    std::os::unix::fs::symlink("../common/a.txt", repo.path().join("svc/link")).unwrap();
     let base = repo.commit("a link out of the context, inside the repository");
     assert_eq!(repo.git(&["ls-files", "-s", "svc/link"])[..6], *"120000");
 
@@ -816,13 +816,13 @@ fn a_link_inside_the_repository_counts_by_its_target_not_by_the_file_it_names() 
     assert!(
         listing
             .lines()
-            .any(|l| l.starts_with('l') && l.ends_with("app/link -> ../shared/a.txt")),
+            .any(|l| l.starts_with('l') && l.ends_with("app/link -> ../common/a.txt")),
         "{listing}"
     );
 
     let committed = dry_run_content_tag(&repo);
     // The file it names changes: in the work tree, then committed. Same tag.
-    repo.write("shared/a.txt", "a2\n");
+    repo.write("common/a.txt", "a2\n");
     assert_eq!(dry_run_content_tag(&repo), committed, "work tree");
     repo.commit("the named file changes");
     assert_eq!(dry_run_content_tag(&repo), committed, "index");
@@ -830,24 +830,24 @@ fn a_link_inside_the_repository_counts_by_its_target_not_by_the_file_it_names() 
     // The link is pointed elsewhere: in the work tree, then committed. Another tag.
     let link = repo.path().join("svc/link");
     std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink("../shared/b.txt", &link).unwrap();
+    std::os::unix::fs::symlink("../common/b.txt", &link).unwrap();
     let repointed = dry_run_content_tag(&repo);
     assert_ne!(repointed, committed, "work tree");
     // The link now read from disk: the file it names changes, the tag does not.
-    repo.write("shared/b.txt", "b2\n");
+    repo.write("common/b.txt", "b2\n");
     assert_eq!(dry_run_content_tag(&repo), repointed, "link on disk");
     repo.commit("the link names another file");
     let repointed_committed = dry_run_content_tag(&repo);
     assert_ne!(repointed_committed, committed, "index");
     // And back: the first tag again, from the work tree and from the index.
     std::fs::remove_file(&link).unwrap();
-    std::os::unix::fs::symlink("../shared/a.txt", &link).unwrap();
+    std::os::unix::fs::symlink("../common/a.txt", &link).unwrap();
     let back = dry_run_content_tag(&repo);
     assert_ne!(back, repointed_committed, "work tree");
     repo.commit("the link names the first file again");
     assert_eq!(dry_run_content_tag(&repo), committed, "index");
     // A file whose bytes are the old target text is not the link.
     std::fs::remove_file(&link).unwrap();
-    std::fs::write(&link, "../shared/a.txt").unwrap();
+    std::fs::write(&link, "../common/a.txt").unwrap();
     assert_ne!(dry_run_content_tag(&repo), committed, "a file, not a link");
 }
