@@ -172,6 +172,10 @@ pub const SECRET_VARIABLES: [&str; 7] = [
 pub struct DeployOptions {
     /// Kubeconfig file; `None`: `KUBECONFIG`, `~/.kube/config`, in-cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// Where a kubeconfig is looked for without `kubeconfig`: the files of `KUBECONFIG`,
+    /// else `~/.kube/config` (see [`crate::deploy::usual_kubeconfigs`]), read here so that
+    /// no stage reads the environment.
+    pub usual_kubeconfigs: Vec<PathBuf>,
     pub context: Option<String>,
     /// Undo a failed rollout as `kubectl rollout undo` does (default on).
     pub rollback: bool,
@@ -190,6 +194,7 @@ impl Default for DeployOptions {
     fn default() -> Self {
         DeployOptions {
             kubeconfig: None,
+            usual_kubeconfigs: Vec::new(),
             context: None,
             rollback: true,
             force: false,
@@ -333,9 +338,10 @@ struct DeployArgs {
 }
 
 impl DeployArgs {
-    fn options(self) -> DeployOptions {
+    fn options(self, env: &dyn Fn(&str) -> Option<String>) -> DeployOptions {
         DeployOptions {
             kubeconfig: self.kubeconfig,
+            usual_kubeconfigs: usual_kubeconfigs(env),
             context: self.context,
             rollback: !self.no_rollback,
             force: self.force,
@@ -397,7 +403,7 @@ pub fn parse(
             github,
         }) => {
             let mut r = request(Command::Ship, shared, Some(push), in_action, env);
-            r.deploy = deploy.options();
+            r.deploy = deploy.options(env);
             if let Some(a) = r.action.as_mut() {
                 a.github_deployments = github.github_deployments;
                 a.environment = github.environment;
@@ -455,6 +461,11 @@ fn request(
             None
         },
     }
+}
+
+/// The kubeconfig files of `KUBECONFIG`, else `~/.kube/config`.
+fn usual_kubeconfigs(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
+    crate::deploy::usual_kubeconfigs(env("KUBECONFIG").as_deref(), env("HOME").as_deref())
 }
 
 fn docker_program(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
@@ -660,6 +671,7 @@ fn deploy_inputs(input: &Inputs<'_>) -> Result<(DeployOptions, Vec<String>), Usa
     };
     let options = DeployOptions {
         kubeconfig: input.get("kubeconfig").map(PathBuf::from),
+        usual_kubeconfigs: usual_kubeconfigs(input.env),
         context,
         rollback: input.flag_or("rollback", true)?,
         force: input.flag("force")?,

@@ -80,10 +80,15 @@ pub(crate) fn connect(run: &Run<'_>) -> Result<ClusterSession, Error> {
         ClusterChoice::Eks(eks) => run.session.block_on(connect_eks(ctx, eks))?,
         ClusterChoice::Kubeconfig { path, context } => run
             .session
-            .block_on(Cluster::from_kubeconfig(
-                path.as_deref(),
-                context.as_deref(),
-            ))
+            .block_on(async {
+                match path {
+                    Some(path) => Cluster::from_kubeconfig(Some(path), context.as_deref()).await,
+                    None => {
+                        let usual = &ctx.deploy.usual_kubeconfigs;
+                        Cluster::from_usual_kubeconfigs(usual, context.as_deref()).await
+                    }
+                }
+            })
             .map_err(ClusterError::Kubeconfig)?,
     };
     let (workloads, manifest_checks) = preflight_targets(run, &cluster, &manifests);

@@ -64,7 +64,7 @@ pub(crate) fn build_stage(
     stage: &PlanStage,
     stdout: &mut dyn Write,
     log: &mut dyn Write,
-) -> Result<Option<Vec<ImageResult>>, Error> {
+) -> Result<Option<Built>, Error> {
     let ctx = run.ctx;
     let (ecr, target) = registry_target(run)?;
     let pull_requests = pull_request_target(ctx, &target)?;
@@ -109,7 +109,10 @@ pub(crate) fn build_stage(
         return Ok(None);
     }
     if jobs.is_empty() {
-        return Ok(Some(vec![]));
+        return Ok(Some(Built {
+            results: vec![],
+            target,
+        }));
     }
     if let Some(ecr) = &ecr {
         for job in &jobs {
@@ -128,8 +131,15 @@ pub(crate) fn build_stage(
         Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
     let results = run
         .session
-        .block_on(push_all(run, jobs, target, trusted, log))?;
-    Ok(Some(results))
+        .block_on(push_all(run, jobs, target.clone(), trusted, log))?;
+    Ok(Some(Built { results, target }))
+}
+
+/// The images of a run, and the registry they were pushed to (logged in), which the deploy
+/// stage tags each deployed digest in.
+pub(crate) struct Built {
+    pub results: Vec<ImageResult>,
+    pub target: RegistryTarget,
 }
 
 /// The repository folder of pull-request images when `registry.pull_request_prefix` is unset.

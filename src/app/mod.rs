@@ -12,6 +12,7 @@ mod dockerfiles;
 mod github;
 mod images;
 mod inside;
+mod marks;
 mod output;
 mod rollouts;
 mod session;
@@ -200,12 +201,27 @@ fn ship(
         plan: widened.as_ref().unwrap_or(run.plan),
         ..*run
     };
-    let images = images::build_stage(run, stage, stdout, stderr)?;
+    let built = images::build_stage(run, stage, stdout, stderr)?;
+    let (mut images, target) = match built {
+        Some(b) => (Some(b.results), Some(b.target)),
+        None => (None, None),
+    };
     let rollouts = match (&cluster, &images) {
         (Some(cluster), Some(images)) => {
             Some(deploy_with_deployments(run, cluster, images, stderr)?)
         }
         _ => None,
+    };
+    let mark_warnings = match (&target, &mut images, &rollouts) {
+        (Some(target), Some(images), Some(rollouts)) => {
+            marks::mark_deployed_images(run, target, images, rollouts)
+        }
+        _ => vec![],
+    };
+    let marked = with_warnings(run, mark_warnings);
+    let run = &Run {
+        plan: marked.as_ref().unwrap_or(run.plan),
+        ..*run
     };
     let noted = with_interrupt_note(run);
     let run = &Run {
@@ -232,6 +248,16 @@ fn ship(
 /// exit 1, never 2 (SPEC §2: exit 2 means nothing was built, pushed or deployed).
 fn changed_something(images: Option<&[ImageResult]>, rollouts: Option<&[RolloutResult]>) -> bool {
     !images.unwrap_or_default().is_empty() || !rollouts.unwrap_or_default().is_empty()
+}
+
+/// The plan with `warnings` added, when there are any; every report shows the plan's warnings.
+fn with_warnings(run: &Run<'_>, warnings: Vec<String>) -> Option<Plan> {
+    if warnings.is_empty() {
+        return None;
+    }
+    let mut plan = run.plan.clone();
+    plan.warnings.extend(warnings);
+    Some(plan)
 }
 
 /// The plan with a warning that the run was interrupted, when it was; every report (text,

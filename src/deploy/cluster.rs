@@ -1,7 +1,7 @@
 //! Where `deploy` sends its requests: a kube client and the namespace to use when the config
 //! names none.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,8 +42,8 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// A cluster from a kubeconfig file, using `context` or the file's current context.
     ///
-    /// With `path` = `None` the usual chain applies: `$KUBECONFIG`, then `~/.kube/config`,
-    /// then (without a `context`) the in-cluster service account.
+    /// With `path` = `None` the usual chain applies, read from this process's environment:
+    /// see [`usual_kubeconfigs`] and [`Cluster::from_usual_kubeconfigs`].
     ///
     /// # Errors
     /// When the file cannot be read or parsed, the context does not exist, or no cluster is
@@ -52,36 +52,87 @@ impl Cluster {
         path: Option<&Path>,
         context: Option<&str>,
     ) -> Result<Cluster, DeployError> {
+        match path {
+            Some(path) => {
+                let loaded = read_kubeconfig(path)?;
+                Self::from_loaded(loaded, &path.display().to_string(), context).await
+            }
+            None => {
+                let kubeconfig = std::env::var("KUBECONFIG").ok();
+                let home = std::env::var("HOME").ok();
+                let files = usual_kubeconfigs(kubeconfig.as_deref(), home.as_deref());
+                Self::from_usual_kubeconfigs(&files, context).await
+            }
+        }
+    }
+
+    /// A cluster from the first kubeconfig found in the usual places, `files` as
+    /// [`usual_kubeconfigs`] lists them: the files of that list that exist, merged as kubectl
+    /// merges them (the first to set a value wins); when none exists and no `context` is
+    /// given, the in-cluster service account.
+    ///
+    /// Every file is parsed by monoship's reader, so a broken one is told by file, line and
+    /// column, never by its text (which may hold a token).
+    ///
+    /// # Errors
+    /// When a file cannot be read or parsed, the files disagree, the context does not exist,
+    /// or no cluster is found at all.
+    pub async fn from_usual_kubeconfigs(
+        files: &[PathBuf],
+        context: Option<&str>,
+    ) -> Result<Cluster, DeployError> {
+        // kubectl skips the files of `KUBECONFIG` that do not exist; so does monoship.
+        let present: Vec<&PathBuf> = files.iter().filter(|f| f.exists()).collect();
+        let shown = present
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut merged: Option<Kubeconfig> = None;
+        for file in &present {
+            let loaded = read_kubeconfig(file)?;
+            merged = Some(match merged {
+                None => loaded,
+                Some(first) => first
+                    .merge(loaded)
+                    .map_err(|source| DeployError::Kubeconfig {
+                        path: shown.clone(),
+                        source,
+                    })?,
+            });
+        }
+        match (merged, context) {
+            (Some(loaded), _) => Self::from_loaded(loaded, &shown, context).await,
+            (None, Some(context)) => Err(DeployError::NoKubeconfig {
+                context: context.to_string(),
+            }),
+            (None, None) => {
+                let config = Config::incluster().map_err(DeployError::NoCluster)?;
+                Self::from_config(config)
+            }
+        }
+    }
+
+    /// A cluster from a parsed kubeconfig, `shown` naming where it came from.
+    async fn from_loaded(
+        loaded: Kubeconfig,
+        shown: &str,
+        context: Option<&str>,
+    ) -> Result<Cluster, DeployError> {
         let options = KubeConfigOptions {
             context: context.map(str::to_owned),
             ..KubeConfigOptions::default()
         };
-        let config = match path {
-            Some(path) => {
-                let loaded = read_kubeconfig(path)?;
-                Config::from_custom_kubeconfig(loaded, &options)
-                    .await
-                    .map_err(|source| DeployError::Kubeconfig {
-                        path: path.display().to_string(),
-                        source,
-                    })?
-            }
-            None if context.is_some() => {
-                Config::from_kubeconfig(&options)
-                    .await
-                    .map_err(|source| match source {
-                        // The parser's message quotes the file, which may hold a token.
-                        KubeconfigError::Parse(_) => DeployError::KubeconfigUnreadable {
-                            path: "from $KUBECONFIG or ~/.kube/config".into(),
-                        },
-                        source => DeployError::Kubeconfig {
-                            path: "from $KUBECONFIG or ~/.kube/config".into(),
-                            source,
-                        },
-                    })?
-            }
-            None => Config::infer().await.map_err(DeployError::NoCluster)?,
-        };
+        let config = Config::from_custom_kubeconfig(loaded, &options)
+            .await
+            .map_err(|source| DeployError::Kubeconfig {
+                path: shown.to_string(),
+                source,
+            })?;
+        Self::from_config(config)
+    }
+
+    fn from_config(config: Config) -> Result<Cluster, DeployError> {
         let config = without_kube_retries(config);
         let namespace = config.default_namespace.clone();
         let server = server_of(&config.cluster_url);
@@ -193,6 +244,26 @@ impl Cluster {
     pub fn default_namespace(&self) -> &str {
         &self.namespace
     }
+}
+
+/// Where a kubeconfig is looked for when none is given, as kubectl looks: each file of
+/// `KUBECONFIG` (a `:`-separated list; empty entries ignored), else `$HOME/.kube/config`.
+/// Pure: the caller reads the two variables.
+pub fn usual_kubeconfigs(kubeconfig: Option<&str>, home: Option<&str>) -> Vec<PathBuf> {
+    let listed: Vec<PathBuf> = kubeconfig
+        .map(|list| {
+            std::env::split_paths(list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    if !listed.is_empty() {
+        return listed;
+    }
+    home.filter(|h| !h.is_empty())
+        .map(|h| Path::new(h).join(".kube").join("config"))
+        .into_iter()
+        .collect()
 }
 
 /// The kubeconfig at `path`. A file kube cannot parse is told by line and column and the
@@ -342,4 +413,27 @@ fn bearer(token: String) -> Result<HeaderValue, TokenError> {
         .map_err(|_| "the token is not a valid HTTP header value")?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_usual_kubeconfigs_are_kubeconfigs_list_else_the_home_one() {
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            usual_kubeconfigs(Some("/a/one::/b/two"), Some("/home/u")),
+            paths(&["/a/one", "/b/two"])
+        );
+        for unset in [None, Some(""), Some(":")] {
+            assert_eq!(
+                usual_kubeconfigs(unset, Some("/home/u")),
+                paths(&["/home/u/.kube/config"]),
+                "{unset:?}"
+            );
+        }
+        assert!(usual_kubeconfigs(None, None).is_empty());
+        assert!(usual_kubeconfigs(None, Some("")).is_empty());
+    }
 }

@@ -36,7 +36,7 @@ use crate::interrupt::{Interrupt, Signal};
 use crate::retry::{retry, GaveUp, RetryPolicy, Retrying, Verdict};
 
 pub use apply::{apply_manifests, ManifestDeploy};
-pub use cluster::{Cluster, TokenError, TOKEN_REFRESH};
+pub use cluster::{usual_kubeconfigs, Cluster, TokenError, TOKEN_REFRESH};
 pub use recorded::recorded_commit;
 pub use rollout::{rollout_status, Status};
 
@@ -334,8 +334,10 @@ pub enum DeployError {
     KubeconfigSyntax { path: String, kind: String },
     #[error("cannot parse the kubeconfig {path}: check it with `kubectl config view --kubeconfig <file>`")]
     KubeconfigUnreadable { path: String },
-    #[error("no cluster to deploy to: set --kubeconfig, $KUBECONFIG or ~/.kube/config")]
-    NoCluster(#[source] kube::config::InferConfigError),
+    #[error("no cluster to deploy to: no kubeconfig found (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster")]
+    NoCluster(#[source] kube::config::InClusterError),
+    #[error("no kubeconfig found for context `{context}`: pass --kubeconfig, or set $KUBECONFIG or ~/.kube/config")]
+    NoKubeconfig { context: String },
     #[error("cannot use the cluster endpoint {endpoint}")]
     Endpoint {
         endpoint: String,

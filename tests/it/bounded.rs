@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use monoship::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 use monoship::secret::Secret;
 
-use kube_sim::Fault;
+use kube_sim::{Fault, Sim, SimOptions};
+use monoship::deploy::{usual_kubeconfigs, Cluster};
 
-use crate::ship::{image_of, rollout, setup, ship, ship_with};
-use crate::support::{plan_json, three_services, ShopConfig};
+use crate::ship::{image_of, rollout, setup, ship, ship_args, ship_with};
+use crate::support::{monoship, plan_json, three_services, ShopConfig};
 
 const CART: &str = "/apis/apps/v1/namespaces/shop/deployments/cart";
 
@@ -35,6 +36,115 @@ fn a_kubeconfig_that_is_not_yaml_is_told_by_line_and_column_without_the_token() 
         assert!(!output.contains("planted-secret-token"), "{output}");
     }
     assert!(env.registry.catalog().is_empty(), "nothing was pushed");
+}
+
+/// A kubeconfig that is not YAML, with a planted token on its tenth line.
+const BROKEN_KUBECONFIG: &str = "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  \
+    cluster:\n    server: http://127.0.0.1:1\nusers:\n- name: sim\n  user:\n    \
+    token: planted-secret-token: oops\n";
+
+#[test]
+fn a_kubeconfig_found_without_the_flag_is_told_by_line_and_column_without_the_token() {
+    let env = setup(None);
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("broken.yml");
+    std::fs::write(&broken, BROKEN_KUBECONFIG).unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".kube")).unwrap();
+    let home_config = home.join(".kube/config");
+    std::fs::write(&home_config, BROKEN_KUBECONFIG).unwrap();
+    let good = env.kubeconfig.path().display().to_string();
+    let missing = dir.path().join("missing.yml").display().to_string();
+    let home = home.display().to_string();
+    let list = format!("{good}:{missing}:{}", broken.display());
+    // (KUBECONFIG, HOME, --context, the file told)
+    let cases = [
+        (Some(list.as_str()), None, None, &broken),
+        (Some(list.as_str()), None, Some("kube-sim"), &broken),
+        (None, Some(home.as_str()), None, &home_config),
+        (None, Some(home.as_str()), Some("kube-sim"), &home_config),
+        // An empty KUBECONFIG is unset, as kubectl takes it.
+        (Some(""), Some(home.as_str()), None, &home_config),
+    ];
+    for (kubeconfig, home, context, told) in cases {
+        let mut vars = BTreeMap::new();
+        if let Some(k) = kubeconfig {
+            vars.insert("KUBECONFIG".to_string(), k.to_string());
+        }
+        // Without its own HOME, the runner's ~/.kube/config is out of the way.
+        vars.insert(
+            "HOME".to_string(),
+            home.unwrap_or("/nonexistent").to_string(),
+        );
+        let mut args = without_kubeconfig_flag(&ship_args(&env, "", &[]));
+        if let Some(c) = context {
+            args.extend(["--context".to_string(), c.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let run = monoship(env.repo.path(), &args, &vars);
+        let case = format!("KUBECONFIG={kubeconfig:?} HOME={home:?} context={context:?}");
+        assert_eq!(run.code, 2, "{case}\n{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains(&format!("{}:10:", told.display()))
+                && run.stderr.contains("the kubeconfig is not valid YAML"),
+            "{case}\n{}",
+            run.stderr
+        );
+        for output in [&run.stderr, &run.stdout] {
+            assert!(!output.contains("planted-secret-token"), "{case}\n{output}");
+        }
+    }
+    assert!(env.registry.catalog().is_empty(), "nothing was pushed");
+}
+
+/// `args` without `--kubeconfig` and its value.
+fn without_kubeconfig_flag(args: &[String]) -> Vec<String> {
+    let at = args.iter().position(|a| a == "--kubeconfig").unwrap();
+    let mut out = args.to_vec();
+    out.drain(at..at + 2);
+    out
+}
+
+#[tokio::test]
+async fn the_usual_kubeconfigs_skip_missing_files_and_merge_the_rest() {
+    let sim = Sim::start(SimOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.yml");
+    std::fs::write(&first, sim.kubeconfig("shop")).unwrap();
+    // A second file with the same names but another server: the first to set them wins.
+    let second = dir.path().join("second.yml");
+    std::fs::write(
+        &second,
+        kube_sim::kubeconfig_yaml("http://127.0.0.1:1", None, "other"),
+    )
+    .unwrap();
+    let list = format!(
+        "{}:{}:{}",
+        dir.path().join("missing.yml").display(),
+        first.display(),
+        second.display()
+    );
+    let files = usual_kubeconfigs(Some(&list), Some("/home/x"));
+    assert_eq!(files.len(), 3, "{files:?}");
+    let cluster = tokio::time::timeout(
+        Duration::from_secs(20),
+        Cluster::from_usual_kubeconfigs(&files, None),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(cluster.server(), sim.url().trim_end_matches('/'));
+    assert_eq!(cluster.default_namespace(), "shop");
+    // Nothing found and a context asked for: told, not the in-cluster account.
+    let nothing = [dir.path().join("absent.yml")];
+    let err = Cluster::from_usual_kubeconfigs(&nothing, Some("prod"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("no kubeconfig found for context `prod`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -753,3 +753,101 @@ fn bad_configs_are_refused_by_place_without_their_text() {
         assert!(!run.stderr.contains("yyyy"), "{:.300}", run.stderr);
     }
 }
+
+/// The content tag `build --dry-run` computes for the one service `svc` of `repo`, as it
+/// stands (work tree and index).
+fn dry_run_content_tag(repo: &Repo) -> String {
+    let run = crate::support::monoship(
+        repo.path(),
+        &[
+            "build",
+            "--dry-run",
+            "--format",
+            "json",
+            "--services",
+            "svc",
+            "--registry",
+            "127.0.0.1:1/acme",
+        ],
+        &Default::default(),
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    let commands = report["dry_run"]["images"][0]["commands"].to_string();
+    let at = commands.find(":src-").unwrap_or_else(|| panic!("{report}")) + 1;
+    commands[at..at + 44].to_string()
+}
+
+/// A link inside the context that points elsewhere in the repository is sent by Docker as the
+/// link itself (mode 120000 and its target text): its target is part of the image, the file it
+/// points to is not. So the content tag follows the target text and ignores the file, whether
+/// the link is read from the index (committed) or from the work tree (changed, uncommitted).
+#[test]
+fn a_link_inside_the_repository_counts_by_its_target_not_by_the_file_it_names() {
+    let mut repo = Repo::new();
+    repo.write("svc/Dockerfile", "FROM scratch\nCOPY . /app/\n")
+        .write("common/a.txt", "a1\n")
+        .write("common/b.txt", "b1\n")
+        .write(
+            ".github/monoship.yml",
+            "services:\n  svc:\n    dockerfile: svc/Dockerfile\n",
+        );
+    std::os::unix::fs::symlink("../common/a.txt", repo.path().join("svc/link")).unwrap();
+    let base = repo.commit("a link out of the context, inside the repository");
+    assert_eq!(repo.git(&["ls-files", "-s", "svc/link"])[..6], *"120000");
+
+    // What Docker sends: the link, not the file it names.
+    let image = format!("monoship-test-link:{}", &base[..12]);
+    docker(
+        &repo.path().join("svc"),
+        &["build", "-q", "-t", &image, "."],
+    );
+    let container = docker(repo.path(), &["create", &image, "/none"]);
+    let mut export = std::process::Command::new("timeout");
+    export.args([
+        "60",
+        "sh",
+        "-c",
+        &format!("/usr/bin/docker export {} | tar -tv", container.trim()),
+    ]);
+    let listing = crate::support::checked_stdout(&mut export);
+    docker(repo.path(), &["rm", container.trim()]);
+    docker(repo.path(), &["rmi", "-f", &image]);
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with('l') && l.ends_with("app/link -> ../common/a.txt")),
+        "{listing}"
+    );
+
+    let committed = dry_run_content_tag(&repo);
+    // The file it names changes: in the work tree, then committed. Same tag.
+    repo.write("common/a.txt", "a2\n");
+    assert_eq!(dry_run_content_tag(&repo), committed, "work tree");
+    repo.commit("the named file changes");
+    assert_eq!(dry_run_content_tag(&repo), committed, "index");
+
+    // The link is pointed elsewhere: in the work tree, then committed. Another tag.
+    let link = repo.path().join("svc/link");
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("../common/b.txt", &link).unwrap();
+    let repointed = dry_run_content_tag(&repo);
+    assert_ne!(repointed, committed, "work tree");
+    // The link now read from disk: the file it names changes, the tag does not.
+    repo.write("common/b.txt", "b2\n");
+    assert_eq!(dry_run_content_tag(&repo), repointed, "link on disk");
+    repo.commit("the link names another file");
+    let repointed_committed = dry_run_content_tag(&repo);
+    assert_ne!(repointed_committed, committed, "index");
+    // And back: the first tag again, from the work tree and from the index.
+    std::fs::remove_file(&link).unwrap();
+    std::os::unix::fs::symlink("../common/a.txt", &link).unwrap();
+    let back = dry_run_content_tag(&repo);
+    assert_ne!(back, repointed_committed, "work tree");
+    repo.commit("the link names the first file again");
+    assert_eq!(dry_run_content_tag(&repo), committed, "index");
+    // A file whose bytes are the old target text is not the link.
+    std::fs::remove_file(&link).unwrap();
+    std::fs::write(&link, "../common/a.txt").unwrap();
+    assert_ne!(dry_run_content_tag(&repo), committed, "a file, not a link");
+}

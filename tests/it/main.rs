@@ -20,6 +20,7 @@ mod exit_codes;
 mod faults;
 mod github;
 mod hostile;
+mod lifecycle;
 mod plan_git;
 mod preflight;
 mod provenance;
