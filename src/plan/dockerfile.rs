@@ -194,12 +194,13 @@ impl Scopes {
     }
 }
 
-/// The first line of every instruction, in order: the legacy builder's `Step N` is the Nth.
-pub fn instruction_lines(dockerfile: &str) -> Vec<usize> {
+/// Every instruction's first line and text (continuations joined), in order: the legacy
+/// builder's `Step N` is the Nth, a BuildKit step is found by its text.
+pub fn instructions(dockerfile: &str) -> Vec<(usize, String)> {
     let mut ignored = BuildInputs::default();
     split_instructions(dockerfile, &mut ignored)
-        .iter()
-        .map(|i| i.line)
+        .into_iter()
+        .map(|i| (i.line, i.text))
         .collect()
 }
 
