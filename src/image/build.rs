@@ -484,12 +484,15 @@ fn failed_step_line(log: &str, instructions: &[(usize, String)]) -> Option<usize
     }
 }
 
+/// A stage's name (lowercase) and instructions.
+type Stage<'a> = (Option<String>, Vec<&'a (usize, String)>);
+
 /// The instructions of one stage: by name, `stage-N`, or the first when unnamed.
 fn stage_instructions<'a>(
     instructions: &'a [(usize, String)],
     stage: Option<&str>,
 ) -> Vec<&'a (usize, String)> {
-    let mut stages: Vec<(Option<String>, Vec<&(usize, String)>)> = vec![];
+    let mut stages: Vec<Stage<'a>> = vec![];
     for i in instructions {
         let words: Vec<&str> = i.1.split_whitespace().collect();
         if words

@@ -321,11 +321,11 @@ mod tests {
         let mut out = String::new();
         let cached = [varint(4 << 3), varint(1)].concat();
         let started = field(5, &seconds(10));
-        let mut first = vertex_bytes("sha256:a", "[1/3] COPY go.mod .", &[cached.clone()]);
+        let mut first = vertex_bytes("sha256:a", "[1/3] COPY go.mod .", &[cached]);
         first.extend(vertex_bytes(
             "sha256:b",
             "[2/3] RUN make",
-            &[started.clone()],
+            std::slice::from_ref(&started),
         ));
         first.extend(vertex_bytes("sha256:c", "[3/3] RUN test", &[]));
         progress.render(&decode_status(&first).unwrap(), &mut out);
