@@ -290,7 +290,9 @@ fn image_jobs(
         let selected = by_service.get(name).map(Vec::as_slice).unwrap_or_default();
         let dockerfile_text =
             std::fs::read_to_string(settings.root.join(&build.dockerfile)).unwrap_or_default();
-        let job = image_job(name, service, build, selected, settings)?;
+        let mut job = image_job(name, service, build, selected, settings)?;
+        job.build.bases =
+            crate::plan::dockerfile::base_images(&dockerfile_text, &service.build_args);
         jobs.push(ImageJob {
             instructions: crate::plan::dockerfile::instructions(&dockerfile_text),
             ..job
@@ -360,6 +362,7 @@ fn image_job(
             }),
             root: root.clone(),
             inputs: selected.iter().map(|f| (*f).clone()).collect(),
+            bases: vec![],
         },
         dockerfile: build.dockerfile.clone(),
         instructions: vec![],

@@ -73,6 +73,8 @@ pub struct BuildJob {
     pub root: PathBuf,
     /// The files the content tag covers: the context sent to the Engine API (repository paths).
     pub inputs: Vec<InputFile>,
+    /// The images its stages start from (`FROM`, arguments substituted).
+    pub bases: Vec<String>,
 }
 
 /// BuildKit's layer cache kept in the registry next to the image.
@@ -347,6 +349,16 @@ async fn engine_build(
         let path = p.strip_prefix(&job.root).unwrap_or(p);
         path.to_string_lossy().into_owned()
     };
+    let mut pulled = String::new();
+    if buildkit {
+        for base in &job.bases {
+            match engine.pull_private_base(base, limit).await? {
+                Some(log) if !log.success => return Ok(log),
+                Some(log) => pulled.push_str(&log.output),
+                None => {}
+            }
+        }
+    }
     let (context, dockerfile) = (relative(&job.context), relative(&job.dockerfile));
     let inputs: Vec<&InputFile> = job.inputs.iter().collect();
     let listing = tarball::listing(&inputs, &context, &dockerfile, !buildkit);
@@ -361,8 +373,18 @@ async fn engine_build(
         .map_err(|e| EngineError::Context(std::io::Error::other(e.to_string())))?
         .map_err(EngineError::Context)?;
     let what = format!("the build of {}", job.service);
-    engine.build(&query, tar, limit, &what).await
+    let mut built = engine.build(&query, tar, limit, &what).await?;
+    if !built.success && built.output.contains("no active sessions") {
+        built.output.push_str(NO_SESSION_HINT);
+    }
+    Ok(CommandLog {
+        output: pulled + &built.output,
+        ..built
+    })
 }
+
+/// BuildKit without a client session pulls without credentials.
+const NO_SESSION_HINT: &str = "a base image could not be pulled: BuildKit through the Engine API has no credentials of its own; monoship pulls base images of the registry it pushes to, any other private base must be pulled on the runner first (`docker pull` after docker/login-action)\n";
 
 async fn run(
     mut cmd: Command,
@@ -595,6 +617,7 @@ mod tests {
             }),
             root: "/r".into(),
             inputs: vec![],
+            bases: vec![],
         }
     }
 

@@ -374,6 +374,37 @@ impl Engine {
         .await
     }
 
+    /// Pulls `reference` when it lives in the registry monoship logged in to: BuildKit without
+    /// a client session cannot pull with credentials, but it builds from an image the daemon
+    /// has. `None` for any other image.
+    ///
+    /// # Errors
+    /// As [`Engine::build`].
+    pub async fn pull_private_base(
+        &self,
+        reference: &str,
+        limit: Duration,
+    ) -> Result<Option<CommandLog>, EngineError> {
+        let Some(login) = self
+            .login
+            .as_ref()
+            .filter(|l| registry_host(reference) == l.host)
+        else {
+            return Ok(None);
+        };
+        let reference = with_tag(reference);
+        let path = format!("/images/create?fromImage={}", encode(&reference));
+        let what = format!("the pull of {reference}");
+        let headers = vec![("X-Registry-Auth", registry_auth(login))];
+        let log = timed(
+            &what,
+            limit,
+            self.stream(&path, headers, Bytes::new(), &what),
+        )
+        .await?;
+        Ok(Some(log))
+    }
+
     /// Pushes `image:tag` (`image` is `host/repository`).
     ///
     /// # Errors
@@ -397,6 +428,25 @@ impl Engine {
             self.stream(&path, headers, Bytes::new(), &what),
         )
         .await
+    }
+}
+
+/// The registry host of an image reference (`docker.io` when it names none). Pure.
+pub fn registry_host(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// `reference` with `:latest` when it has neither tag nor digest, so a pull takes one image
+/// (a bare name would pull every tag). Pure.
+pub fn with_tag(reference: &str) -> String {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    if last.contains([':', '@']) {
+        reference.to_string()
+    } else {
+        format!("{reference}:latest")
     }
 }
 
@@ -636,6 +686,7 @@ mod tests {
             cache: None,
             root: "/r".into(),
             inputs: vec![],
+            bases: vec![],
         }
     }
 
@@ -689,6 +740,21 @@ mod tests {
             serde_json::json!({"username": "ci", "password": "p?w/+", "serveraddress": "127.0.0.1:5000"})
         );
         assert_eq!(decode(&registry_config(&login))["127.0.0.1:5000"], auth);
+    }
+
+    #[test]
+    fn base_image_references_name_their_registry_and_one_tag() {
+        assert_eq!(
+            registry_host("127.0.0.1:5000/base/busybox:1"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(registry_host("ghcr.io/acme/base"), "ghcr.io");
+        assert_eq!(registry_host("localhost/base"), "localhost");
+        assert_eq!(registry_host("library/alpine:3"), "docker.io");
+        assert_eq!(registry_host("alpine"), "docker.io");
+        assert_eq!(with_tag("h:5000/base"), "h:5000/base:latest");
+        assert_eq!(with_tag("h:5000/base:1"), "h:5000/base:1");
+        assert_eq!(with_tag("h/base@sha256:ab"), "h/base@sha256:ab");
     }
 
     #[test]

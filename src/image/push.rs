@@ -437,6 +437,7 @@ mod tests {
                 cache: None,
                 root: "/repo".into(),
                 inputs: vec![],
+                bases: vec![],
             },
             dockerfile: "cart/Dockerfile".into(),
             instructions: crate::plan::dockerfile::instructions("FROM a\n\nRUN make\n\nCOPY x y\n"),

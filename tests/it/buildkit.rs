@@ -7,7 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    busybox_base, docker_ok, env_map, image_files, monoship, saved_image, Registry, Repo, Run,
+    busybox_base, busybox_base_with, docker_ok, env_map, image_files, monoship, saved_image,
+    Registry, Repo, Run,
 };
 
 const TOKEN: &str = "tok-Build-Arg-Value-5521";
@@ -380,4 +381,26 @@ fn a_registry_password_reaches_no_layer_history_or_log() {
     let history = docker_ok(&["history", "--no-trunc", &reference]).stdout;
     assert!(!history.contains(password), "{history}");
     assert!(!run.stdout.contains(password) && !run.stderr.contains(password));
+}
+
+/// BuildKit without a client session cannot pull with credentials: a base image in the
+/// registry monoship pushes to is pulled through the daemon first, with the same login.
+#[test]
+fn a_base_image_in_the_private_push_registry_is_pulled_with_its_login() {
+    let password = "Base-Pull-Password-7730";
+    let registry = Registry::start(Some(("ci", password)));
+    let base = busybox_base_with(&registry, Some(("ci", password)));
+    let (repo, _) = app_repo(&format!("FROM {base} AS final\nRUN echo ran > /ran\n"));
+    let run = build(
+        repo.path(),
+        &registry,
+        &["--services", "app", "--registry-username", "ci"],
+        &[("MONOSHIP_REGISTRY_PASSWORD", password)],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let image = only_image(&run);
+    assert_eq!(image["status"], "built", "{image}");
+    let files = image_files(&format!("{}/app:{}", registry.addr, content_tag(&image)));
+    assert_eq!(read(&files, "ran"), "ran\n");
+    assert!(!run.stderr.contains(password));
 }

@@ -521,6 +521,12 @@ pub fn docker_ok(args: &[&str]) -> Run {
 /// Debian's busybox-static (`/bin/busybox`, `/bin/sh` linking to it), `docker import`ed, since
 /// nothing can be pulled from outside. The daemon treats loopback registries as insecure.
 pub fn busybox_base(registry: &Registry) -> String {
+    busybox_base_with(registry, None)
+}
+
+/// [`busybox_base`] for a registry with htpasswd `auth`: the push logs in with a private
+/// docker config folder.
+pub fn busybox_base_with(registry: &Registry, auth: Option<(&str, &str)>) -> String {
     let busybox = ["/bin/busybox", "/usr/bin/busybox"]
         .into_iter()
         .find(|p| Path::new(p).exists())
@@ -541,7 +547,31 @@ pub fn busybox_base(registry: &Registry) -> String {
     );
     let reference = format!("{}/base/busybox:1", registry.addr);
     docker_ok(&["import", tar.to_str().unwrap(), &reference]);
-    docker_ok(&["push", &reference]);
+    let config = dir.path().join("docker-config");
+    let config = config.to_str().unwrap();
+    if let Some((user, password)) = auth {
+        let mut login = Command::new("docker")
+            .args([
+                "--config",
+                config,
+                "login",
+                "-u",
+                user,
+                "--password-stdin",
+                &registry.addr,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker runs");
+        std::io::Write::write_all(&mut login.stdin.take().unwrap(), password.as_bytes()).unwrap();
+        let run = wait_bounded(login, Duration::from_secs(60));
+        assert_eq!(run.code, 0, "docker login: {}", run.stderr);
+    }
+    docker_ok(&["--config", config, "push", &reference]);
+    // Builds must get it from the registry, as on a fresh runner.
+    docker_ok(&["rmi", &reference]);
     reference
 }
 
