@@ -593,11 +593,7 @@ fn dry_run_image<'a>(job: &'a ImageJob, target: &RegistryTarget, legacy: bool) -
             &relative(&job.build.dockerfile),
             legacy,
         );
-        let query = engine::build_query(&engine::BuildQuery {
-            job: &job.build,
-            dockerfile: &listing.dockerfile,
-            buildkit: !legacy,
-        });
+        let query = crate::image::build::engine_query(&job.build, &listing.dockerfile, !legacy);
         commands.push(format!(
             "engine: POST /build?{query} (a context of {} files)",
             listing.entries.len()

@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::image::content::InputFile;
+pub use crate::image::engine::CommandLog;
 use crate::image::engine::{build_query, BuildQuery, Engine, EngineError};
 use crate::image::tarball;
 use crate::secret::Secret;
@@ -84,14 +85,6 @@ pub struct RegistryCache {
     pub reference: String,
     /// ECR accepts a cache only as an image manifest with OCI media types.
     pub ecr: bool,
-}
-
-/// The result of running one Docker command.
-#[derive(Debug, Clone)]
-pub struct CommandLog {
-    pub success: bool,
-    /// stdout and stderr, interleaved as they came.
-    pub output: String,
 }
 
 /// The folder for the CLI's login: owner-only (0700) whatever the umask, since it holds
@@ -338,6 +331,22 @@ impl Builders {
     }
 }
 
+/// The `/build` query of `job`, its Dockerfile at `dockerfile` in the context tar.
+pub fn engine_query(job: &BuildJob, dockerfile: &str, buildkit: bool) -> String {
+    build_query(&BuildQuery {
+        dockerfile,
+        buildkit,
+        tags: &job.tags,
+        labels: &job.labels,
+        build_args: &job.build_args,
+        target: job.target.as_deref(),
+        platform: match job.platforms.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        },
+    })
+}
+
 /// Sends the files the content tag covers, as a tar, to the daemon's builder.
 async fn engine_build(
     engine: &Engine,
@@ -362,11 +371,7 @@ async fn engine_build(
     let (context, dockerfile) = (relative(&job.context), relative(&job.dockerfile));
     let inputs: Vec<&InputFile> = job.inputs.iter().collect();
     let listing = tarball::listing(&inputs, &context, &dockerfile, !buildkit);
-    let query = build_query(&BuildQuery {
-        job,
-        dockerfile: &listing.dockerfile,
-        buildkit,
-    });
+    let query = engine_query(job, &listing.dockerfile, buildkit);
     let root = job.root.clone();
     let tar = tokio::task::spawn_blocking(move || tarball::write(&listing, &root))
         .await

@@ -6,6 +6,7 @@
 //! connection, which makes the daemon cancel the build or push. Registry passwords travel only
 //! in the `X-Registry-Auth`/`X-Registry-Config` headers, never in a URL or a log.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -15,7 +16,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::image::build::CommandLog;
 use crate::image::progress::{decode_status, PlainProgress};
 use crate::secret::Secret;
 
@@ -109,6 +109,14 @@ pub fn docker_address(host: Option<&str>, tls_verify: bool) -> Result<DockerAddr
         return Err(EngineError::Tls);
     }
     Ok(address)
+}
+
+/// The result of one build or push: its log, and whether it succeeded.
+#[derive(Debug, Clone)]
+pub struct CommandLog {
+    pub success: bool,
+    /// What the builder or daemon printed, in order.
+    pub output: String,
 }
 
 /// Registry credentials for the daemon's pushes and pulls.
@@ -511,16 +519,20 @@ pub fn encode(value: &str) -> String {
 /// What `/build` needs besides the context.
 #[derive(Debug, Clone, Copy)]
 pub struct BuildQuery<'a> {
-    pub job: &'a crate::image::build::BuildJob,
     /// The Dockerfile's path inside the context tar.
     pub dockerfile: &'a str,
     pub buildkit: bool,
+    pub tags: &'a [String],
+    pub labels: &'a BTreeMap<String, String>,
+    pub build_args: &'a BTreeMap<String, String>,
+    pub target: Option<&'a str>,
+    /// One platform (more need buildx).
+    pub platform: Option<&'a str>,
 }
 
 /// The query string of `/build`: builder version, Dockerfile, tags, labels, build args,
 /// target and platform. Pure.
 pub fn build_query(q: &BuildQuery<'_>) -> String {
-    let job = q.job;
     let mut params = vec![
         ("version", if q.buildkit { "2" } else { "1" }.to_string()),
         ("dockerfile", q.dockerfile.to_string()),
@@ -529,22 +541,20 @@ pub fn build_query(q: &BuildQuery<'_>) -> String {
         params.push(("rm", "1".into()));
         params.push(("forcerm", "1".into()));
     }
-    params.extend(job.tags.iter().map(|t| ("t", t.clone())));
-    if !job.labels.is_empty() {
-        params.push((
-            "labels",
-            serde_json::to_string(&job.labels).expect("a map of strings"),
-        ));
+    params.extend(q.tags.iter().map(|t| ("t", t.clone())));
+    if !q.labels.is_empty() {
+        let labels = serde_json::to_string(q.labels).expect("a map of strings");
+        params.push(("labels", labels));
     }
-    if !job.build_args.is_empty() {
-        let args = serde_json::to_string(&job.build_args).expect("a map of strings");
+    if !q.build_args.is_empty() {
+        let args = serde_json::to_string(q.build_args).expect("a map of strings");
         params.push(("buildargs", args));
     }
-    if let Some(target) = &job.target {
-        params.push(("target", target.clone()));
+    if let Some(target) = q.target {
+        params.push(("target", target.to_string()));
     }
-    if let [platform] = job.platforms.as_slice() {
-        params.push(("platform", platform.clone()));
+    if let Some(platform) = q.platform {
+        params.push(("platform", platform.to_string()));
     }
     params
         .iter()
@@ -621,8 +631,6 @@ impl Messages {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::build::BuildJob;
-    use std::collections::BTreeMap;
 
     #[test]
     fn docker_host_takes_unix_sockets_and_plain_tcp_only() {
@@ -668,54 +676,41 @@ mod tests {
         assert_eq!(api_version("x"), None);
     }
 
-    fn job() -> BuildJob {
-        BuildJob {
-            service: "cart".into(),
-            dockerfile: "/r/Dockerfile".into(),
-            context: "/r".into(),
-            tags: vec!["h:5000/cart:src-1".into(), "h:5000/cart:c0ffee".into()],
-            build_args: [("A".to_string(), "x y&z".to_string())].into(),
-            target: Some("prod".into()),
-            platforms: vec!["linux/arm64".into()],
-            labels: [(
-                "org.opencontainers.image.revision".to_string(),
-                "c0ffee".to_string(),
-            )]
-            .into(),
-            metadata_file: None,
-            cache: None,
-            root: "/r".into(),
-            inputs: vec![],
-            bases: vec![],
-        }
-    }
-
     #[test]
     fn build_queries_carry_every_setting_encoded() {
-        let job = job();
-        let q = build_query(&BuildQuery {
-            job: &job,
+        let tags = ["h:5000/cart:src-1".to_string(), "h:5000/cart:c0ffee".into()];
+        let args: BTreeMap<String, String> = [("A".to_string(), "x y&z".to_string())].into();
+        let labels: BTreeMap<String, String> = [(
+            "org.opencontainers.image.revision".to_string(),
+            "c0ffee".to_string(),
+        )]
+        .into();
+        let q = BuildQuery {
             dockerfile: "svc/Dockerfile",
             buildkit: true,
-        });
+            tags: &tags,
+            labels: &labels,
+            build_args: &args,
+            target: Some("prod"),
+            platform: Some("linux/arm64"),
+        };
         assert_eq!(
-            q,
+            build_query(&q),
             "version=2&dockerfile=svc%2FDockerfile&t=h%3A5000%2Fcart%3Asrc-1&t=h%3A5000%2Fcart%3Ac0ffee\
              &labels=%7B%22org.opencontainers.image.revision%22%3A%22c0ffee%22%7D\
              &buildargs=%7B%22A%22%3A%22x%20y%26z%22%7D&target=prod&platform=linux%2Farm64"
         );
-        let plain = BuildJob {
-            build_args: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            target: None,
-            platforms: vec![],
-            ..job
-        };
-        let q = build_query(&BuildQuery {
-            job: &plain,
+        let none = BTreeMap::new();
+        let plain = BuildQuery {
             dockerfile: "Dockerfile",
             buildkit: false,
-        });
+            labels: &none,
+            build_args: &none,
+            target: None,
+            platform: None,
+            ..q
+        };
+        let q = build_query(&plain);
         assert!(
             q.starts_with("version=1&dockerfile=Dockerfile&rm=1&forcerm=1&t="),
             "{q}"
