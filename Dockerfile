@@ -1,6 +1,7 @@
 # The action's release image: a static monoship, git, CA certificates, and the docker CLI with
-# the buildx plugin (so `build` uses `docker buildx build --push` and BuildKit on the runner's
-# daemon). .github/workflows/release.yml builds it natively on amd64 and arm64 runners and pins
+# the buildx plugin. monoship builds through the runner's Docker daemon (its Engine API and
+# BuildKit) by itself; the CLI and buildx serve only services with several platforms or the
+# registry cache (`docker buildx build --push`). .github/workflows/release.yml builds it natively on amd64 and arm64 runners and pins
 # the result by digest in action.yml; a checkout whose action.yml still says `image:
 # Dockerfile` (a branch, `uses: ./`) makes the runner build this file on every run.
 #

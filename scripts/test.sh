@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace. The tests start their own servers on loopback (a
 # docker-registry per test, moto, kube-sim) and stop them; this installs what they run when it
-# is missing: Debian's docker-registry and apache2-utils (htpasswd), curl, and moto in a venv.
+# is missing: Debian's docker-registry, apache2-utils (htpasswd), busybox-static (the shell of
+# the test base images, as nothing is pulled), curl, and moto in a venv.
 # They also need the Docker daemon and kubectl, which this project's machines provide.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v git >/dev/null || missing+=(git)
 command -v curl >/dev/null || missing+=(curl)
 command -v docker-registry >/dev/null || missing+=(docker-registry)
 command -v htpasswd >/dev/null || missing+=(apache2-utils)
+[ -x /bin/busybox ] || command -v busybox >/dev/null || missing+=(busybox-static)
 command -v python3 >/dev/null || missing+=(python3 python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq

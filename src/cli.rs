@@ -103,8 +103,8 @@ pub struct Request {
     pub max_parallel: Option<usize>,
     /// Build and push even when the registry has an image of the same inputs.
     pub rebuild: bool,
-    /// The Docker CLI to run (`MONOSHIP_DOCKER`, default `docker`).
-    pub docker: PathBuf,
+    /// The Docker daemon and CLI.
+    pub docker: DockerSettings,
     pub deploy: DeployOptions,
     pub action: Option<ActionEnv>,
     /// The variables AWS credentials are loaded from, read once here so that no stage reads
@@ -447,7 +447,7 @@ fn request(
             .map(crate::secret::Secret::new),
         max_parallel: push.max_parallel,
         rebuild: push.rebuild,
-        docker: docker_program(env),
+        docker: docker_settings(env),
         deploy: DeployOptions::default(),
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         aws: crate::aws::AwsSettings::default(),
@@ -468,12 +468,32 @@ fn usual_kubeconfigs(env: &dyn Fn(&str) -> Option<String>) -> Vec<PathBuf> {
     crate::deploy::usual_kubeconfigs(env("KUBECONFIG").as_deref(), env("HOME").as_deref())
 }
 
-fn docker_program(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
-    PathBuf::from(
-        env("MONOSHIP_DOCKER")
-            .filter(|p| !p.is_empty())
-            .unwrap_or_else(|| "docker".into()),
-    )
+/// Where the Docker daemon is and how to build with it, from the variables Docker's own
+/// tools read.
+#[derive(Debug, Clone, Default)]
+pub struct DockerSettings {
+    /// The Docker CLI, for buildx only (`MONOSHIP_DOCKER`, default `docker`).
+    pub program: PathBuf,
+    /// `DOCKER_HOST`.
+    pub host: Option<String>,
+    /// `DOCKER_TLS_VERIFY` set (to anything but empty).
+    pub tls_verify: bool,
+    /// `DOCKER_BUILDKIT=0`: the legacy builder, as with the docker CLI.
+    pub legacy_builder: bool,
+}
+
+fn docker_settings(env: &dyn Fn(&str) -> Option<String>) -> DockerSettings {
+    DockerSettings {
+        program: PathBuf::from(
+            env("MONOSHIP_DOCKER")
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "docker".into()),
+        ),
+        host: env("DOCKER_HOST").filter(|h| !h.is_empty()),
+        tls_verify: env("DOCKER_TLS_VERIFY").is_some_and(|v| !v.is_empty()),
+        legacy_builder: env("DOCKER_BUILDKIT")
+            .is_some_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "false")),
+    }
 }
 
 fn action_env(env: &dyn Fn(&str) -> Option<String>) -> ActionEnv {
@@ -621,7 +641,7 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
             .map(crate::secret::Secret::new),
         max_parallel: input.positive("max-parallel", "number")?,
         rebuild: input.flag("rebuild")?,
-        docker: docker_program(env),
+        docker: docker_settings(env),
         deploy,
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         aws: aws_inputs(&input),

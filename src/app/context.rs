@@ -68,8 +68,8 @@ pub struct BuildOptions {
     pub max_parallel: usize,
     /// Build and push even when the content tag exists.
     pub rebuild: bool,
-    /// The Docker CLI.
-    pub docker: PathBuf,
+    /// The Docker daemon and CLI.
+    pub docker: crate::cli::DockerSettings,
     /// Write and read a registry layer cache (`build.registry_cache`).
     pub registry_cache: bool,
 }

@@ -11,9 +11,13 @@ use super::dockerfiles::PlanStage;
 use super::{write_err, Error, Run, RunContext};
 use crate::cli::{Command, Format};
 use crate::config::{EcrConfig, ServiceConfig};
-use crate::image::build::{BuildJob, DockerCli, DockerError, RegistryCache};
+use crate::image::build::{
+    buildx_reason, choose_builder, BuildJob, Builder, Builders, DockerCli, DockerError,
+    RegistryCache,
+};
 use crate::image::content::{self, BuildSettings, InputFile};
 use crate::image::ecr::{Ecr, EcrError, EcrSettings};
+use crate::image::engine::{self, DockerAddress, Engine, EngineError};
 use crate::image::push::{self, ImageJob, ImageResult, ImageStatus};
 use crate::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 use crate::plan::{DockerBuild, Plan};
@@ -46,6 +50,8 @@ pub enum ImageStageError {
     },
     #[error(transparent)]
     DockerLogin(#[from] DockerError),
+    #[error(transparent)]
+    DockerHost(#[from] EngineError),
     #[error("cannot create a temporary folder for the build metadata")]
     TempDir(#[source] std::io::Error),
 }
@@ -104,6 +110,12 @@ pub(crate) fn build_stage(
         twin_target: Some(&twin_target),
     };
     let jobs = image_jobs(ctx, run.plan, stage, &files, &settings)?;
+    // A daemon address monoship cannot use is bad input, refused before anything is built.
+    engine::docker_address(
+        ctx.build.docker.host.as_deref(),
+        ctx.build.docker.tls_verify,
+    )
+    .map_err(ImageStageError::from)?;
     if ctx.dry_run {
         print_dry_run(ctx, run.plan, &jobs, &target, stdout)?;
         return Ok(None);
@@ -288,9 +300,11 @@ fn image_jobs(
         let selected = by_service.get(name).map(Vec::as_slice).unwrap_or_default();
         let dockerfile_text =
             std::fs::read_to_string(settings.root.join(&build.dockerfile)).unwrap_or_default();
-        let job = image_job(name, service, build, selected, settings)?;
+        let mut job = image_job(name, service, build, selected, settings)?;
+        job.build.bases =
+            crate::plan::dockerfile::base_images(&dockerfile_text, &service.build_args);
         jobs.push(ImageJob {
-            instruction_lines: crate::plan::dockerfile::instruction_lines(&dockerfile_text),
+            instructions: crate::plan::dockerfile::instructions(&dockerfile_text),
             ..job
         });
     }
@@ -356,12 +370,73 @@ fn image_job(
                 reference: format!("{image}:buildcache"),
                 ecr,
             }),
+            root: root.clone(),
+            inputs: selected.iter().map(|f| (*f).clone()).collect(),
+            bases: vec![],
         },
         dockerfile: build.dockerfile.clone(),
-        instruction_lines: vec![],
+        instructions: vec![],
         rebuild: settings.rebuild,
         twin_image: settings.twin_target.map(|t| t.image(&repository_name)),
     })
+}
+
+/// The buildx CLI, logged in, for the images that need it (`why`).
+///
+/// # Errors
+/// Bad input: buildx is needed and not installed, or the login fails.
+async fn buildx_cli(
+    ctx: &RunContext,
+    target: &RegistryTarget,
+    why: &str,
+) -> Result<Option<DockerCli>, ImageStageError> {
+    let program = &ctx.build.docker.program;
+    let no_buildx = || DockerError::NoBuildx {
+        program: program.display().to_string(),
+        why: why.to_string(),
+    };
+    let cli = match DockerCli::connect(program).await {
+        Ok(cli) => cli,
+        Err(DockerError::Spawn { .. }) => return Err(no_buildx().into()),
+        Err(e) => {
+            tracing::warn!("{}", crate::error::render_chain(&e));
+            return Ok(None);
+        }
+    };
+    if !cli.has_buildx() {
+        return Err(no_buildx().into());
+    }
+    if let (Some(user), Some(password)) = (&target.username, &target.password) {
+        cli.login(&target.host, user, password).await?;
+    }
+    Ok(Some(cli))
+}
+
+/// The daemon's API, logged in to the registry, or `None` (with a warning) when it does not
+/// answer. Says once when the daemon has no BuildKit.
+///
+/// # Errors
+/// The registry refuses the credentials.
+async fn engine_client(
+    address: DockerAddress,
+    target: &RegistryTarget,
+    log: &mut dyn Write,
+) -> Result<Option<Engine>, ImageStageError> {
+    let mut engine = match Engine::connect(address).await {
+        Ok(engine) => engine,
+        Err(e) => {
+            tracing::warn!("{}", crate::error::render_chain(&e));
+            return Ok(None);
+        }
+    };
+    if !engine.has_buildkit() {
+        let _ = writeln!(log, "warning: the Docker daemon offers no BuildKit (it needs a Linux daemon with API 1.39 or later); images are built with its legacy builder");
+    }
+    if let (Some(user), Some(password)) = (&target.username, &target.password) {
+        engine.login(&target.host, user, password);
+        engine.check_login().await?;
+    }
+    Ok(Some(engine))
 }
 
 /// Builds and pushes `jobs`, `max_parallel` at a time, telling progress on `log`.
@@ -374,20 +449,25 @@ async fn push_all(
 ) -> Result<Vec<ImageResult>, Error> {
     let ctx = run.ctx;
     let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
+    let buildx = match jobs.iter().find_map(|j| buildx_reason(&j.build)) {
+        Some(why) => buildx_cli(ctx, &target, why).await?,
+        None => None,
+    };
+    let address = engine::docker_address(
+        ctx.build.docker.host.as_deref(),
+        ctx.build.docker.tls_verify,
+    )
+    .map_err(ImageStageError::from)?;
+    let engine = engine_client(address, &target, log).await?;
     // The daemon is needed only for images that must be built; its absence fails those.
-    let docker = match DockerCli::connect(&ctx.build.docker).await {
-        Ok(d) => {
-            if let (Some(user), Some(password)) = (&target.username, &target.password) {
-                d.login(&target.host, user, password)
-                    .await
-                    .map_err(ImageStageError::from)?;
-            }
-            Some(Arc::new(d))
-        }
-        Err(e) => {
-            tracing::warn!("{e}");
-            None
-        }
+    let docker = match (engine, buildx) {
+        (None, None) => None,
+        (engine, buildx) => Some(Arc::new(Builders {
+            buildkit: engine.as_ref().is_some_and(Engine::has_buildkit)
+                && !ctx.build.docker.legacy_builder,
+            engine,
+            buildx,
+        })),
     };
     let docker_missing = docker.is_none();
     let in_action = ctx.in_action();
@@ -452,7 +532,10 @@ fn print_dry_run(
     target: &RegistryTarget,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
-    let images: Vec<DryRunImage> = jobs.iter().map(|job| dry_run_image(job, target)).collect();
+    let images: Vec<DryRunImage> = jobs
+        .iter()
+        .map(|job| dry_run_image(job, target, ctx.build.docker.legacy_builder))
+        .collect();
     let deploys = match ctx.command {
         Command::Ship => super::targets::dry_run_deploys(&ctx.config, plan),
         _ => vec![],
@@ -493,21 +576,45 @@ fn print_dry_run(
     write!(out, "{text}").map_err(write_err("stdout"))
 }
 
-/// The commands a dry run shows for one image. Pure.
-fn dry_run_image<'a>(job: &'a ImageJob, target: &RegistryTarget) -> DryRunImage<'a> {
-    let mut commands = vec![
-        format!(
-            "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
-            target.host, job.repository, job.content_tag
-        ),
-        format!("docker {}", DockerCli::describe_build(&job.build).join(" ")),
-    ];
-    for tag in job
-        .commit_tags
-        .iter()
-        .chain(std::iter::once(&job.content_tag))
-    {
-        commands.push(format!("docker push {}:{tag}", job.image));
+/// The commands a dry run shows for one image: the registry check, then the buildx command,
+/// or the Engine API calls (BuildKit unless `legacy`). Pure.
+fn dry_run_image<'a>(job: &'a ImageJob, target: &RegistryTarget, legacy: bool) -> DryRunImage<'a> {
+    let mut commands = vec![format!(
+        "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
+        target.host, job.repository, job.content_tag
+    )];
+    let builder = choose_builder(&job.build, !legacy);
+    if builder == Builder::Buildx {
+        commands.push(format!(
+            "docker {}",
+            DockerCli::describe_build(&job.build).join(" ")
+        ));
+    } else {
+        let relative = |p: &std::path::Path| {
+            p.strip_prefix(&job.build.root)
+                .unwrap_or(p)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let inputs: Vec<&InputFile> = job.build.inputs.iter().collect();
+        let listing = crate::image::tarball::listing(
+            &inputs,
+            &relative(&job.build.context),
+            &relative(&job.build.dockerfile),
+            legacy,
+        );
+        let query = crate::image::build::engine_query(&job.build, &listing.dockerfile, !legacy);
+        commands.push(format!(
+            "engine: POST /build?{query} (a context of {} files)",
+            listing.entries.len()
+        ));
+        for tag in job
+            .commit_tags
+            .iter()
+            .chain(std::iter::once(&job.content_tag))
+        {
+            commands.push(format!("engine: POST /images/{}/push?tag={tag}", job.image));
+        }
     }
     DryRunImage {
         service: &job.service,

@@ -1,9 +1,13 @@
-//! Build: images of the changed services through the Docker CLI, as the runner provides it
-//! (the daemon's socket mounted, the CLI in the action image). `docker buildx build --push`
-//! when the buildx plugin is there, else `docker build` and, in [`crate::image::push`], `docker push`.
+//! Build: which builder makes each image, and the one that needs the docker CLI.
 //!
-//! Logins go to a private `DOCKER_CONFIG` that lives as long as [`DockerCli`], passwords through
-//! stdin; nothing here ever puts a secret on a command line.
+//! Most images are built by the daemon's BuildKit through the Engine API
+//! ([`crate::image::engine`]) from a tar of exactly the files the content tag covers
+//! ([`crate::image::tarball`]); the legacy builder only where the daemon has no BuildKit.
+//! Multi-platform builds and the registry cache need `docker buildx build --push`
+//! ([`DockerCli`]); see [`choose_builder`].
+//!
+//! The CLI logs in to a private `DOCKER_CONFIG` that lives as long as [`DockerCli`], the
+//! password through stdin; nothing here ever puts a secret on a command line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +17,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::image::content::InputFile;
+pub use crate::image::engine::CommandLog;
+use crate::image::engine::{build_query, BuildQuery, Engine, EngineError};
+use crate::image::tarball;
 use crate::secret::Secret;
 
 /// The Docker daemon or CLI could not be used.
@@ -34,6 +42,8 @@ pub enum DockerError {
     ConfigDir(#[source] std::io::Error),
     #[error("{what} did not finish within {limit:?}")]
     Timeout { what: String, limit: Duration },
+    #[error("multi-platform builds and the registry cache need the buildx plugin ({why}), and `{program} buildx` is not installed; the action image ships it, locally install docker-buildx (or drop `platforms` to one platform and `build.registry_cache`)")]
+    NoBuildx { program: String, why: String },
 }
 
 /// The Docker CLI with a private config folder.
@@ -60,6 +70,12 @@ pub struct BuildJob {
     pub metadata_file: Option<PathBuf>,
     /// buildx only: the registry reference of the layer cache (read and written).
     pub cache: Option<RegistryCache>,
+    /// The repository's root, which `dockerfile` and `context` are below.
+    pub root: PathBuf,
+    /// The files the content tag covers: the context sent to the Engine API (repository paths).
+    pub inputs: Vec<InputFile>,
+    /// The images its stages start from (`FROM`, arguments substituted).
+    pub bases: Vec<String>,
 }
 
 /// BuildKit's layer cache kept in the registry next to the image.
@@ -69,14 +85,6 @@ pub struct RegistryCache {
     pub reference: String,
     /// ECR accepts a cache only as an image manifest with OCI media types.
     pub ecr: bool,
-}
-
-/// The result of running one Docker command.
-#[derive(Debug, Clone)]
-pub struct CommandLog {
-    pub success: bool,
-    /// stdout and stderr, interleaved as they came.
-    pub output: String,
 }
 
 /// The folder for the CLI's login: owner-only (0700) whatever the umask, since it holds
@@ -173,77 +181,25 @@ impl DockerCli {
         }
     }
 
-    /// The arguments of `docker [buildx] build` for a job, as this CLI would run it.
-    pub fn build_args(&self, job: &BuildJob) -> Vec<String> {
-        build_command(job, self.buildx)
-    }
-
-    /// The arguments of a plain `docker build`, for dry runs.
+    /// The arguments of `docker buildx build --push` for a job.
     pub fn describe_build(job: &BuildJob) -> Vec<String> {
-        build_command(job, false)
+        build_command(job)
     }
 
-    /// Runs the build; its whole log comes back either way.
+    /// Runs `docker buildx build --push`; its whole log comes back either way.
     ///
     /// # Errors
     /// Only when Docker cannot be started or the build exceeds `limit`.
     pub async fn build(&self, job: &BuildJob, limit: Duration) -> Result<CommandLog, DockerError> {
-        // The legacy builder turns each `--label` into a step that commits a layer (about half
-        // a second each); one LABEL line appended to a copy of the Dockerfile costs one step.
-        let mut labelled = None;
-        let mut job = job.clone();
-        if !self.buildx && job.target.is_none() && !job.labels.is_empty() {
-            let dir = tempfile::Builder::new()
-                .prefix("monoship-dockerfile-")
-                .tempdir()
-                .map_err(DockerError::ConfigDir)?;
-            let copy = dir.path().join("Dockerfile");
-            let mut text = std::fs::read_to_string(&job.dockerfile).unwrap_or_default();
-            text.push_str(&label_line(&job.labels));
-            std::fs::write(&copy, text).map_err(DockerError::ConfigDir)?;
-            let own_ignore = PathBuf::from(format!("{}.dockerignore", job.dockerfile.display()));
-            if own_ignore.exists() {
-                let _ = std::fs::copy(&own_ignore, dir.path().join("Dockerfile.dockerignore"));
-            }
-            job.dockerfile = copy;
-            job.labels.clear();
-            labelled = Some(dir);
-        }
         let mut cmd = self.command();
-        cmd.args(self.build_args(&job));
-        let log = run(cmd, None, limit, &format!("the build of {}", job.service)).await;
-        drop(labelled);
-        log
-    }
-
-    /// Pushes one tag (the legacy builder's second step).
-    ///
-    /// # Errors
-    /// Only when Docker cannot be started or the push exceeds `limit`.
-    pub async fn push(&self, reference: &str, limit: Duration) -> Result<CommandLog, DockerError> {
-        let mut cmd = self.command();
-        cmd.args(["push", reference]);
-        run(cmd, None, limit, &format!("docker push {reference}")).await
+        cmd.args(build_command(job));
+        run(cmd, None, limit, &format!("the build of {}", job.service)).await
     }
 }
 
-/// One `LABEL` instruction holding every label, quoted.
-fn label_line(labels: &BTreeMap<String, String>) -> String {
-    let quote = |s: &str| format!("\"{}\"", s.replace(['"', '\\', '\n', '\r'], "_"));
-    let pairs: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
-        .collect();
-    format!("\nLABEL {}\n", pairs.join(" "))
-}
-
-/// `docker [buildx] build` arguments for a job.
-fn build_command(job: &BuildJob, buildx: bool) -> Vec<String> {
-    let mut args: Vec<String> = if buildx {
-        vec!["buildx".into(), "build".into(), "--push".into()]
-    } else {
-        vec!["build".into()]
-    };
+/// `docker buildx build --push` arguments for a job.
+fn build_command(job: &BuildJob) -> Vec<String> {
+    let mut args: Vec<String> = vec!["buildx".into(), "build".into(), "--push".into()];
     args.push("--file".into());
     args.push(job.dockerfile.display().to_string());
     for (k, v) in &job.build_args {
@@ -266,31 +222,174 @@ fn build_command(job: &BuildJob, buildx: bool) -> Vec<String> {
         args.push("--tag".into());
         args.push(t.clone());
     }
-    if buildx {
-        // One image manifest, no attestation index: what ECR, Lambda and `docker pull` expect.
-        args.push("--provenance=false".into());
-        if let Some(m) = &job.metadata_file {
-            args.push("--metadata-file".into());
-            args.push(m.display().to_string());
-        }
-        if let Some(cache) = &job.cache {
-            args.push("--cache-from".into());
-            args.push(format!("type=registry,ref={}", cache.reference));
-            let ecr = if cache.ecr {
-                ",image-manifest=true,oci-mediatypes=true"
-            } else {
-                ""
-            };
-            args.push("--cache-to".into());
-            args.push(format!(
-                "type=registry,ref={},mode=max{ecr}",
-                cache.reference
-            ));
-        }
+    // One image manifest, no attestation index: what ECR, Lambda and `docker pull` expect.
+    args.push("--provenance=false".into());
+    if let Some(m) = &job.metadata_file {
+        args.push("--metadata-file".into());
+        args.push(m.display().to_string());
+    }
+    if let Some(cache) = &job.cache {
+        args.push("--cache-from".into());
+        args.push(format!("type=registry,ref={}", cache.reference));
+        let ecr = if cache.ecr {
+            ",image-manifest=true,oci-mediatypes=true"
+        } else {
+            ""
+        };
+        args.push("--cache-to".into());
+        args.push(format!(
+            "type=registry,ref={},mode=max{ecr}",
+            cache.reference
+        ));
     }
     args.push(job.context.display().to_string());
     args
 }
+
+/// Which builder makes an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Builder {
+    /// `docker buildx build --push` (the CLI).
+    Buildx,
+    /// The daemon's BuildKit through the Engine API (`version=2`).
+    BuildKit,
+    /// The daemon's legacy builder through the Engine API (`version=1`).
+    Legacy,
+}
+
+/// Why `job` needs buildx, if it does: more than one platform, or the registry cache. Pure.
+pub fn buildx_reason(job: &BuildJob) -> Option<&'static str> {
+    if job.platforms.len() > 1 {
+        Some("a service with more than one platform")
+    } else if job.cache.is_some() {
+        Some("build.registry_cache")
+    } else {
+        None
+    }
+}
+
+/// The builder of `job`: buildx when it needs it, else the Engine API with BuildKit when the
+/// daemon has it, else the legacy builder. Pure.
+pub fn choose_builder(job: &BuildJob, buildkit: bool) -> Builder {
+    match (buildx_reason(job), buildkit) {
+        (Some(_), _) => Builder::Buildx,
+        (None, true) => Builder::BuildKit,
+        (None, false) => Builder::Legacy,
+    }
+}
+
+/// A build or push could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Docker(#[from] DockerError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("no Docker daemon to build with")]
+    NoDaemon,
+}
+
+/// The builders of a run: the daemon's API and, when some image needs it, the buildx CLI.
+pub struct Builders {
+    pub engine: Option<Engine>,
+    /// Whether the daemon builds with BuildKit (else its legacy builder).
+    pub buildkit: bool,
+    pub buildx: Option<DockerCli>,
+}
+
+impl Builders {
+    /// Builds `job`; buildx also pushes it. The log comes back whether or not it built.
+    ///
+    /// # Errors
+    /// When the builder cannot be reached or started, or `limit` passes.
+    pub async fn build(
+        &self,
+        job: &BuildJob,
+        limit: Duration,
+    ) -> Result<(Builder, CommandLog), BuildError> {
+        let builder = choose_builder(job, self.buildkit);
+        let log = match (builder, &self.buildx, &self.engine) {
+            (Builder::Buildx, Some(cli), _) => cli.build(job, limit).await?,
+            (Builder::Buildx, None, _) | (_, _, None) => return Err(BuildError::NoDaemon),
+            (_, _, Some(engine)) => engine_build(engine, job, self.buildkit, limit).await?,
+        };
+        Ok((builder, log))
+    }
+
+    /// Pushes `image:tag` through the Engine API.
+    ///
+    /// # Errors
+    /// As [`Builders::build`].
+    pub async fn push(
+        &self,
+        image: &str,
+        tag: &str,
+        limit: Duration,
+    ) -> Result<CommandLog, BuildError> {
+        let engine = self.engine.as_ref().ok_or(BuildError::NoDaemon)?;
+        Ok(engine.push(image, tag, limit).await?)
+    }
+}
+
+/// The `/build` query of `job`, its Dockerfile at `dockerfile` in the context tar.
+pub fn engine_query(job: &BuildJob, dockerfile: &str, buildkit: bool) -> String {
+    build_query(&BuildQuery {
+        dockerfile,
+        buildkit,
+        tags: &job.tags,
+        labels: &job.labels,
+        build_args: &job.build_args,
+        target: job.target.as_deref(),
+        platform: match job.platforms.as_slice() {
+            [one] => Some(one.as_str()),
+            _ => None,
+        },
+    })
+}
+
+/// Sends the files the content tag covers, as a tar, to the daemon's builder.
+async fn engine_build(
+    engine: &Engine,
+    job: &BuildJob,
+    buildkit: bool,
+    limit: Duration,
+) -> Result<CommandLog, EngineError> {
+    let relative = |p: &Path| {
+        let path = p.strip_prefix(&job.root).unwrap_or(p);
+        path.to_string_lossy().into_owned()
+    };
+    let mut pulled = String::new();
+    if buildkit {
+        for base in &job.bases {
+            match engine.pull_private_base(base, limit).await? {
+                Some(log) if !log.success => return Ok(log),
+                Some(log) => pulled.push_str(&log.output),
+                None => {}
+            }
+        }
+    }
+    let (context, dockerfile) = (relative(&job.context), relative(&job.dockerfile));
+    let inputs: Vec<&InputFile> = job.inputs.iter().collect();
+    let listing = tarball::listing(&inputs, &context, &dockerfile, !buildkit);
+    let query = engine_query(job, &listing.dockerfile, buildkit);
+    let root = job.root.clone();
+    let tar = tokio::task::spawn_blocking(move || tarball::write(&listing, &root))
+        .await
+        .map_err(|e| EngineError::Context(std::io::Error::other(e.to_string())))?
+        .map_err(EngineError::Context)?;
+    let what = format!("the build of {}", job.service);
+    let mut built = engine.build(&query, tar, limit, &what).await?;
+    if !built.success && built.output.contains("no active sessions") {
+        built.output.push_str(NO_SESSION_HINT);
+    }
+    Ok(CommandLog {
+        output: pulled + &built.output,
+        ..built
+    })
+}
+
+/// BuildKit without a client session pulls without credentials.
+const NO_SESSION_HINT: &str = "a base image could not be pulled: BuildKit through the Engine API has no credentials of its own; monoship pulls base images of the registry it pushes to, any other private base must be pulled on the runner first (`docker pull` after docker/login-action)\n";
 
 async fn run(
     mut cmd: Command,
@@ -346,44 +445,168 @@ pub fn last_lines(log: &str, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
-/// The Dockerfile line of the step that failed, read from a build log: BuildKit names it
-/// (`Dockerfile:12`); the legacy builder numbers steps (`Step 3/5 :`), which map to
-/// instructions in order.
-pub fn failed_line(log: &str, instruction_lines: &[usize]) -> Option<usize> {
-    let buildkit = log.lines().rev().find_map(|l| {
+/// The Dockerfile line of the step that failed, read from a build log and the Dockerfile's
+/// instructions (first line, text): buildx names it (`Dockerfile:12`); the Engine API's
+/// BuildKit log names the failed step (`#7 ERROR:` after `#7 [build 2/3] RUN make`), found by
+/// its stage and text; the legacy builder numbers steps (`Step 3/5 :`) in instruction order.
+pub fn failed_line(log: &str, instructions: &[(usize, String)]) -> Option<usize> {
+    let buildx = log.lines().rev().find_map(|l| {
         let rest = l.trim().strip_prefix("Dockerfile:")?;
         rest.split(|c: char| !c.is_ascii_digit())
             .next()?
             .parse::<usize>()
             .ok()
     });
-    if buildkit.is_some() {
-        return buildkit;
+    if let Some(line) = buildx.or_else(|| failed_step_line(log, instructions)) {
+        return Some(line);
     }
     let step = log.lines().rev().find_map(|l| {
         let rest = l.trim().strip_prefix("Step ")?;
         let (n, _) = rest.split_once('/')?;
         n.parse::<usize>().ok()
     })?;
-    instruction_lines.get(step.checked_sub(1)?).copied()
+    instructions.get(step.checked_sub(1)?).map(|i| i.0)
+}
+
+/// Words joined by single spaces, for comparing instruction texts.
+fn words(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The line of the BuildKit step marked `#N ERROR:` in a plain progress log.
+fn failed_step_line(log: &str, instructions: &[(usize, String)]) -> Option<usize> {
+    let failed = log.lines().rev().find_map(|l| {
+        let (n, rest) = l.strip_prefix('#')?.split_once(' ')?;
+        rest.starts_with("ERROR:").then_some(n)
+    })?;
+    let prefix = format!("#{failed} ");
+    let name = log.lines().find_map(|l| l.strip_prefix(&prefix))?;
+    let (step, text) = name.strip_prefix('[')?.split_once("] ")?;
+    // `[linux/amd64 build 2/3]`: platforms have a slash, the counter too.
+    let mut tokens: Vec<&str> = step.split_whitespace().collect();
+    tokens.pop();
+    let stage = tokens.into_iter().rev().find(|t| !t.contains('/'));
+    let candidates = stage_instructions(instructions, stage);
+    let (text, keyword) = (
+        words(text),
+        words(text).split(' ').next()?.to_ascii_uppercase(),
+    );
+    if let Some(i) = candidates.iter().find(|i| words(&i.1) == text) {
+        return Some(i.0);
+    }
+    let same: Vec<&&(usize, String)> = candidates
+        .iter()
+        .filter(|i| {
+            i.1.split_whitespace().next().map(str::to_ascii_uppercase) == Some(keyword.clone())
+        })
+        .collect();
+    // A FROM names its image in full, a RUN shows its arguments expanded.
+    let expanded = same.iter().find(|i| {
+        let before = words(&i.1);
+        text.starts_with(before.split('$').next().unwrap_or_default())
+    });
+    match same.as_slice() {
+        [only] => Some(only.0),
+        _ => expanded.map(|i| i.0),
+    }
+}
+
+/// A stage's name (lowercase) and instructions.
+type Stage<'a> = (Option<String>, Vec<&'a (usize, String)>);
+
+/// The instructions of one stage: by name, `stage-N`, or the first when unnamed.
+fn stage_instructions<'a>(
+    instructions: &'a [(usize, String)],
+    stage: Option<&str>,
+) -> Vec<&'a (usize, String)> {
+    let mut stages: Vec<Stage<'a>> = vec![];
+    for i in instructions {
+        let words: Vec<&str> = i.1.split_whitespace().collect();
+        if words
+            .first()
+            .is_some_and(|w| w.eq_ignore_ascii_case("FROM"))
+        {
+            let name = words
+                .windows(2)
+                .find(|w| w[0].eq_ignore_ascii_case("AS"))
+                .map(|w| w[1].to_ascii_lowercase());
+            stages.push((name, vec![]));
+        }
+        if let Some(last) = stages.last_mut() {
+            last.1.push(i);
+        }
+    }
+    let index = match stage {
+        None => Some(0),
+        Some(s) => stages
+            .iter()
+            .position(|(name, _)| name.as_deref() == Some(&s.to_ascii_lowercase()))
+            .or_else(|| s.strip_prefix("stage-")?.parse().ok()),
+    };
+    index
+        .and_then(|i| stages.into_iter().nth(i))
+        .map(|(_, list)| list)
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn failed_lines_come_from_buildkit_or_legacy_step_numbers() {
-        let buildkit = "#5 [2/3] COPY missing /x\nERROR: failed to solve\nDockerfile:7\n--------------------\n   7 | >>> COPY missing /x\n";
-        assert_eq!(failed_line(buildkit, &[]), Some(7));
-        let legacy = "Step 1/3 : FROM scratch\n ---> \nStep 2/3 : COPY missing /x\nCOPY failed: file not found in build context\n";
-        assert_eq!(failed_line(legacy, &[1, 4, 9]), Some(4));
-        assert_eq!(failed_line("no idea", &[1]), None);
+    fn instructions(dockerfile: &str) -> Vec<(usize, String)> {
+        crate::plan::dockerfile::instructions(dockerfile)
     }
 
     #[test]
-    fn registry_caches_are_buildx_only_and_ecr_compatible() {
-        let mut job = BuildJob {
+    fn failed_lines_come_from_buildx_or_legacy_step_numbers() {
+        let buildx = "#5 [2/3] COPY missing /x\nERROR: failed to solve\nDockerfile:7\n--------------------\n   7 | >>> COPY missing /x\n";
+        assert_eq!(failed_line(buildx, &[]), Some(7));
+        let legacy = "Step 1/3 : FROM scratch\n ---> \nStep 2/3 : COPY missing /x\nCOPY failed: file not found in build context\n";
+        let lines = [
+            (1, "FROM scratch".to_string()),
+            (4, "COPY missing /x".into()),
+            (9, "CMD x".into()),
+        ];
+        assert_eq!(failed_line(legacy, &lines), Some(4));
+        assert_eq!(failed_line("no idea", &lines), None);
+    }
+
+    #[test]
+    fn failed_buildkit_steps_are_found_by_stage_and_text() {
+        let dockerfile = "FROM base:1 AS build\nARG V\nRUN make \\\n  all\nRUN echo $V > /v\n\nFROM scratch\nCOPY --from=build /v /v\nCOPY missing /m\nFROM build\nRUN make\n";
+        let ins = instructions(dockerfile);
+        let log = |step: &str| {
+            format!("#1 [internal] load remote build context\n#1 DONE 0.0s\n#4 {step}\n#4 some output\n#5 [x 1/1] RUN other\n#4 ERROR: exit code: 2\nERROR: exit code: 2\n")
+        };
+        assert_eq!(
+            failed_line(&log("[build 2/3] RUN make all"), &ins),
+            Some(3),
+            "continuations joined"
+        );
+        assert_eq!(
+            failed_line(&log("[build 3/3] RUN echo 1.2 > /v"), &ins),
+            Some(5),
+            "arguments expanded"
+        );
+        assert_eq!(
+            failed_line(&log("[build 1/3] FROM docker.io/library/base:1"), &ins),
+            Some(1)
+        );
+        assert_eq!(
+            failed_line(&log("[stage-1 2/2] COPY missing /m"), &ins),
+            Some(9)
+        );
+        assert_eq!(
+            failed_line(&log("[linux/arm64 stage-2 2/2] RUN make"), &ins),
+            Some(11)
+        );
+        let single = instructions("FROM scratch\nCOPY a /a\nCOPY b /b\n");
+        assert_eq!(failed_line(&log("[2/2] COPY b /b"), &single), Some(3));
+        assert_eq!(failed_line(&log("[2/2] ADD c /c"), &single), None);
+    }
+
+    fn buildx_job() -> BuildJob {
+        BuildJob {
             service: "cart".into(),
             dockerfile: "/r/Dockerfile".into(),
             context: "/r".into(),
@@ -397,19 +620,54 @@ mod tests {
                 reference: "1.dkr.ecr.x/cart:buildcache".into(),
                 ecr: true,
             }),
-        };
-        let buildx = build_command(&job, true).join(" ");
+            root: "/r".into(),
+            inputs: vec![],
+            bases: vec![],
+        }
+    }
+
+    #[test]
+    fn registry_caches_are_ecr_compatible() {
+        let mut job = buildx_job();
+        let buildx = build_command(&job).join(" ");
         assert!(
             buildx.contains("--cache-from type=registry,ref=1.dkr.ecr.x/cart:buildcache"),
             "{buildx}"
         );
         assert!(buildx.contains("--cache-to type=registry,ref=1.dkr.ecr.x/cart:buildcache,mode=max,image-manifest=true,oci-mediatypes=true"), "{buildx}");
-        assert!(
-            !build_command(&job, false).join(" ").contains("cache"),
-            "the legacy builder cannot export a cache"
-        );
         job.cache.as_mut().unwrap().ecr = false;
-        assert!(build_command(&job, true).join(" ").ends_with("mode=max /r"));
+        assert!(build_command(&job).join(" ").ends_with("mode=max /r"));
+    }
+
+    #[test]
+    fn buildx_only_for_several_platforms_or_the_registry_cache() {
+        let cached = buildx_job();
+        assert_eq!(choose_builder(&cached, true), Builder::Buildx);
+        assert_eq!(buildx_reason(&cached), Some("build.registry_cache"));
+        let plain = BuildJob {
+            cache: None,
+            ..cached
+        };
+        assert_eq!(choose_builder(&plain, true), Builder::BuildKit);
+        assert_eq!(choose_builder(&plain, false), Builder::Legacy);
+        let one = BuildJob {
+            platforms: vec!["linux/arm64".into()],
+            ..plain.clone()
+        };
+        assert_eq!(
+            choose_builder(&one, true),
+            Builder::BuildKit,
+            "one platform is a query parameter"
+        );
+        let two = BuildJob {
+            platforms: vec!["linux/arm64".into(), "linux/amd64".into()],
+            ..plain
+        };
+        assert_eq!(choose_builder(&two, false), Builder::Buildx);
+        assert_eq!(
+            buildx_reason(&two),
+            Some("a service with more than one platform")
+        );
     }
 
     #[test]
@@ -421,18 +679,5 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700, "{mode:o}");
         drop(dir);
         assert!(!path.exists(), "{} is removed", path.display());
-    }
-
-    #[test]
-    fn labels_become_one_quoted_instruction() {
-        let labels: BTreeMap<String, String> = [
-            ("a.b".to_string(), "x\"y".to_string()),
-            ("c".to_string(), "z w".to_string()),
-        ]
-        .into();
-        assert_eq!(
-            label_line(&labels),
-            "\nLABEL \"a.b\"=\"x_y\" \"c\"=\"z w\"\n"
-        );
     }
 }

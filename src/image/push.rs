@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::image::build::{failed_line, last_lines, BuildJob, DockerCli};
+use crate::image::build::{failed_line, last_lines, BuildJob, Builder, Builders};
 use crate::image::registry::{OciRegistry, REVISION_LABEL};
 use crate::interrupt::{Interrupt, Signal};
 
@@ -41,8 +41,9 @@ pub struct ImageJob {
     pub build: BuildJob,
     /// Repository path of the Dockerfile, for annotations.
     pub dockerfile: String,
-    /// Line of each Dockerfile instruction, in order (maps legacy build steps to lines).
-    pub instruction_lines: Vec<usize>,
+    /// First line and text of each Dockerfile instruction, in order (maps a failed build
+    /// step to its line).
+    pub instructions: Vec<(usize, String)>,
     /// Build even when the registry has the content tag (it is then pushed again).
     pub rebuild: bool,
     /// The same service's image name on the other side (branch runs for a pull request, the
@@ -132,11 +133,11 @@ impl ImageResult {
 pub type TrustedRevision = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// Gets every job's image into the registry, at most `max_parallel` at once, calling `done`
-/// as each finishes. `docker` is needed only for images that must be built; `trusted`
+/// as each finishes. `builders` are needed only for images that must be built; `trusted`
 /// decides which existing images may be reused.
 pub async fn push_images(
     jobs: Vec<ImageJob>,
-    docker: Option<Arc<DockerCli>>,
+    builders: Option<Arc<Builders>>,
     registry: Arc<OciRegistry>,
     trusted: TrustedRevision,
     max_parallel: usize,
@@ -146,7 +147,7 @@ pub async fn push_images(
     let limit = Arc::new(tokio::sync::Semaphore::new(max_parallel.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for job in jobs {
-        let (limit, docker, registry) = (limit.clone(), docker.clone(), registry.clone());
+        let (limit, builders, registry) = (limit.clone(), builders.clone(), registry.clone());
         let (trusted, interrupt) = (trusted.clone(), interrupt.clone());
         set.spawn(async move {
             let started = Instant::now();
@@ -154,8 +155,9 @@ pub async fn push_images(
                 let why = format!("interrupted by {}{when}", signal.name());
                 ImageResult::failed(&job, started, why)
             };
-            // After a signal no job starts, and one under way is dropped, which kills its
-            // `docker` child (kill_on_drop) and so cancels the build or push.
+            // After a signal no job starts, and one under way is dropped, which closes its
+            // connection to the daemon (or kills its `docker` child) and so cancels the build
+            // or push.
             let _permit = tokio::select! {
                 biased;
                 signal = interrupt.received() => return interrupted(" before it started", signal),
@@ -164,7 +166,7 @@ pub async fn push_images(
             tokio::select! {
                 biased;
                 signal = interrupt.received() => interrupted("", signal),
-                result = one_image(&job, docker.as_deref(), &registry, &*trusted) => result,
+                result = one_image(&job, builders.as_deref(), &registry, &*trusted) => result,
             }
         });
     }
@@ -180,7 +182,7 @@ pub async fn push_images(
 
 async fn one_image(
     job: &ImageJob,
-    docker: Option<&DockerCli>,
+    builders: Option<&Builders>,
     registry: &OciRegistry,
     trusted: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> ImageResult {
@@ -198,8 +200,8 @@ async fn one_image(
     };
     let result = match stored {
         Ok(Some(digest)) => reuse(job, registry, digest, started).await,
-        Ok(None) => match docker {
-            Some(docker) => build_and_push(job, docker, registry, started).await,
+        Ok(None) => match builders {
+            Some(builders) => build_and_push(job, builders, registry, started).await,
             None => ImageResult::failed(job, started, "no Docker daemon to build with".into()),
         },
         Err(e) => ImageResult::failed(
@@ -287,15 +289,15 @@ fn all_tags(job: &ImageJob) -> Vec<String> {
 /// registry stores under the content tag.
 async fn build_and_push(
     job: &ImageJob,
-    docker: &DockerCli,
+    builders: &Builders,
     registry: &OciRegistry,
     started: Instant,
 ) -> ImageResult {
-    let log = match build(job, docker, started).await {
-        Ok(log) => log,
+    let (builder, log) = match build(job, builders, started).await {
+        Ok(built) => built,
         Err(failed) => return failed,
     };
-    let log = match push_tags(job, docker, started, log).await {
+    let log = match push_tags(job, builders, builder, started, log).await {
         Ok(log) => log,
         Err(failed) => return failed,
     };
@@ -328,15 +330,15 @@ async fn build_and_push(
 /// Runs the build; its output is the start of the image's log.
 async fn build(
     job: &ImageJob,
-    docker: &DockerCli,
+    builders: &Builders,
     started: Instant,
-) -> Result<String, ImageResult> {
-    let built = docker
+) -> Result<(Builder, String), ImageResult> {
+    let (builder, built) = builders
         .build(&job.build, BUILD_LIMIT)
         .await
         .map_err(|e| ImageResult::failed(job, started, crate::error::render_chain(&e)))?;
     if built.success {
-        Ok(built.output)
+        Ok((builder, built.output))
     } else {
         Err(build_failure(job, started, built.output))
     }
@@ -345,7 +347,7 @@ async fn build(
 /// A failed build, pointing at the Dockerfile line of the step that failed when the log
 /// names it.
 fn build_failure(job: &ImageJob, started: Instant, output: String) -> ImageResult {
-    let line = failed_line(&output, &job.instruction_lines);
+    let line = failed_line(&output, &job.instructions);
     let mut failed = ImageResult::failed(
         job,
         started,
@@ -355,27 +357,28 @@ fn build_failure(job: &ImageJob, started: Instant, output: String) -> ImageResul
     failed.with_log(output)
 }
 
-/// Pushes every tag with `docker push` (buildx pushes as it builds), adding the output to
+/// Pushes every tag through the daemon (buildx pushes as it builds), adding the output to
 /// `log`: commit tags first, the content tag last, as it marks a complete image.
 async fn push_tags(
     job: &ImageJob,
-    docker: &DockerCli,
+    builders: &Builders,
+    builder: Builder,
     started: Instant,
     mut log: String,
 ) -> Result<String, ImageResult> {
-    if docker.has_buildx() {
+    if builder == Builder::Buildx {
         return Ok(log);
     }
     for tag in all_tags(job) {
         let reference = format!("{}:{tag}", job.image);
-        let pushed = docker
-            .push(&reference, PUSH_LIMIT)
+        let pushed = builders
+            .push(&job.image, &tag, PUSH_LIMIT)
             .await
             .map_err(|e| ImageResult::failed(job, started, crate::error::render_chain(&e)))?;
         log.push_str(&pushed.output);
         if !pushed.success {
             let error = format!(
-                "docker push {reference} failed: {}",
+                "the push of {reference} failed: {}",
                 last_lines(&pushed.output, 3)
             );
             return Err(ImageResult::failed(job, started, error).with_log(log));
@@ -432,9 +435,12 @@ mod tests {
                 labels: BTreeMap::new(),
                 metadata_file: None,
                 cache: None,
+                root: "/repo".into(),
+                inputs: vec![],
+                bases: vec![],
             },
             dockerfile: "cart/Dockerfile".into(),
-            instruction_lines: vec![1, 3, 5],
+            instructions: crate::plan::dockerfile::instructions("FROM a\n\nRUN make\n\nCOPY x y\n"),
             rebuild: false,
             twin_image: None,
         }
@@ -468,7 +474,7 @@ mod tests {
     #[test]
     fn a_failed_build_points_at_its_dockerfile_line_and_keeps_the_log() {
         let output =
-            "#6 [2/3] RUN make\n#6 ERROR: exit code: 2\nDockerfile:3\n--------------------\n"
+            "#6 [2/3] RUN make\n#6 ERROR: process \"/bin/sh -c make\" did not complete successfully: exit code: 2\nERROR: exit code: 2\n"
                 .to_string();
         let r = build_failure(&job(), Instant::now(), output.clone());
         assert_eq!(r.status, ImageStatus::Failed);

@@ -194,13 +194,47 @@ impl Scopes {
     }
 }
 
-/// The first line of every instruction, in order: the legacy builder's `Step N` is the Nth.
-pub fn instruction_lines(dockerfile: &str) -> Vec<usize> {
+/// Every instruction's first line and text (continuations joined), in order: the legacy
+/// builder's `Step N` is the Nth, a BuildKit step is found by its text.
+pub fn instructions(dockerfile: &str) -> Vec<(usize, String)> {
     let mut ignored = BuildInputs::default();
     split_instructions(dockerfile, &mut ignored)
-        .iter()
-        .map(|i| i.line)
+        .into_iter()
+        .map(|i| (i.line, i.text))
         .collect()
+}
+
+/// The images the stages start from (`FROM`), with global `ARG`s and `build_args`
+/// substituted, in order; `scratch`, earlier stages and references with an unknown variable
+/// are left out.
+pub fn base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> Vec<String> {
+    let mut ignored = BuildInputs::default();
+    let mut scopes = Scopes::default();
+    let mut stages: Vec<String> = vec![];
+    let mut out: Vec<String> = vec![];
+    for ins in split_instructions(dockerfile, &mut ignored) {
+        let (keyword, rest) = split_keyword(&ins.text);
+        if keyword.eq_ignore_ascii_case("ARG") && scopes.scope.is_none() {
+            scopes.declare_args(rest, build_args);
+        }
+        if !keyword.eq_ignore_ascii_case("FROM") {
+            continue;
+        }
+        let raw = rest.split_whitespace().find(|w| !w.starts_with("--"));
+        if let Some(Value::Known(image)) =
+            raw.map(|r| expand_known(r, &global_scope(&scopes.global)))
+        {
+            let lower = image.to_ascii_lowercase();
+            // A variable without a value leaves a reference Docker refuses too.
+            let broken = image.starts_with('/') || image.ends_with(':') || image.contains("//");
+            if !broken && lower != "scratch" && !stages.contains(&lower) && !out.contains(&image) {
+                out.push(image);
+            }
+        }
+        scopes.enter_stage(rest);
+        stages.extend(scopes.stage.clone());
+    }
+    out
 }
 
 fn global_scope(global: &BTreeMap<String, Value>) -> Scope {
@@ -981,6 +1015,20 @@ mod tests {
             r.unreadable
         );
         r.sources.into_iter().map(|s| s.pattern).collect()
+    }
+
+    #[test]
+    fn base_images_are_the_froms_with_arguments_substituted() {
+        let dockerfile = "ARG REG=r.example:5000\nARG TAG\nFROM --platform=$BUILDPLATFORM $REG/base:${TAG} AS build\nFROM build AS test\nFROM scratch\nFROM $UNKNOWN/x\nFROM alpine\nFROM r.example:5000/base:2\n";
+        let args: BTreeMap<String, String> = [("TAG".to_string(), "2".to_string())].into();
+        assert_eq!(
+            base_images(dockerfile, &args),
+            ["r.example:5000/base:2", "alpine"]
+        );
+        assert_eq!(
+            base_images(dockerfile, &BTreeMap::new()),
+            ["alpine", "r.example:5000/base:2"]
+        );
     }
 
     #[test]

@@ -166,7 +166,7 @@ fn a_failing_dockerfile_fails_its_service_only_with_an_annotation_on_the_line() 
         "the failing build's log is grouped"
     );
     assert!(
-        annotation.contains("COPY failed") && !annotation.contains("DEPRECATED"),
+        annotation.contains("missing.txt\" not found") && annotation.contains("#4 ERROR:"),
         "{annotation}"
     );
     let outputs = monoship::report::outputs::parse(&std::fs::read_to_string(&output).unwrap());
@@ -346,10 +346,17 @@ fn dry_run_prints_the_commands_and_touches_nothing() {
         &env,
     );
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert!(run.stdout.contains("docker build --file"), "{}", run.stdout);
     assert!(
         run.stdout
-            .contains(&format!("docker push {}/cart:", registry.addr)),
+            .contains("engine: POST /build?version=2&dockerfile=src%2Fcart%2FDockerfile"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "engine: POST /images/{}/cart/push?tag=",
+            registry.addr
+        )),
         "{}",
         run.stdout
     );
@@ -382,7 +389,7 @@ fn dry_run_prints_the_commands_and_touches_nothing() {
     assert!(images[0]["commands"][1]
         .as_str()
         .unwrap()
-        .starts_with("docker build --file"));
+        .starts_with("engine: POST /build?version=2"));
     let deploys = report["dry_run"]["deploys"].as_array().unwrap();
     assert!(
         deploys.iter().any(|d| d["service"] == "cart"

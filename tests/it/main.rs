@@ -12,6 +12,7 @@ mod aws;
 mod bigrepo;
 mod bounded;
 mod build;
+mod buildkit;
 mod comment;
 mod container;
 mod deploy;

@@ -37,8 +37,11 @@ fn content_tag(env: &crate::ship::Env, service: &str) -> String {
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|c| c.as_str()?.strip_prefix("docker push "))
-        .find_map(|c| c.split_once(":src-").map(|(_, tag)| format!("src-{tag}")))
+        .filter_map(|c| c.as_str()?.strip_prefix("engine: POST /images/"))
+        .find_map(|c| {
+            c.split_once("?tag=src-")
+                .map(|(_, tag)| format!("src-{tag}"))
+        })
         .unwrap_or_else(|| panic!("no content tag in {image}"))
 }
 

@@ -120,26 +120,30 @@ impl Running {
 }
 
 /// An HTTP server whose one file never finishes downloading: a build that `ADD`s it is under
-/// way for as long as the test wants. The receiver gets a message when the download starts.
-fn endless_download() -> (String, mpsc::Receiver<()>) {
+/// way for as long as the test wants. The receivers get a message when the download starts,
+/// and when the downloader hangs up (the build was cancelled).
+fn endless_download() -> (String, mpsc::Receiver<()>, mpsc::Receiver<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/big.bin", listener.local_addr().unwrap());
     let (tx, rx) = mpsc::channel();
+    let (closed_tx, closed) = mpsc::channel();
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let tx = tx.clone();
+            let (tx, closed_tx) = (tx.clone(), closed_tx.clone());
             std::thread::spawn(move || {
                 let mut request = [0u8; 4096];
                 let _ = stream.read(&mut request);
                 let _ = tx.send(());
                 let head = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000000000\r\n\r\n";
                 if stream.write_all(head.as_bytes()).is_err() {
+                    let _ = closed_tx.send(());
                     return;
                 }
                 // A byte every 100 ms, for at most two minutes.
                 for _ in 0..1200 {
                     if stream.write_all(b"x").is_err() {
+                        let _ = closed_tx.send(());
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(100));
@@ -147,7 +151,7 @@ fn endless_download() -> (String, mpsc::Receiver<()>) {
             });
         }
     });
-    (url, rx)
+    (url, rx, closed)
 }
 
 /// A repository with one service, `slow`, whose image `ADD`s `url`.
@@ -274,8 +278,8 @@ fn sigterm_during_a_push_cancels_it_and_pushes_no_commit_tag() {
 }
 
 #[test]
-fn sigint_during_a_build_cancels_it_pushes_nothing_and_removes_the_docker_config() {
-    let (url, download_started) = endless_download();
+fn sigint_during_a_build_cancels_it_in_the_daemon_and_pushes_nothing() {
+    let (url, download_started, download_closed) = endless_download();
     let (repo, head) = slow_service(&url);
     let registry = Registry::start(None);
     let temp = tempfile::tempdir().unwrap();
@@ -295,8 +299,8 @@ fn sigint_during_a_build_cancels_it_pushes_nothing_and_removes_the_docker_config
         .expect("the build starts downloading");
     assert_eq!(
         entries(temp.path(), "monoship-docker-").len(),
-        1,
-        "the private DOCKER_CONFIG exists during the build"
+        0,
+        "no docker CLI config: the build goes through the Engine API"
     );
     running.signal("INT");
     let run = running.finish(Duration::from_secs(30));
@@ -310,15 +314,18 @@ fn sigint_during_a_build_cancels_it_pushes_nothing_and_removes_the_docker_config
     assert_eq!(
         entries(temp.path(), "monoship-").len(),
         0,
-        "the private DOCKER_CONFIG and the build folders are removed"
+        "the build folders are removed"
     );
+    download_closed
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the daemon cancels the build when monoship hangs up: the download stops");
 }
 
 /// In the action's container monoship is PID 1, which the kernel protects from signals it
 /// has no handler for: without handlers `docker stop` would wait for its SIGKILL.
 #[test]
 fn sigterm_to_the_action_container_as_pid_1_exits_143_promptly() {
-    let (url, download_started) = endless_download();
+    let (url, download_started, _) = endless_download();
     let (repo, head) = slow_service(&url);
     let registry = Registry::start(None);
     let files = tempfile::tempdir().unwrap();

@@ -503,3 +503,106 @@ pub fn with_commit_names(text: &str, base: &str, head: &str) -> String {
     text.replace(&base[..12], "{base}")
         .replace(&head[..12], "{head}")
 }
+
+/// Runs `docker` with `args`, bounded in time; fails the test unless it succeeds.
+pub fn docker_ok(args: &[&str]) -> Run {
+    let child = Command::new("docker")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("docker runs");
+    let run = wait_bounded(child, Duration::from_secs(120));
+    assert_eq!(run.code, 0, "docker {args:?}: {}", run.stderr);
+    run
+}
+
+/// A base image with a shell, pushed to `registry` as `base/busybox:1`: a root file system of
+/// Debian's busybox-static (`/bin/busybox`, `/bin/sh` linking to it), `docker import`ed, since
+/// nothing can be pulled from outside. The daemon treats loopback registries as insecure.
+pub fn busybox_base(registry: &Registry) -> String {
+    busybox_base_with(registry, None)
+}
+
+/// [`busybox_base`] for a registry with htpasswd `auth`: the push logs in with a private
+/// docker config folder.
+pub fn busybox_base_with(registry: &Registry, auth: Option<(&str, &str)>) -> String {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is installed by scripts/test.sh");
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("rootfs/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::copy(busybox, bin.join("busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", bin.join("sh")).unwrap();
+    let tar = dir.path().join("rootfs.tar");
+    checked_stdout(
+        Command::new("tar")
+            .arg("-C")
+            .arg(dir.path().join("rootfs"))
+            .arg("-cf")
+            .arg(&tar)
+            .arg("."),
+    );
+    let reference = format!("{}/base/busybox:1", registry.addr);
+    docker_ok(&["import", tar.to_str().unwrap(), &reference]);
+    let config = dir.path().join("docker-config");
+    let config = config.to_str().unwrap();
+    if let Some((user, password)) = auth {
+        let mut login = Command::new("docker")
+            .args([
+                "--config",
+                config,
+                "login",
+                "-u",
+                user,
+                "--password-stdin",
+                &registry.addr,
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("docker runs");
+        std::io::Write::write_all(&mut login.stdin.take().unwrap(), password.as_bytes()).unwrap();
+        let run = wait_bounded(login, Duration::from_secs(60));
+        assert_eq!(run.code, 0, "docker login: {}", run.stderr);
+    }
+    docker_ok(&["--config", config, "push", &reference]);
+    // Builds must get it from the registry, as on a fresh runner.
+    docker_ok(&["rmi", &reference]);
+    reference
+}
+
+/// The bytes of `docker save` of a local image: every layer (uncompressed), its config and
+/// history, for looking for strings that must not be there.
+pub fn saved_image(reference: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("image.tar");
+    docker_ok(&["save", "-o", file.to_str().unwrap(), reference]);
+    std::fs::read(file).unwrap()
+}
+
+/// The file system of a local image, exported into a temp dir.
+pub fn image_files(reference: &str) -> tempfile::TempDir {
+    let id = docker_ok(&["create", reference, "/bin/sh"])
+        .stdout
+        .trim()
+        .to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let tar = dir.path().join("fs.tar");
+    docker_ok(&["export", "-o", tar.to_str().unwrap(), &id]);
+    docker_ok(&["rm", &id]);
+    let root = dir.path().join("fs");
+    std::fs::create_dir(&root).unwrap();
+    checked_stdout(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-xf")
+            .arg(&tar),
+    );
+    std::fs::remove_file(tar).unwrap();
+    dir
+}
