@@ -194,6 +194,100 @@ impl Scopes {
     }
 }
 
+/// An image a stage starts `FROM`: the reference after `ARG` substitution, and its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    pub line: usize,
+    pub reference: String,
+}
+
+/// The images a Dockerfile's stages start from, and the `FROM` lines whose image cannot be
+/// known without building (a platform `ARG`, an `ARG` without a value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImages {
+    /// In order of first use, each once; not `scratch`, not earlier stages.
+    pub images: Vec<BaseImage>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// The `ARG`s BuildKit defines for every `FROM` without a declaration; their values depend on
+/// the platform built for.
+const PLATFORM_ARGS: [&str; 8] = [
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+];
+
+/// Reads the image of every stage's `FROM`, as Docker substitutes it: with the `ARG`s
+/// declared before the first `FROM` (`build_args` override their defaults). `scratch` and
+/// the names of earlier stages are not images; a `--platform` flag does not change the name.
+pub fn read_base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> BaseImages {
+    let mut out = BaseImages::default();
+    let mut ignored = BuildInputs::default();
+    let mut scopes = Scopes::default();
+    let mut stage_names: Vec<String> = Vec::new();
+    for ins in split_instructions(dockerfile, &mut ignored) {
+        let (keyword, rest) = split_keyword(&ins.text);
+        match keyword.to_ascii_uppercase().as_str() {
+            "ARG" if scopes.scope.is_none() => scopes.declare_args(rest, build_args),
+            "FROM" => {
+                let words: Vec<&str> = rest
+                    .split_whitespace()
+                    .filter(|w| !w.starts_with("--"))
+                    .collect();
+                match from_image(words.first().copied().unwrap_or(""), &scopes.global) {
+                    Ok(image) if image.eq_ignore_ascii_case("scratch") => {}
+                    Ok(image) if stage_names.contains(&image.to_ascii_lowercase()) => {}
+                    Ok(reference) => {
+                        if !out.images.iter().any(|i| i.reference == reference) {
+                            out.images.push(BaseImage {
+                                line: ins.line,
+                                reference,
+                            });
+                        }
+                    }
+                    Err(why) => out.unreadable.push(unreadable(&ins, &why)),
+                }
+                if words.len() >= 3 && words[1].eq_ignore_ascii_case("as") {
+                    stage_names.push(words[2].to_ascii_lowercase());
+                }
+                scopes.enter_stage(rest);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The image word of a `FROM` with the global `ARG`s substituted; an error when its value
+/// is not certain.
+fn from_image(word: &str, global: &BTreeMap<String, Value>) -> Result<String, String> {
+    let mut scope = global_scope(global);
+    for name in PLATFORM_ARGS {
+        scope.entry(format!("arg:{name}")).or_insert(Value::Unknown);
+    }
+    let alternatives =
+        expand(word, &scope).map_err(|e| format!("the image `{}`: {e}", shorten(word, 60)))?;
+    match alternatives.as_slice() {
+        [one] if one.contains(UNKNOWN) => Err(unknown_from(word)),
+        [one] if one.is_empty() => Err("the FROM names no image".into()),
+        [one] => Ok(one.clone()),
+        _ => Err(unknown_from(word)),
+    }
+}
+
+fn unknown_from(word: &str) -> String {
+    format!(
+        "the image `{}` depends on an ARG without a value (or the platform)",
+        shorten(word, 60)
+    )
+}
+
 /// The first line of every instruction, in order: the legacy builder's `Step N` is the Nth.
 pub fn instruction_lines(dockerfile: &str) -> Vec<usize> {
     let mut ignored = BuildInputs::default();
@@ -1232,5 +1326,51 @@ mod tests {
             scopes.set_env(""),
             Err("an ENV instruction could not be parsed")
         );
+    }
+
+    #[test]
+    fn base_images_table() {
+        let args = BTreeMap::from([("TAG".to_string(), "from-cli".to_string())]);
+        let rows: &[(&str, &[(usize, &str)], &[&str])] = &[
+            ("FROM alpine:3.20\n", &[(1, "alpine:3.20")], &[]),
+            ("FROM scratch\nFROM SCRATCH\n", &[], &[]),
+            (
+                "FROM golang:1.23 AS build\nFROM build AS test\nFROM Build\nFROM gcr.io/distroless/static\n",
+                &[(1, "golang:1.23"), (4, "gcr.io/distroless/static")],
+                &[],
+            ),
+            ("FROM --platform=$BUILDPLATFORM golang AS b\n", &[(1, "golang")], &[]),
+            // Global ARGs, a build arg over a default, and a stage's ARG (not seen by FROM).
+            (
+                "ARG REG=ghcr.io/acme\nARG TAG=1\nFROM $REG/base:${TAG}\nARG NEXT=x\nFROM base:$NEXT\n",
+                &[(3, "ghcr.io/acme/base:from-cli"), (5, "base:")],
+                &[],
+            ),
+            ("ARG V=1\nFROM a:${V:-2}\nFROM a:${NONE:-2}\n", &[(2, "a:1"), (3, "a:2")], &[]),
+            ("FROM a@sha256:abc\nFROM a@sha256:abc AS again\n", &[(1, "a@sha256:abc")], &[]),
+            // An ARG without a value, a platform ARG, an empty name: not knowable.
+            ("ARG IMG\nFROM $IMG\n", &[], &["depends on an ARG"]),
+            ("FROM base-$TARGETARCH\n", &[], &["depends on an ARG"]),
+            ("FROM x:$TARGETPLATFORM\n", &[], &["holds a platform"]),
+            ("FROM $UNDECLARED\n", &[], &["names no image"]),
+            ("FROM a:${X\n", &[], &["never closed"]),
+        ];
+        for (dockerfile, images, unreadable) in rows {
+            let found = read_base_images(dockerfile, &args);
+            let got: Vec<(usize, &str)> = found
+                .images
+                .iter()
+                .map(|i| (i.line, i.reference.as_str()))
+                .collect();
+            assert_eq!(&got, images, "{dockerfile}");
+            assert_eq!(
+                found.unreadable.len(),
+                unreadable.len(),
+                "{dockerfile}: {found:?}"
+            );
+            for (u, why) in found.unreadable.iter().zip(unreadable.iter()) {
+                assert!(u.why.contains(why), "{dockerfile}: {}", u.why);
+            }
+        }
     }
 }
