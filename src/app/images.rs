@@ -11,11 +11,13 @@ use super::dockerfiles::PlanStage;
 use super::{write_err, Error, Run, RunContext};
 use crate::cli::{Command, Format};
 use crate::config::{EcrConfig, ServiceConfig};
+use crate::image::base::{self, Bases, ImageRef, BASE_IMAGES_LABEL};
 use crate::image::build::{BuildJob, DockerCli, DockerError, RegistryCache};
 use crate::image::content::{self, BuildSettings, InputFile};
 use crate::image::ecr::{Ecr, EcrError, EcrSettings};
 use crate::image::push::{self, ImageJob, ImageResult, ImageStatus};
 use crate::image::registry::{OciRegistry, RegistryError, RegistryTarget};
+use crate::plan::dockerfile::read_base_images;
 use crate::plan::{DockerBuild, Plan};
 use crate::report::commands::{self, Annotation, Level};
 use crate::report::log::print_group;
@@ -103,7 +105,17 @@ pub(crate) fn build_stage(
         rebuild: ctx.build.rebuild,
         twin_target: Some(&twin_target),
     };
-    let jobs = image_jobs(ctx, run.plan, stage, &files, &settings)?;
+    let dockerfiles = changed_dockerfiles(ctx, run.plan, stage, &settings.root);
+    let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
+    let bases = service_bases(run, &dockerfiles, &registry);
+    let jobs = image_jobs(
+        ctx,
+        run.plan,
+        stage,
+        &files,
+        &settings,
+        (&dockerfiles, &bases),
+    )?;
     if ctx.dry_run {
         print_dry_run(ctx, run.plan, &jobs, &target, stdout)?;
         return Ok(None);
@@ -128,7 +140,7 @@ pub(crate) fn build_stage(
         Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
     let results = run
         .session
-        .block_on(push_all(run, jobs, target, trusted, log))?;
+        .block_on(push_all(run, jobs, registry, trusted, log))?;
     Ok(Some(results))
 }
 
@@ -260,6 +272,60 @@ struct JobSettings<'a> {
     twin_target: Option<&'a RegistryTarget>,
 }
 
+/// The Dockerfile of each changed service that has one, as the work tree holds it (what
+/// Docker builds).
+fn changed_dockerfiles(
+    ctx: &RunContext,
+    plan: &Plan,
+    stage: &PlanStage,
+    root: &std::path::Path,
+) -> BTreeMap<String, String> {
+    plan.changed
+        .iter()
+        .filter(|name| ctx.config.services.contains_key(*name))
+        .filter_map(|name| {
+            let build = stage.builds.get(name)?;
+            let text = std::fs::read_to_string(root.join(&build.dockerfile)).unwrap_or_default();
+            Some((name.clone(), text))
+        })
+        .collect()
+}
+
+/// The base images of each service, looked up in their registries (all at once, each
+/// reference once); a dry run looks nothing up. A signal stops the lookups.
+fn service_bases(
+    run: &Run<'_>,
+    dockerfiles: &BTreeMap<String, String>,
+    registry: &OciRegistry,
+) -> BTreeMap<String, Bases> {
+    let no_args = BTreeMap::new();
+    let found: BTreeMap<&String, _> = dockerfiles
+        .iter()
+        .map(|(name, text)| {
+            let args = run.ctx.config.services.get(name).map(|s| &s.build_args);
+            (name, read_base_images(text, args.unwrap_or(&no_args)))
+        })
+        .collect();
+    let references: Vec<String> = found
+        .values()
+        .flat_map(|f| f.images.iter().map(|i| i.reference.clone()))
+        .collect();
+    let resolved = match run.ctx.dry_run || references.is_empty() {
+        true => Default::default(),
+        false => run.session.block_on(async {
+            tokio::select! {
+                biased;
+                _ = run.session.interrupt.received() => Default::default(),
+                resolved = base::resolve_all(&references, registry) => resolved,
+            }
+        }),
+    };
+    found
+        .into_iter()
+        .map(|(name, f)| (name.clone(), Bases::of(&f, &resolved)))
+        .collect()
+}
+
 /// One job per changed service with a Dockerfile, in plan order.
 fn image_jobs(
     ctx: &RunContext,
@@ -267,6 +333,7 @@ fn image_jobs(
     stage: &PlanStage,
     files: &[InputFile],
     settings: &JobSettings<'_>,
+    (dockerfiles, bases): (&BTreeMap<String, String>, &BTreeMap<String, Bases>),
 ) -> Result<Vec<ImageJob>, ImageStageError> {
     let by_service = stage.matcher.docker_inputs(files);
     let mut jobs = Vec::new();
@@ -276,11 +343,14 @@ fn image_jobs(
             continue;
         };
         let selected = by_service.get(name).map(Vec::as_slice).unwrap_or_default();
-        let dockerfile_text =
-            std::fs::read_to_string(settings.root.join(&build.dockerfile)).unwrap_or_default();
-        let job = image_job(name, service, build, selected, settings)?;
+        let dockerfile_text = dockerfiles
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let bases = bases.get(name).cloned().unwrap_or_default();
+        let job = image_job(name, service, build, selected, settings, bases)?;
         jobs.push(ImageJob {
-            instruction_lines: crate::plan::dockerfile::instruction_lines(&dockerfile_text),
+            instruction_lines: crate::plan::dockerfile::instruction_lines(dockerfile_text),
             ..job
         });
     }
@@ -294,6 +364,7 @@ fn image_job(
     build: &DockerBuild,
     selected: &[&InputFile],
     settings: &JobSettings<'_>,
+    bases: Bases,
 ) -> Result<ImageJob, ImageStageError> {
     let target = settings.target;
     let repository_name = service
@@ -315,7 +386,10 @@ fn image_job(
             target: service.target.as_deref(),
             platforms: &service.platforms,
         },
+        &bases,
     );
+    let mut labels = settings.labels.clone();
+    labels.insert(BASE_IMAGES_LABEL.into(), bases.label());
     let image = target.image(&repository_name);
     let tags = std::iter::once(&content_tag)
         .chain(&settings.commit_tags)
@@ -340,7 +414,8 @@ fn image_job(
             build_args: service.build_args.clone(),
             target: service.target.clone(),
             platforms: service.platforms.clone(),
-            labels: settings.labels.clone(),
+            labels,
+            pull: bases.by_tag,
             metadata_file: Some(push::metadata_path(&settings.metadata_dir, name)),
             cache: settings.registry_cache.map(|ecr| RegistryCache {
                 reference: format!("{image}:buildcache"),
@@ -351,6 +426,7 @@ fn image_job(
         instruction_lines: vec![],
         rebuild: settings.rebuild,
         twin_image: settings.twin_target.map(|t| t.image(&repository_name)),
+        bases,
     })
 }
 
@@ -358,12 +434,12 @@ fn image_job(
 async fn push_all(
     run: &Run<'_>,
     jobs: Vec<ImageJob>,
-    target: RegistryTarget,
+    registry: Arc<OciRegistry>,
     trusted: push::TrustedRevision,
     log: &mut dyn Write,
 ) -> Result<Vec<ImageResult>, Error> {
     let ctx = run.ctx;
-    let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
+    let target = registry.target().clone();
     // The daemon is needed only for images that must be built; its absence fails those.
     let docker = match DockerCli::connect(&ctx.build.docker).await {
         Ok(d) => {
@@ -485,13 +561,25 @@ fn print_dry_run(
 
 /// The commands a dry run shows for one image. Pure.
 fn dry_run_image<'a>(job: &'a ImageJob, target: &RegistryTarget) -> DryRunImage<'a> {
-    let mut commands = vec![
+    let mut commands: Vec<String> = job
+        .bases
+        .pending
+        .iter()
+        .filter_map(|reference| {
+            let r = ImageRef::parse(reference).ok()?;
+            Some(format!(
+                "registry: HEAD {}/v2/{}/manifests/{} (base image {}; its digest is the {} part of the content tag)",
+                r.registry, r.repository, r.tag, commands::one_line(reference), content::BASES_NOT_LOOKED_UP
+            ))
+        })
+        .collect();
+    commands.extend([
         format!(
             "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
             target.host, job.repository, job.content_tag
         ),
         format!("docker {}", DockerCli::describe_build(&job.build).join(" ")),
-    ];
+    ]);
     for tag in job
         .commit_tags
         .iter()
@@ -557,6 +645,7 @@ mod tests {
             &build("svc/cart/Dockerfile", "svc/cart"),
             &[],
             &settings(&target),
+            Bases::default(),
         )
         .unwrap();
         assert_eq!(
@@ -584,6 +673,7 @@ mod tests {
             &build("Dockerfile", ""),
             &[],
             &settings(&target),
+            Bases::default(),
         )
         .unwrap();
         assert_eq!(root_context.build.context, std::path::Path::new("/repo"));
@@ -606,6 +696,7 @@ mod tests {
             &build("Dockerfile", ""),
             &[],
             &settings,
+            Bases::default(),
         )
         .unwrap();
         assert_eq!(job.image, "localhost:5000/acme/cart");
@@ -628,6 +719,7 @@ mod tests {
             &build("Dockerfile", ""),
             &[],
             &settings(&target),
+            Bases::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("service `cart`"), "{err}");

@@ -56,6 +56,9 @@ pub struct BuildJob {
     pub target: Option<String>,
     pub platforms: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Pull the base images (`--pull`): they were looked up by tag for the content tag, so a
+    /// copy the daemon holds from before must not stand in for them.
+    pub pull: bool,
     /// buildx only: where to write the metadata file with the pushed digest.
     pub metadata_file: Option<PathBuf>,
     /// buildx only: the registry reference of the layer cache (read and written).
@@ -227,9 +230,14 @@ impl DockerCli {
     }
 }
 
-/// One `LABEL` instruction holding every label, quoted.
+/// One `LABEL` instruction holding every label, quoted: in single quotes (no escapes, so
+/// JSON survives whatever the escape character) when there is no `'` in it, else in double
+/// quotes with `"` and `\` replaced.
 fn label_line(labels: &BTreeMap<String, String>) -> String {
-    let quote = |s: &str| format!("\"{}\"", s.replace(['"', '\\', '\n', '\r'], "_"));
+    let quote = |s: &str| match s.contains('"') && !s.contains('\'') {
+        true => format!("'{}'", s.replace(['\n', '\r'], "_")),
+        false => format!("\"{}\"", s.replace(['"', '\\', '\n', '\r'], "_")),
+    };
     let pairs: Vec<String> = labels
         .iter()
         .map(|(k, v)| format!("{}={}", quote(k), quote(v)))
@@ -253,6 +261,9 @@ fn build_command(job: &BuildJob, buildx: bool) -> Vec<String> {
     if let Some(t) = &job.target {
         args.push("--target".into());
         args.push(t.clone());
+    }
+    if job.pull {
+        args.push("--pull".into());
     }
     if !job.platforms.is_empty() {
         args.push("--platform".into());
@@ -392,6 +403,7 @@ mod tests {
             target: None,
             platforms: vec![],
             labels: BTreeMap::new(),
+            pull: false,
             metadata_file: None,
             cache: Some(RegistryCache {
                 reference: "1.dkr.ecr.x/cart:buildcache".into(),
@@ -428,11 +440,13 @@ mod tests {
         let labels: BTreeMap<String, String> = [
             ("a.b".to_string(), "x\"y".to_string()),
             ("c".to_string(), "z w".to_string()),
+            ("d".to_string(), "'\"\n".to_string()),
+            ("j".to_string(), r#"{"r:1":"sha256:0"}"#.to_string()),
         ]
         .into();
         assert_eq!(
             label_line(&labels),
-            "\nLABEL \"a.b\"=\"x_y\" \"c\"=\"z w\"\n"
+            "\nLABEL \"a.b\"='x\"y' \"c\"=\"z w\" \"d\"=\"'__\" \"j\"='{\"r:1\":\"sha256:0\"}'\n"
         );
     }
 }
