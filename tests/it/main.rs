@@ -8,6 +8,7 @@ mod support;
 
 mod action;
 mod architecture;
+mod base_images;
 mod aws;
 mod bigrepo;
 mod bounded;
