@@ -352,7 +352,9 @@ mod tests {
     fn references_table() {
         let pinned = format!("ghcr.io/a/b@{D}");
         let tagged_pinned = format!("alpine:3@{D}");
-        let rows: Vec<(&str, (&str, &str, &str, Option<&str>))> = vec![
+        // reference, (registry, repository, tag, digest)
+        type Row<'a> = (&'a str, (&'a str, &'a str, &'a str, Option<&'a str>));
+        let rows: Vec<Row> = vec![
             ("alpine", (DOCKER_HUB, "library/alpine", "latest", None)),
             ("alpine:3.20", (DOCKER_HUB, "library/alpine", "3.20", None)),
             (

@@ -5,7 +5,7 @@
 //! the Docker CLI; [`push`] decides per image whether to build, reuse or retag; [`registry`]
 //! speaks the OCI distribution API and [`ecr`] gets ECR logins and repositories.
 
-pub(crate) mod base;
+pub mod base;
 pub(crate) mod build;
 pub(crate) mod content;
 pub mod ecr;

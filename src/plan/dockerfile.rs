@@ -1331,7 +1331,9 @@ mod tests {
     #[test]
     fn base_images_table() {
         let args = BTreeMap::from([("TAG".to_string(), "from-cli".to_string())]);
-        let rows: &[(&str, &[(usize, &str)], &[&str])] = &[
+        // Dockerfile, the images with their lines, why the unreadable ones are
+        type Row<'a> = (&'a str, &'a [(usize, &'a str)], &'a [&'a str]);
+        let rows: &[Row] = &[
             ("FROM alpine:3.20\n", &[(1, "alpine:3.20")], &[]),
             ("FROM scratch\nFROM SCRATCH\n", &[], &[]),
             (

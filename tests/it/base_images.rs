@@ -152,7 +152,10 @@ fn a_base_that_moved_under_its_tag_rebuilds_naming_the_base_and_then_is_reused()
 
     // The tag moves in the registry only; the daemon still holds the old image as base:1.
     move_tag(&addr, "base", "2", "1");
-    assert_eq!(registry.digest("base", "1", None).as_deref(), Some(two.as_str()));
+    assert_eq!(
+        registry.digest("base", "1", None).as_deref(),
+        Some(two.as_str())
+    );
     let (run, second) = build_app(repo.path(), &addr);
     assert_eq!(second["status"], "built", "{second}");
     assert_eq!(
@@ -160,13 +163,24 @@ fn a_base_that_moved_under_its_tag_rebuilds_naming_the_base_and_then_is_reused()
         serde_json::json!([{ "image": &base, "was": &one, "now": &two }])
     );
     let short = |d: &str| d[..19].to_string();
-    let line = format!("base image {base} moved ({} -> {})", short(&one), short(&two));
+    let line = format!(
+        "base image {base} moved ({} -> {})",
+        short(&one),
+        short(&two)
+    );
     assert!(run.stderr.contains(&line), "{}", run.stderr);
-    assert_eq!(base_label(&addr, &second), serde_json::json!({ &base: two }));
+    assert_eq!(
+        base_label(&addr, &second),
+        serde_json::json!({ &base: two })
+    );
     assert_ne!(first["tags"][1], second["tags"][1], "a new content tag");
     // The builder pulled the base the registry holds now, not the daemon's old copy.
     let layers = |config: Value| config["rootfs"]["diff_ids"].clone();
-    let built = layers(image_config(&addr, "app", second["digest"].as_str().unwrap()));
+    let built = layers(image_config(
+        &addr,
+        "app",
+        second["digest"].as_str().unwrap(),
+    ));
     assert_eq!(built[0], layers(image_config(&addr, "base", "2"))[0]);
 
     let (_, third) = build_app(repo.path(), &addr);
@@ -199,7 +213,11 @@ fn a_base_that_cannot_be_resolved_is_always_built_with_a_warning_naming_it() {
             warning.contains(&format!("`{unreachable}`")) && warning.contains("cannot reach"),
             "{warning}"
         );
-        assert!(run.stderr.contains("warning: app: the base image"), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("warning: app: the base image"),
+            "{}",
+            run.stderr
+        );
         assert_eq!(base_label(&registry.addr, &app), serde_json::json!({}));
     }
 }

@@ -8,8 +8,8 @@ mod support;
 
 mod action;
 mod architecture;
-mod base_images;
 mod aws;
+mod base_images;
 mod bigrepo;
 mod bounded;
 mod build;
