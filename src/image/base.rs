@@ -255,7 +255,7 @@ async fn resolve(client: &OciRegistry, image: &ImageRef) -> Resolution {
             image.tag
         )),
         Err(RegistryError::NeedsCredentials { host, .. }) => Resolution::Failed(format!(
-            "{host} refused an anonymous lookup; monoship sends credentials only to the registry it pushes to"
+            "{host} refused a lookup without credentials; monoship sends credentials only to the registry it pushes to"
         )),
         Err(e) => Resolution::Failed(crate::error::render_chain(&e)),
     }
