@@ -145,6 +145,27 @@ fn a_base_that_moved_under_its_tag_rebuilds_naming_the_base_and_then_is_reused()
     );
     let repo = app_repo(&format!("FROM {base}\nCOPY app/x.txt /x.txt\n"));
 
+    // A dry run says which lookup it would make, and that the tag waits for it.
+    let env = Default::default();
+    let dry = [
+        "build",
+        "--dry-run",
+        "--services",
+        "app",
+        "--registry",
+        &addr,
+    ];
+    let dry = monoship(repo.path(), &dry, &env);
+    assert_eq!(dry.code, 0, "{}", dry.stderr);
+    let lookup = format!("registry: HEAD {addr}/v2/base/manifests/1 (base image {base};");
+    assert!(dry.stdout.contains(&lookup), "{}", dry.stdout);
+    assert!(
+        dry.stdout
+            .contains("-<base-digests> (reuse when it exists)"),
+        "{}",
+        dry.stdout
+    );
+
     let (_, first) = build_app(repo.path(), &addr);
     assert_eq!(first["status"], "built", "{first}");
     assert_eq!(base_label(&addr, &first), serde_json::json!({ &base: one }));
