@@ -226,42 +226,103 @@ const PLATFORM_ARGS: [&str; 8] = [
 /// Reads the image of every stage's `FROM`, as Docker substitutes it: with the `ARG`s
 /// declared before the first `FROM` (`build_args` override their defaults). `scratch` and
 /// the names of earlier stages are not images; a `--platform` flag does not change the name.
+/// Images that `COPY --from=` / `ADD --from=` and `RUN --mount=...,from=` read are base
+/// images too (with the stage's `ARG`s substituted), unless they name a stage or its index.
 pub fn read_base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> BaseImages {
     let mut out = BaseImages::default();
     let mut ignored = BuildInputs::default();
+    let instructions = split_instructions(dockerfile, &mut ignored);
+    let every_stage: Vec<String> = instructions
+        .iter()
+        .filter_map(|ins| match split_keyword(&ins.text) {
+            (k, rest) if k.eq_ignore_ascii_case("FROM") => from_words(rest).1,
+            _ => None,
+        })
+        .collect();
     let mut scopes = Scopes::default();
-    let mut stage_names: Vec<String> = Vec::new();
-    for ins in split_instructions(dockerfile, &mut ignored) {
+    let mut earlier_stages: Vec<String> = Vec::new();
+    for ins in &instructions {
         let (keyword, rest) = split_keyword(&ins.text);
         match keyword.to_ascii_uppercase().as_str() {
-            "ARG" if scopes.scope.is_none() => scopes.declare_args(rest, build_args),
+            "ARG" => scopes.declare_args(rest, build_args),
+            "ENV" => {
+                let _ = scopes.set_env(rest);
+            }
             "FROM" => {
-                let words: Vec<&str> = rest
-                    .split_whitespace()
-                    .filter(|w| !w.starts_with("--"))
-                    .collect();
-                match from_image(words.first().copied().unwrap_or(""), &scopes.global) {
-                    Ok(image) if image.eq_ignore_ascii_case("scratch") => {}
-                    Ok(image) if stage_names.contains(&image.to_ascii_lowercase()) => {}
-                    Ok(reference) => {
-                        if !out.images.iter().any(|i| i.reference == reference) {
-                            out.images.push(BaseImage {
-                                line: ins.line,
-                                reference,
-                            });
-                        }
-                    }
-                    Err(why) => out.unreadable.push(unreadable(&ins, &why)),
-                }
-                if words.len() >= 3 && words[1].eq_ignore_ascii_case("as") {
-                    stage_names.push(words[2].to_ascii_lowercase());
-                }
+                let (image, name) = from_words(rest);
+                out.add(ins, from_image(image, &scopes.global), &earlier_stages);
+                earlier_stages.extend(name);
                 scopes.enter_stage(rest);
+            }
+            "COPY" | "ADD" | "RUN" => {
+                for from in flag_froms(rest) {
+                    if from.bytes().all(|b| b.is_ascii_digit()) {
+                        continue; // a stage by its index
+                    }
+                    let image = expand_flag(&from, scopes.current());
+                    out.add(ins, image, &every_stage);
+                }
             }
             _ => {}
         }
     }
     out
+}
+
+impl BaseImages {
+    /// Records the image an instruction reads, unless it is `scratch` or one of `stages`.
+    fn add(&mut self, ins: &Instruction, image: Result<String, String>, stages: &[String]) {
+        match image {
+            Ok(i) if i.eq_ignore_ascii_case("scratch") => {}
+            Ok(i) if stages.contains(&i.to_ascii_lowercase()) => {}
+            Ok(reference) => {
+                if !self.images.iter().any(|i| i.reference == reference) {
+                    let line = ins.line;
+                    self.images.push(BaseImage { line, reference });
+                }
+            }
+            Err(why) => self.unreadable.push(unreadable(ins, &why)),
+        }
+    }
+}
+
+/// The image word of a `FROM` and its stage name (`AS name`, lowercased), flags skipped.
+fn from_words(rest: &str) -> (&str, Option<String>) {
+    let words: Vec<&str> = rest
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--"))
+        .collect();
+    let name = (words.len() >= 3 && words[1].eq_ignore_ascii_case("as"))
+        .then(|| words[2].to_ascii_lowercase());
+    (words.first().copied().unwrap_or(""), name)
+}
+
+/// The `--from=` values of a `COPY`/`ADD` and the `from=` of each `RUN --mount=`.
+fn flag_froms(rest: &str) -> Vec<String> {
+    let flags = rest.split_whitespace().take_while(|w| w.starts_with("--"));
+    let mut froms = Vec::new();
+    for flag in flags {
+        if let Some(from) = flag.strip_prefix("--from=") {
+            froms.push(from.to_string());
+        } else if let Some(spec) = flag.strip_prefix("--mount=") {
+            let fields = spec.split(',').filter_map(|f| f.split_once('='));
+            froms.extend(
+                fields
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("from"))
+                    .map(|(_, v)| v.trim().trim_matches('"').to_string()),
+            );
+        }
+    }
+    froms
+}
+
+/// A flag value with the stage's variables substituted; an error when it is not certain.
+fn expand_flag(value: &str, scope: &Scope) -> Result<String, String> {
+    match expand(value, scope).as_deref() {
+        Ok([one]) if !one.contains(UNKNOWN) && !one.is_empty() => Ok(one.clone()),
+        Ok(_) => Err(unknown_from(value)),
+        Err(e) => Err(format!("the image `{}`: {e}", shorten(value, 60))),
+    }
 }
 
 /// The image word of a `FROM` with the global `ARG`s substituted; an error when its value
@@ -1356,6 +1417,23 @@ mod tests {
             ("FROM x:$TARGETPLATFORM\n", &[], &["holds a platform"]),
             ("FROM $UNDECLARED\n", &[], &["names no image"]),
             ("FROM a:${X\n", &[], &["never closed"]),
+            // Images read by COPY/ADD --from and RUN --mount from=; stages (by name, also a
+            // later one, or index) are not images.
+            (
+                "FROM a AS one\nCOPY --from=one /x /x\nCOPY --from=0 /x /x\nCOPY --from=TWO /x /x\nCOPY --chown=1 --from=tool:1 /t /t\nADD --from=b:2 /y /y\nFROM b AS two\n",
+                &[(1, "a"), (5, "tool:1"), (6, "b:2"), (7, "b")],
+                &[],
+            ),
+            (
+                "FROM a\nRUN --mount=type=bind,from=m:1,target=/m --mount=type=cache,target=/c true\n",
+                &[(1, "a"), (2, "m:1")],
+                &[],
+            ),
+            (
+                "FROM a\nARG T=9\nARG U\nCOPY --from=t:$T /x /x\nCOPY --from=u:$U /x /x\nCOPY --from=scratch /x /x\n",
+                &[(1, "a"), (4, "t:9")],
+                &["depends on an ARG"],
+            ),
         ];
         for (dockerfile, images, unreadable) in rows {
             let found = read_base_images(dockerfile, &args);
