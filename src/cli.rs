@@ -293,9 +293,8 @@ struct PushArgs {
     /// Images built at once (default: the config's `build.max_parallel`, else 2).
     #[arg(long)]
     max_parallel: Option<usize>,
-    /// Build and push even when the registry already has an image of the same inputs: the
-    /// inputs are the repository's files, so a base image updated under the same `FROM` tag
-    /// needs this to be picked up.
+    /// Build and push even when the registry already has an image of the same inputs (the
+    /// repository's files, the build settings and the digests of the base images).
     #[arg(long)]
     rebuild: bool,
 }

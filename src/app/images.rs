@@ -11,8 +11,9 @@ use super::dockerfiles::PlanStage;
 use super::{write_err, Error, Run, RunContext};
 use crate::cli::{Command, Format};
 use crate::config::{EcrConfig, ServiceConfig};
+use crate::image::base::{self, Bases, ImageRef, BASE_IMAGES_LABEL};
 use crate::image::build::{
-    buildx_reason, choose_builder, BuildJob, Builder, Builders, DockerCli, DockerError,
+    buildx_reason, choose_builder, BasePull, BuildJob, Builder, Builders, DockerCli, DockerError,
     RegistryCache,
 };
 use crate::image::content::{self, BuildSettings, InputFile};
@@ -20,6 +21,7 @@ use crate::image::ecr::{Ecr, EcrError, EcrSettings};
 use crate::image::engine::{self, DockerAddress, Engine, EngineError};
 use crate::image::push::{self, ImageJob, ImageResult, ImageStatus};
 use crate::image::registry::{OciRegistry, RegistryError, RegistryTarget};
+use crate::plan::dockerfile::read_base_images;
 use crate::plan::{DockerBuild, Plan};
 use crate::report::commands::{self, Annotation, Level};
 use crate::report::log::print_group;
@@ -109,13 +111,19 @@ pub(crate) fn build_stage(
         rebuild: ctx.build.rebuild,
         twin_target: Some(&twin_target),
     };
-    let jobs = image_jobs(ctx, run.plan, stage, &files, &settings)?;
     // A daemon address monoship cannot use is bad input, refused before anything is built.
-    engine::docker_address(
-        ctx.build.docker.host.as_deref(),
-        ctx.build.docker.tls_verify,
-    )
-    .map_err(ImageStageError::from)?;
+    docker_address(ctx)?;
+    let dockerfiles = changed_dockerfiles(ctx, run.plan, stage, &settings.root);
+    let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
+    let bases = service_bases(run, &dockerfiles, &registry);
+    let jobs = image_jobs(
+        ctx,
+        run.plan,
+        stage,
+        &files,
+        &settings,
+        (&dockerfiles, &bases),
+    )?;
     if ctx.dry_run {
         print_dry_run(ctx, run.plan, &jobs, &target, stdout)?;
         return Ok(None);
@@ -143,7 +151,7 @@ pub(crate) fn build_stage(
         Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
     let results = run
         .session
-        .block_on(push_all(run, jobs, target.clone(), trusted, log))?;
+        .block_on(push_all(run, jobs, registry, trusted, log))?;
     Ok(Some(Built { results, target }))
 }
 
@@ -152,6 +160,15 @@ pub(crate) fn build_stage(
 pub(crate) struct Built {
     pub results: Vec<ImageResult>,
     pub target: RegistryTarget,
+}
+
+/// The Docker daemon's address from `DOCKER_HOST`; one monoship cannot use is bad input.
+fn docker_address(ctx: &RunContext) -> Result<DockerAddress, ImageStageError> {
+    let docker = &ctx.build.docker;
+    Ok(engine::docker_address(
+        docker.host.as_deref(),
+        docker.tls_verify,
+    )?)
 }
 
 /// The repository folder of pull-request images when `registry.pull_request_prefix` is unset.
@@ -282,6 +299,60 @@ struct JobSettings<'a> {
     twin_target: Option<&'a RegistryTarget>,
 }
 
+/// The Dockerfile of each changed service that has one, as the work tree holds it (what
+/// Docker builds).
+fn changed_dockerfiles(
+    ctx: &RunContext,
+    plan: &Plan,
+    stage: &PlanStage,
+    root: &std::path::Path,
+) -> BTreeMap<String, String> {
+    plan.changed
+        .iter()
+        .filter(|name| ctx.config.services.contains_key(*name))
+        .filter_map(|name| {
+            let build = stage.builds.get(name)?;
+            let text = std::fs::read_to_string(root.join(&build.dockerfile)).unwrap_or_default();
+            Some((name.clone(), text))
+        })
+        .collect()
+}
+
+/// The base images of each service, looked up in their registries (all at once, each
+/// reference once); a dry run looks nothing up. A signal stops the lookups.
+fn service_bases(
+    run: &Run<'_>,
+    dockerfiles: &BTreeMap<String, String>,
+    registry: &OciRegistry,
+) -> BTreeMap<String, Bases> {
+    let no_args = BTreeMap::new();
+    let found: BTreeMap<&String, _> = dockerfiles
+        .iter()
+        .map(|(name, text)| {
+            let args = run.ctx.config.services.get(name).map(|s| &s.build_args);
+            (name, read_base_images(text, args.unwrap_or(&no_args)))
+        })
+        .collect();
+    let references: Vec<String> = found
+        .values()
+        .flat_map(|f| f.images.iter().map(|i| i.reference.clone()))
+        .collect();
+    let resolved = match run.ctx.dry_run || references.is_empty() {
+        true => Default::default(),
+        false => run.session.block_on(async {
+            tokio::select! {
+                biased;
+                _ = run.session.interrupt.received() => Default::default(),
+                resolved = base::resolve_all(&references, registry) => resolved,
+            }
+        }),
+    };
+    found
+        .into_iter()
+        .map(|(name, f)| (name.clone(), Bases::of(&f, &resolved)))
+        .collect()
+}
+
 /// One job per changed service with a Dockerfile, in plan order.
 fn image_jobs(
     ctx: &RunContext,
@@ -289,6 +360,7 @@ fn image_jobs(
     stage: &PlanStage,
     files: &[InputFile],
     settings: &JobSettings<'_>,
+    (dockerfiles, bases): (&BTreeMap<String, String>, &BTreeMap<String, Bases>),
 ) -> Result<Vec<ImageJob>, ImageStageError> {
     let by_service = stage.matcher.docker_inputs(files);
     let mut jobs = Vec::new();
@@ -298,13 +370,14 @@ fn image_jobs(
             continue;
         };
         let selected = by_service.get(name).map(Vec::as_slice).unwrap_or_default();
-        let dockerfile_text =
-            std::fs::read_to_string(settings.root.join(&build.dockerfile)).unwrap_or_default();
-        let mut job = image_job(name, service, build, selected, settings)?;
-        job.build.bases =
-            crate::plan::dockerfile::base_images(&dockerfile_text, &service.build_args);
+        let dockerfile_text = dockerfiles
+            .get(name)
+            .map(String::as_str)
+            .unwrap_or_default();
+        let bases = bases.get(name).cloned().unwrap_or_default();
+        let job = image_job(name, service, build, selected, settings, bases)?;
         jobs.push(ImageJob {
-            instructions: crate::plan::dockerfile::instructions(&dockerfile_text),
+            instructions: crate::plan::dockerfile::instructions(dockerfile_text),
             ..job
         });
     }
@@ -318,6 +391,7 @@ fn image_job(
     build: &DockerBuild,
     selected: &[&InputFile],
     settings: &JobSettings<'_>,
+    bases: Bases,
 ) -> Result<ImageJob, ImageStageError> {
     let target = settings.target;
     let repository_name = service
@@ -339,7 +413,10 @@ fn image_job(
             target: service.target.as_deref(),
             platforms: &service.platforms,
         },
+        &bases,
     );
+    let mut labels = settings.labels.clone();
+    labels.insert(BASE_IMAGES_LABEL.into(), bases.label());
     let image = target.image(&repository_name);
     let tags = std::iter::once(&content_tag)
         .chain(&settings.commit_tags)
@@ -364,7 +441,8 @@ fn image_job(
             build_args: service.build_args.clone(),
             target: service.target.clone(),
             platforms: service.platforms.clone(),
-            labels: settings.labels.clone(),
+            labels,
+            pull: bases.by_tag,
             metadata_file: Some(push::metadata_path(&settings.metadata_dir, name)),
             cache: settings.registry_cache.map(|ecr| RegistryCache {
                 reference: format!("{image}:buildcache"),
@@ -372,12 +450,20 @@ fn image_job(
             }),
             root: root.clone(),
             inputs: selected.iter().map(|f| (*f).clone()).collect(),
-            bases: vec![],
+            bases: bases
+                .digests
+                .iter()
+                .map(|(reference, digest)| BasePull {
+                    reference: reference.clone(),
+                    digest: digest.clone(),
+                })
+                .collect(),
         },
         dockerfile: build.dockerfile.clone(),
         instructions: vec![],
         rebuild: settings.rebuild,
         twin_image: settings.twin_target.map(|t| t.image(&repository_name)),
+        bases,
     })
 }
 
@@ -443,21 +529,17 @@ async fn engine_client(
 async fn push_all(
     run: &Run<'_>,
     jobs: Vec<ImageJob>,
-    target: RegistryTarget,
+    registry: Arc<OciRegistry>,
     trusted: push::TrustedRevision,
     log: &mut dyn Write,
 ) -> Result<Vec<ImageResult>, Error> {
     let ctx = run.ctx;
-    let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
+    let target = registry.target().clone();
     let buildx = match jobs.iter().find_map(|j| buildx_reason(&j.build)) {
         Some(why) => buildx_cli(ctx, &target, why).await?,
         None => None,
     };
-    let address = engine::docker_address(
-        ctx.build.docker.host.as_deref(),
-        ctx.build.docker.tls_verify,
-    )
-    .map_err(ImageStageError::from)?;
+    let address = docker_address(ctx)?;
     let engine = engine_client(address, &target, log).await?;
     // The daemon is needed only for images that must be built; its absence fails those.
     let docker = match (engine, buildx) {
@@ -576,13 +658,25 @@ fn print_dry_run(
     write!(out, "{text}").map_err(write_err("stdout"))
 }
 
-/// The commands a dry run shows for one image: the registry check, then the buildx command,
-/// or the Engine API calls (BuildKit unless `legacy`). Pure.
+/// The commands a dry run shows for one image: the base image lookups, the registry check,
+/// then the buildx command, or the Engine API calls (BuildKit unless `legacy`). Pure.
 fn dry_run_image<'a>(job: &'a ImageJob, target: &RegistryTarget, legacy: bool) -> DryRunImage<'a> {
-    let mut commands = vec![format!(
+    let mut commands: Vec<String> = job
+        .bases
+        .pending
+        .iter()
+        .filter_map(|reference| {
+            let r = ImageRef::parse(reference).ok()?;
+            Some(format!(
+                "registry: HEAD {}/v2/{}/manifests/{} (base image {}; its digest is the {} part of the content tag)",
+                r.registry, r.repository, r.tag, commands::one_line(reference), content::BASES_NOT_LOOKED_UP
+            ))
+        })
+        .collect();
+    commands.push(format!(
         "registry: HEAD {}/v2/{}/manifests/{} (reuse when it exists)",
         target.host, job.repository, job.content_tag
-    )];
+    ));
     let builder = choose_builder(&job.build, !legacy);
     if builder == Builder::Buildx {
         commands.push(format!(
@@ -674,6 +768,7 @@ mod tests {
             &build("svc/cart/Dockerfile", "svc/cart"),
             &[],
             &settings(&target),
+            Bases::default(),
         )
         .unwrap();
         assert_eq!(
@@ -701,6 +796,7 @@ mod tests {
             &build("Dockerfile", ""),
             &[],
             &settings(&target),
+            Bases::default(),
         )
         .unwrap();
         assert_eq!(root_context.build.context, std::path::Path::new("/repo"));
@@ -723,6 +819,7 @@ mod tests {
             &build("Dockerfile", ""),
             &[],
             &settings,
+            Bases::default(),
         )
         .unwrap();
         assert_eq!(job.image, "localhost:5000/acme/cart");
@@ -745,6 +842,7 @@ mod tests {
             &build("Dockerfile", ""),
             &[],
             &settings(&target),
+            Bases::default(),
         )
         .unwrap_err();
         assert!(err.to_string().contains("service `cart`"), "{err}");

@@ -66,6 +66,9 @@ pub struct BuildJob {
     pub target: Option<String>,
     pub platforms: Vec<String>,
     pub labels: BTreeMap<String, String>,
+    /// Pull the base images (`--pull`): they were looked up by tag for the content tag, so a
+    /// copy the daemon holds from before must not stand in for them.
+    pub pull: bool,
     /// buildx only: where to write the metadata file with the pushed digest.
     pub metadata_file: Option<PathBuf>,
     /// buildx only: the registry reference of the layer cache (read and written).
@@ -74,8 +77,16 @@ pub struct BuildJob {
     pub root: PathBuf,
     /// The files the content tag covers: the context sent to the Engine API (repository paths).
     pub inputs: Vec<InputFile>,
-    /// The images its stages start from (`FROM`, arguments substituted).
-    pub bases: Vec<String>,
+    /// The base images to put on the daemon at their digests before an Engine API build.
+    pub bases: Vec<BasePull>,
+}
+
+/// A base image as the Dockerfile names it (arguments substituted) and the digest its
+/// content tag was computed with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BasePull {
+    pub reference: String,
+    pub digest: String,
 }
 
 /// BuildKit's layer cache kept in the registry next to the image.
@@ -209,6 +220,9 @@ fn build_command(job: &BuildJob) -> Vec<String> {
     if let Some(t) = &job.target {
         args.push("--target".into());
         args.push(t.clone());
+    }
+    if job.pull {
+        args.push("--pull".into());
     }
     if !job.platforms.is_empty() {
         args.push("--platform".into());
@@ -359,13 +373,14 @@ async fn engine_build(
         path.to_string_lossy().into_owned()
     };
     let mut pulled = String::new();
-    if buildkit {
-        for base in &job.bases {
-            match engine.pull_private_base(base, limit).await? {
-                Some(log) if !log.success => return Ok(log),
-                Some(log) => pulled.push_str(&log.output),
-                None => {}
-            }
+    for base in &job.bases {
+        match engine
+            .pull_base(&base.reference, &base.digest, limit)
+            .await?
+        {
+            Some(log) if !log.success => return Ok(log),
+            Some(log) => pulled.push_str(&log.output),
+            None => {}
         }
     }
     let (context, dockerfile) = (relative(&job.context), relative(&job.dockerfile));
@@ -615,6 +630,7 @@ mod tests {
             target: None,
             platforms: vec![],
             labels: BTreeMap::new(),
+            pull: false,
             metadata_file: None,
             cache: Some(RegistryCache {
                 reference: "1.dkr.ecr.x/cart:buildcache".into(),

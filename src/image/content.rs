@@ -1,15 +1,20 @@
 //! Content addresses: a digest of everything a service's image is built from, so an image
 //! whose inputs were built before is found in the registry instead of rebuilt.
 //!
-//! The digest covers each input file (path, mode and git blob id, or the SHA-256 of its bytes
-//! when the work tree differs from the index), the Dockerfile path, the build args, the target
-//! and the platforms. Files come from the work tree because that is what Docker sends: a file
-//! an earlier CI step generated (untracked or ignored) counts like any other.
+//! The tag is `src-<inputs>-<bases>`. `<inputs>` (40 hex digits) covers each input file
+//! (path, mode and git blob id, or the SHA-256 of its bytes when the work tree differs from
+//! the index), the Dockerfile path, the build args, the target and the platforms. Files come
+//! from the work tree because that is what Docker sends: a file an earlier CI step generated
+//! (untracked or ignored) counts like any other. `<bases>` (24 hex digits) covers the digest
+//! of every base image the Dockerfile's `FROM`s name ([`crate::image::base`]); it is a part
+//! of its own so that an image of the same files built on other bases can be found by the
+//! first part, and the base that moved named.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::detect::git::{GitError, GitRepo};
+use crate::image::base::Bases;
 use crate::image::registry::{hex, sha256_digest};
 
 /// One file of a build context and its content id.
@@ -88,9 +93,36 @@ pub struct BuildSettings<'a> {
     pub platforms: &'a [String],
 }
 
-/// The content tag, `src-` and 40 hex digits of SHA-256 over the sorted inputs and settings.
-pub fn content_tag(files: &[&InputFile], settings: &BuildSettings) -> String {
-    let mut text = String::from("monoship build inputs v1\n");
+/// The content tag: `src-`, 40 hex digits of SHA-256 over the sorted inputs and settings,
+/// `-` and the [`bases_key`].
+pub fn content_tag(files: &[&InputFile], settings: &BuildSettings, bases: &Bases) -> String {
+    format!("{}-{}", inputs_key(files, settings), bases_key(bases))
+}
+
+/// Stands for the bases part of a content tag on a dry run, which looks nothing up.
+pub const BASES_NOT_LOOKED_UP: &str = "<base-digests>";
+
+/// 24 hex digits of SHA-256 over each base image reference and its digest, or the mark of
+/// one without (such an image is always built, so its tag is never looked up). On a dry run
+/// with bases to look up, [`BASES_NOT_LOOKED_UP`].
+pub fn bases_key(bases: &Bases) -> String {
+    if !bases.pending.is_empty() {
+        return BASES_NOT_LOOKED_UP.into();
+    }
+    let mut text = String::from("monoship base images v1\n");
+    for (reference, digest) in &bases.digests {
+        text.push_str(&format!("base {reference:?} {digest}\n"));
+    }
+    for reference in bases.unresolved.keys() {
+        text.push_str(&format!("base {reference:?} unresolved\n"));
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    hex(digest.as_ref())[..24].to_string()
+}
+
+/// `src-` and 40 hex digits of SHA-256 over the sorted inputs and settings.
+fn inputs_key(files: &[&InputFile], settings: &BuildSettings) -> String {
+    let mut text = String::from("monoship build inputs v2\n");
     text.push_str(&format!(
         "dockerfile {}\ncontext {}\n",
         settings.dockerfile, settings.context
@@ -133,9 +165,12 @@ mod tests {
             context: "",
             ..Default::default()
         };
+        let content_tag =
+            |files: &[&InputFile], s: &BuildSettings| content_tag(files, s, &Bases::default());
         let t1 = content_tag(&[&a, &b], &s);
         assert_eq!(t1, content_tag(&[&b, &a], &s));
-        assert!(t1.starts_with("src-") && t1.len() == 44);
+        assert!(t1.starts_with("src-") && t1.len() == 69, "{t1}");
+        assert_eq!(t1.as_bytes()[44], b'-');
         assert_ne!(t1, content_tag(&[&a, &file("b", "3")], &s));
         assert_ne!(t1, content_tag(&[&a, &file("c", "2")], &s));
         let args: BTreeMap<String, String> = [("X".to_string(), "1".to_string())].into();
@@ -170,5 +205,40 @@ mod tests {
                 }
             )
         );
+    }
+
+    #[test]
+    fn the_bases_part_follows_the_digests_and_the_files_part_does_not() {
+        let a = file("a", "1");
+        let s = BuildSettings {
+            dockerfile: "Dockerfile",
+            ..Default::default()
+        };
+        let bases = |digest: &str| Bases {
+            digests: [("alpine:3".to_string(), digest.to_string())].into(),
+            ..Default::default()
+        };
+        let (one, two) = (
+            content_tag(&[&a], &s, &bases("sha256:1")),
+            content_tag(&[&a], &s, &bases("sha256:2")),
+        );
+        assert_ne!(one, two);
+        assert_eq!(one[..45], two[..45], "same files: same first part");
+        assert_eq!(one, content_tag(&[&a], &s, &bases("sha256:1")));
+        let unresolved = Bases {
+            unresolved: [("alpine:3".to_string(), "HTTP 404".to_string())].into(),
+            ..Default::default()
+        };
+        let why_does_not_count = Bases {
+            unresolved: [("alpine:3".to_string(), "timeout".to_string())].into(),
+            ..Default::default()
+        };
+        assert_eq!(bases_key(&unresolved), bases_key(&why_does_not_count));
+        assert_ne!(bases_key(&unresolved), bases_key(&Bases::default()));
+        let pending = Bases {
+            pending: vec!["alpine:3".into()],
+            ..Default::default()
+        };
+        assert!(content_tag(&[&a], &s, &pending).ends_with("-<base-digests>"));
     }
 }

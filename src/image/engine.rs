@@ -382,34 +382,62 @@ impl Engine {
         .await
     }
 
-    /// Pulls `reference` when it lives in the registry monoship logged in to: BuildKit without
-    /// a client session cannot pull with credentials, but it builds from an image the daemon
-    /// has. `None` for any other image.
+    /// Puts the base image `reference` on the daemon at exactly `digest`, the one its content
+    /// tag names: pulled by digest (with the login when it lives in the registry monoship
+    /// pushes to, anonymously otherwise), then tagged as the Dockerfile names it. Both
+    /// builders take the daemon's copy of a tag when it has one, and BuildKit without a client
+    /// session cannot pull with credentials. `None` when nothing was needed: a reference
+    /// pinned by digest in another registry, which BuildKit finds or pulls itself.
     ///
     /// # Errors
     /// As [`Engine::build`].
-    pub async fn pull_private_base(
+    pub async fn pull_base(
         &self,
         reference: &str,
+        digest: &str,
         limit: Duration,
     ) -> Result<Option<CommandLog>, EngineError> {
-        let Some(login) = self
+        let (name, tag) = split_reference(reference);
+        let login = self
             .login
             .as_ref()
-            .filter(|l| registry_host(reference) == l.host)
-        else {
+            .filter(|l| registry_host(reference) == l.host);
+        if tag.is_none() && login.is_none() {
             return Ok(None);
+        }
+        let auth = match login {
+            Some(login) => registry_auth(login),
+            None => base64::engine::general_purpose::URL_SAFE.encode("{}"),
         };
-        let reference = with_tag(reference);
-        let path = format!("/images/create?fromImage={}", encode(&reference));
-        let what = format!("the pull of {reference}");
-        let headers = vec![("X-Registry-Auth", registry_auth(login))];
-        let log = timed(
+        let path = format!(
+            "/images/create?fromImage={}&tag={}",
+            encode(name),
+            encode(digest)
+        );
+        let what = format!("the pull of {name}@{digest}");
+        let headers = vec![("X-Registry-Auth", auth)];
+        let mut log = timed(
             &what,
             limit,
             self.stream(&path, headers, Bytes::new(), &what),
         )
         .await?;
+        if let (true, Some(tag)) = (log.success, tag) {
+            let path = format!(
+                "/images/{name}@{digest}/tag?repo={}&tag={}",
+                encode(name),
+                encode(tag)
+            );
+            let what = format!("the tag {name}:{tag} of {digest}");
+            timed(
+                &what,
+                limit,
+                self.call("POST", &path, vec![], Bytes::new(), &what),
+            )
+            .await?;
+            log.output
+                .push_str(&format!("{name}:{tag} is {digest} on the daemon\n"));
+        }
         Ok(Some(log))
     }
 
@@ -447,14 +475,16 @@ pub fn registry_host(reference: &str) -> &str {
     }
 }
 
-/// `reference` with `:latest` when it has neither tag nor digest, so a pull takes one image
-/// (a bare name would pull every tag). Pure.
-pub fn with_tag(reference: &str) -> String {
+/// The name of `reference` and its tag (`latest` when it has neither tag nor digest; `None`
+/// when it is pinned by digest). Pure.
+pub fn split_reference(reference: &str) -> (&str, Option<&str>) {
+    if let Some((name, _)) = reference.split_once('@') {
+        return (name, None);
+    }
     let last = reference.rsplit('/').next().unwrap_or(reference);
-    if last.contains([':', '@']) {
-        reference.to_string()
-    } else {
-        format!("{reference}:latest")
+    match last.rsplit_once(':') {
+        Some((_, tag)) => (&reference[..reference.len() - tag.len() - 1], Some(tag)),
+        None => (reference, Some("latest")),
     }
 }
 
@@ -747,9 +777,13 @@ mod tests {
         assert_eq!(registry_host("localhost/base"), "localhost");
         assert_eq!(registry_host("library/alpine:3"), "docker.io");
         assert_eq!(registry_host("alpine"), "docker.io");
-        assert_eq!(with_tag("h:5000/base"), "h:5000/base:latest");
-        assert_eq!(with_tag("h:5000/base:1"), "h:5000/base:1");
-        assert_eq!(with_tag("h/base@sha256:ab"), "h/base@sha256:ab");
+        assert_eq!(
+            split_reference("h:5000/base"),
+            ("h:5000/base", Some("latest"))
+        );
+        assert_eq!(split_reference("h:5000/base:1"), ("h:5000/base", Some("1")));
+        assert_eq!(split_reference("h/base@sha256:ab"), ("h/base", None));
+        assert_eq!(split_reference("alpine:3"), ("alpine", Some("3")));
     }
 
     #[test]

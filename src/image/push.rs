@@ -1,11 +1,13 @@
 //! Push: get each changed service's image into the registry, by the cheapest honest route.
 //!
-//! 1. Its content tag (`src-<digest of its inputs>`, see [`crate::image::content`]) already exists
+//! 1. Its content tag (`src-<inputs>-<bases>`, see [`crate::image::content`]) already exists
 //!    and the image's revision label names a commit the run trusts (one in the history of
 //!    its head): nothing is built; the stored manifest is copied to the commit tags
 //!    (`reused`). Anything else under the tag (no label, a commit that never merged) is
 //!    rebuilt and pushed over, with a warning: a tag's content is never taken on trust.
-//! 2. Otherwise it is built and pushed (`built`). The content tag is pushed last, so it only
+//!    A base image that cannot be resolved to a digest skips this step, with a warning.
+//! 2. Otherwise it is built and pushed (`built`); when an image of the same files was built
+//!    on other base digests, the result names the bases that moved. The content tag is pushed last, so it only
 //!    exists once the image is complete, and the digest reported is the registry's own
 //!    `Docker-Content-Digest` for it, never a guess.
 //!
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::image::base::{self, Bases, MovedBase};
 use crate::image::build::{failed_line, last_lines, BuildJob, Builder, Builders};
 use crate::image::registry::{OciRegistry, REVISION_LABEL};
 use crate::interrupt::{Interrupt, Signal};
@@ -49,6 +52,8 @@ pub struct ImageJob {
     /// The same service's image name on the other side (branch runs for a pull request, the
     /// pull-request prefix for a branch run), whose containers a deploy updates too.
     pub twin_image: Option<String>,
+    /// The digests of its base images, as its content tag covers them.
+    pub bases: Bases,
 }
 
 /// What happened to one image.
@@ -76,6 +81,10 @@ pub struct ImageResult {
     /// Something the user should know, such as an existing image that was not trusted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warning: Option<String>,
+    /// The base images that moved since an image of the same files was built (why it was
+    /// built again).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bases_moved: Vec<MovedBase>,
     pub seconds: f64,
     /// Dockerfile and line of a failed build step.
     #[serde(skip)]
@@ -98,6 +107,7 @@ impl ImageResult {
             status: ImageStatus::Failed,
             error: Some(error),
             warning: None,
+            bases_moved: vec![],
             seconds: started.elapsed().as_secs_f64(),
             failed_at: None,
             log: None,
@@ -115,6 +125,7 @@ impl ImageResult {
             status,
             error: None,
             warning: None,
+            bases_moved: vec![],
             seconds: started.elapsed().as_secs_f64(),
             failed_at: None,
             log: None,
@@ -187,16 +198,29 @@ async fn one_image(
     trusted: &(dyn Fn(&str) -> bool + Send + Sync),
 ) -> ImageResult {
     let started = Instant::now();
-    let stored = match job.rebuild {
+    // A base without a digest leaves the content tag without meaning: always build.
+    let unresolved = job.bases.unresolved_warning();
+    let stored = match job.rebuild || unresolved.is_some() {
         true => Ok(None),
         false => registry.tag_digest(&job.repository, &job.content_tag).await,
     };
+    let mut bases_moved = vec![];
     let (stored, warning) = match stored {
         Ok(Some(digest)) => match distrust(job, registry, &digest, trusted).await {
             None => (Ok(Some(digest)), None),
             Some(why) => (Ok(None), Some(why)),
         },
-        other => (other, None),
+        Ok(None) if !job.rebuild && unresolved.is_none() && !job.bases.digests.is_empty() => {
+            bases_moved = base::moved_since_last_build(
+                registry,
+                &job.repository,
+                &job.content_tag,
+                &job.bases.digests,
+            )
+            .await;
+            (Ok(None), None)
+        }
+        other => (other, unresolved),
     };
     let result = match stored {
         Ok(Some(digest)) => reuse(job, registry, digest, started).await,
@@ -215,7 +239,11 @@ async fn one_image(
             ),
         ),
     };
-    ImageResult { warning, ..result }
+    ImageResult {
+        warning,
+        bases_moved,
+        ..result
+    }
 }
 
 /// Why the image stored as `digest` under the content tag must not be reused, or `None`
@@ -433,6 +461,7 @@ mod tests {
                 target: None,
                 platforms: vec![],
                 labels: BTreeMap::new(),
+                pull: false,
                 metadata_file: None,
                 cache: None,
                 root: "/repo".into(),
@@ -443,6 +472,7 @@ mod tests {
             instructions: crate::plan::dockerfile::instructions("FROM a\n\nRUN make\n\nCOPY x y\n"),
             rebuild: false,
             twin_image: None,
+            bases: Bases::default(),
         }
     }
 

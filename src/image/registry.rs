@@ -399,19 +399,79 @@ impl OciRegistry {
         repository: &str,
         digest: &str,
     ) -> Result<Option<String>, RegistryError> {
+        Ok(self
+            .labels(repository, digest)
+            .await?
+            .remove(REVISION_LABEL))
+    }
+
+    /// Every label of the image `repository@digest`, from its config blob (for an index, from
+    /// its first image that is not an attestation).
+    ///
+    /// # Errors
+    /// As [`OciRegistry::manifest`], and when the manifest or config cannot be read as JSON.
+    pub async fn labels(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<HashMap<String, String>, RegistryError> {
         let mut manifest = self.manifest(repository, digest).await?;
         if let Some(image) = first_image(&self.json(&manifest.bytes, digest)?) {
             manifest = self.manifest(repository, &image).await?;
         }
         let parsed = self.json(&manifest.bytes, &manifest.digest)?;
         let Some(config) = parsed["config"]["digest"].as_str() else {
-            return Ok(None);
+            return Ok(HashMap::new());
         };
         let config = self.blob(repository, config).await?;
         let config = self.json(&config, digest)?;
-        Ok(config["config"]["Labels"][REVISION_LABEL]
-            .as_str()
-            .map(str::to_string))
+        let labels = config["config"]["Labels"].as_object().into_iter().flatten();
+        Ok(labels
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect())
+    }
+
+    /// Up to `n` tags of `repository` that sort after `last`, in the order the registry lists
+    /// them (the distribution spec asks for lexical order; a registry that ignores `last`
+    /// lists from the start). Empty when the repository does not exist.
+    ///
+    /// # Errors
+    /// As [`OciRegistry::tag_digest`].
+    pub async fn tags_after(
+        &self,
+        repository: &str,
+        last: &str,
+        n: usize,
+    ) -> Result<Vec<String>, RegistryError> {
+        let what = format!("the tags of {repository}");
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/v2/{repository}/tags/list",
+            self.target.base_url()
+        ))
+        .map_err(|e| RegistryError::BadRepository {
+            name: repository.to_string(),
+            why: e.to_string(),
+        })?;
+        url.query_pairs_mut()
+            .append_pair("n", &n.to_string())
+            .append_pair("last", last);
+        let scope = format!("repository:{repository}:pull");
+        let response = self
+            .send(Method::GET, url.as_str(), None, (repository, &what), &scope)
+            .await?;
+        let status = response.status();
+        if status == StatusCode::NOT_FOUND {
+            return Ok(vec![]);
+        }
+        let body = response.bytes().await.unwrap_or_default();
+        if !status.is_success() {
+            return Err(self.status_error(&what, status, String::from_utf8_lossy(&body).into()));
+        }
+        let listed = self.json(&body, &what)?;
+        let tags = listed["tags"].as_array().into_iter().flatten();
+        Ok(tags
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect())
     }
 
     /// The bytes of blob `digest` of `repository`.

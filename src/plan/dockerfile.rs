@@ -194,6 +194,161 @@ impl Scopes {
     }
 }
 
+/// An image a stage starts `FROM`: the reference after `ARG` substitution, and its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseImage {
+    pub line: usize,
+    pub reference: String,
+}
+
+/// The images a Dockerfile's stages start from, and the `FROM` lines whose image cannot be
+/// known without building (a platform `ARG`, an `ARG` without a value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BaseImages {
+    /// In order of first use, each once; not `scratch`, not earlier stages.
+    pub images: Vec<BaseImage>,
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// The `ARG`s BuildKit defines for every `FROM` without a declaration; their values depend on
+/// the platform built for.
+const PLATFORM_ARGS: [&str; 8] = [
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDARCH",
+    "BUILDVARIANT",
+];
+
+/// Reads the image of every stage's `FROM`, as Docker substitutes it: with the `ARG`s
+/// declared before the first `FROM` (`build_args` override their defaults). `scratch` and
+/// the names of earlier stages are not images; a `--platform` flag does not change the name.
+/// Images that `COPY --from=` / `ADD --from=` and `RUN --mount=...,from=` read are base
+/// images too (with the stage's `ARG`s substituted), unless they name a stage or its index.
+pub fn read_base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> BaseImages {
+    let mut out = BaseImages::default();
+    let mut ignored = BuildInputs::default();
+    let instructions = split_instructions(dockerfile, &mut ignored);
+    let every_stage: Vec<String> = instructions
+        .iter()
+        .filter_map(|ins| match split_keyword(&ins.text) {
+            (k, rest) if k.eq_ignore_ascii_case("FROM") => from_words(rest).1,
+            _ => None,
+        })
+        .collect();
+    let mut scopes = Scopes::default();
+    let mut earlier_stages: Vec<String> = Vec::new();
+    for ins in &instructions {
+        let (keyword, rest) = split_keyword(&ins.text);
+        match keyword.to_ascii_uppercase().as_str() {
+            "ARG" => scopes.declare_args(rest, build_args),
+            "ENV" => {
+                let _ = scopes.set_env(rest);
+            }
+            "FROM" => {
+                let (image, name) = from_words(rest);
+                out.add(ins, from_image(image, &scopes.global), &earlier_stages);
+                earlier_stages.extend(name);
+                scopes.enter_stage(rest);
+            }
+            "COPY" | "ADD" | "RUN" => {
+                for from in flag_froms(rest) {
+                    if from.bytes().all(|b| b.is_ascii_digit()) {
+                        continue; // a stage by its index
+                    }
+                    let image = expand_flag(&from, scopes.current());
+                    out.add(ins, image, &every_stage);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+impl BaseImages {
+    /// Records the image an instruction reads, unless it is `scratch` or one of `stages`.
+    fn add(&mut self, ins: &Instruction, image: Result<String, String>, stages: &[String]) {
+        match image {
+            Ok(i) if i.eq_ignore_ascii_case("scratch") => {}
+            Ok(i) if stages.contains(&i.to_ascii_lowercase()) => {}
+            Ok(reference) => {
+                if !self.images.iter().any(|i| i.reference == reference) {
+                    let line = ins.line;
+                    self.images.push(BaseImage { line, reference });
+                }
+            }
+            Err(why) => self.unreadable.push(unreadable(ins, &why)),
+        }
+    }
+}
+
+/// The image word of a `FROM` and its stage name (`AS name`, lowercased), flags skipped.
+fn from_words(rest: &str) -> (&str, Option<String>) {
+    let words: Vec<&str> = rest
+        .split_whitespace()
+        .filter(|w| !w.starts_with("--"))
+        .collect();
+    let name = (words.len() >= 3 && words[1].eq_ignore_ascii_case("as"))
+        .then(|| words[2].to_ascii_lowercase());
+    (words.first().copied().unwrap_or(""), name)
+}
+
+/// The `--from=` values of a `COPY`/`ADD` and the `from=` of each `RUN --mount=`.
+fn flag_froms(rest: &str) -> Vec<String> {
+    let flags = rest.split_whitespace().take_while(|w| w.starts_with("--"));
+    let mut froms = Vec::new();
+    for flag in flags {
+        if let Some(from) = flag.strip_prefix("--from=") {
+            froms.push(from.to_string());
+        } else if let Some(spec) = flag.strip_prefix("--mount=") {
+            let fields = spec.split(',').filter_map(|f| f.split_once('='));
+            froms.extend(
+                fields
+                    .filter(|(k, _)| k.trim().eq_ignore_ascii_case("from"))
+                    .map(|(_, v)| v.trim().trim_matches('"').to_string()),
+            );
+        }
+    }
+    froms
+}
+
+/// A flag value with the stage's variables substituted; an error when it is not certain.
+fn expand_flag(value: &str, scope: &Scope) -> Result<String, String> {
+    match expand(value, scope).as_deref() {
+        Ok([one]) if !one.contains(UNKNOWN) && !one.is_empty() => Ok(one.clone()),
+        Ok(_) => Err(unknown_from(value)),
+        Err(e) => Err(format!("the image `{}`: {e}", shorten(value, 60))),
+    }
+}
+
+/// The image word of a `FROM` with the global `ARG`s substituted; an error when its value
+/// is not certain.
+fn from_image(word: &str, global: &BTreeMap<String, Value>) -> Result<String, String> {
+    let mut scope = global_scope(global);
+    for name in PLATFORM_ARGS {
+        scope.entry(format!("arg:{name}")).or_insert(Value::Unknown);
+    }
+    let alternatives =
+        expand(word, &scope).map_err(|e| format!("the image `{}`: {e}", shorten(word, 60)))?;
+    match alternatives.as_slice() {
+        [one] if one.contains(UNKNOWN) => Err(unknown_from(word)),
+        [one] if one.is_empty() => Err("the FROM names no image".into()),
+        [one] => Ok(one.clone()),
+        _ => Err(unknown_from(word)),
+    }
+}
+
+fn unknown_from(word: &str) -> String {
+    format!(
+        "the image `{}` depends on an ARG without a value (or the platform)",
+        shorten(word, 60)
+    )
+}
+
 /// Every instruction's first line and text (continuations joined), in order: the legacy
 /// builder's `Step N` is the Nth, a BuildKit step is found by its text.
 pub fn instructions(dockerfile: &str) -> Vec<(usize, String)> {
@@ -202,39 +357,6 @@ pub fn instructions(dockerfile: &str) -> Vec<(usize, String)> {
         .into_iter()
         .map(|i| (i.line, i.text))
         .collect()
-}
-
-/// The images the stages start from (`FROM`), with global `ARG`s and `build_args`
-/// substituted, in order; `scratch`, earlier stages and references with an unknown variable
-/// are left out.
-pub fn base_images(dockerfile: &str, build_args: &BTreeMap<String, String>) -> Vec<String> {
-    let mut ignored = BuildInputs::default();
-    let mut scopes = Scopes::default();
-    let mut stages: Vec<String> = vec![];
-    let mut out: Vec<String> = vec![];
-    for ins in split_instructions(dockerfile, &mut ignored) {
-        let (keyword, rest) = split_keyword(&ins.text);
-        if keyword.eq_ignore_ascii_case("ARG") && scopes.scope.is_none() {
-            scopes.declare_args(rest, build_args);
-        }
-        if !keyword.eq_ignore_ascii_case("FROM") {
-            continue;
-        }
-        let raw = rest.split_whitespace().find(|w| !w.starts_with("--"));
-        if let Some(Value::Known(image)) =
-            raw.map(|r| expand_known(r, &global_scope(&scopes.global)))
-        {
-            let lower = image.to_ascii_lowercase();
-            // A variable without a value leaves a reference Docker refuses too.
-            let broken = image.starts_with('/') || image.ends_with(':') || image.contains("//");
-            if !broken && lower != "scratch" && !stages.contains(&lower) && !out.contains(&image) {
-                out.push(image);
-            }
-        }
-        scopes.enter_stage(rest);
-        stages.extend(scopes.stage.clone());
-    }
-    out
 }
 
 fn global_scope(global: &BTreeMap<String, Value>) -> Scope {
@@ -1021,13 +1143,15 @@ mod tests {
     fn base_images_are_the_froms_with_arguments_substituted() {
         let dockerfile = "ARG REG=r.example:5000\nARG TAG\nFROM --platform=$BUILDPLATFORM $REG/base:${TAG} AS build\nFROM build AS test\nFROM scratch\nFROM $UNKNOWN/x\nFROM alpine\nFROM r.example:5000/base:2\n";
         let args: BTreeMap<String, String> = [("TAG".to_string(), "2".to_string())].into();
+        let images = |args: &BTreeMap<String, String>| -> Vec<String> {
+            let found = read_base_images(dockerfile, args);
+            found.images.into_iter().map(|i| i.reference).collect()
+        };
+        // An undeclared variable is empty, as Docker has it: a name the registry lookup refuses.
+        assert_eq!(images(&args), ["r.example:5000/base:2", "/x", "alpine"]);
         assert_eq!(
-            base_images(dockerfile, &args),
-            ["r.example:5000/base:2", "alpine"]
-        );
-        assert_eq!(
-            base_images(dockerfile, &BTreeMap::new()),
-            ["alpine", "r.example:5000/base:2"]
+            images(&BTreeMap::new()),
+            ["/x", "alpine", "r.example:5000/base:2"]
         );
     }
 
@@ -1280,5 +1404,70 @@ mod tests {
             scopes.set_env(""),
             Err("an ENV instruction could not be parsed")
         );
+    }
+
+    #[test]
+    fn base_images_table() {
+        let args = BTreeMap::from([("TAG".to_string(), "from-cli".to_string())]);
+        // Dockerfile, the images with their lines, why the unreadable ones are
+        type Row<'a> = (&'a str, &'a [(usize, &'a str)], &'a [&'a str]);
+        let rows: &[Row] = &[
+            ("FROM alpine:3.20\n", &[(1, "alpine:3.20")], &[]),
+            ("FROM scratch\nFROM SCRATCH\n", &[], &[]),
+            (
+                "FROM golang:1.23 AS build\nFROM build AS test\nFROM Build\nFROM gcr.io/distroless/static\n",
+                &[(1, "golang:1.23"), (4, "gcr.io/distroless/static")],
+                &[],
+            ),
+            ("FROM --platform=$BUILDPLATFORM golang AS b\n", &[(1, "golang")], &[]),
+            // Global ARGs, a build arg over a default, and a stage's ARG (not seen by FROM).
+            (
+                "ARG REG=ghcr.io/acme\nARG TAG=1\nFROM $REG/base:${TAG}\nARG NEXT=x\nFROM base:$NEXT\n",
+                &[(3, "ghcr.io/acme/base:from-cli"), (5, "base:")],
+                &[],
+            ),
+            ("ARG V=1\nFROM a:${V:-2}\nFROM a:${NONE:-2}\n", &[(2, "a:1"), (3, "a:2")], &[]),
+            ("FROM a@sha256:abc\nFROM a@sha256:abc AS again\n", &[(1, "a@sha256:abc")], &[]),
+            // An ARG without a value, a platform ARG, an empty name: not knowable.
+            ("ARG IMG\nFROM $IMG\n", &[], &["depends on an ARG"]),
+            ("FROM base-$TARGETARCH\n", &[], &["depends on an ARG"]),
+            ("FROM x:$TARGETPLATFORM\n", &[], &["holds a platform"]),
+            ("FROM $UNDECLARED\n", &[], &["names no image"]),
+            ("FROM a:${X\n", &[], &["never closed"]),
+            // Images read by COPY/ADD --from and RUN --mount from=; stages (by name, also a
+            // later one, or index) are not images.
+            (
+                "FROM a AS one\nCOPY --from=one /x /x\nCOPY --from=0 /x /x\nCOPY --from=TWO /x /x\nCOPY --chown=1 --from=tool:1 /t /t\nADD --from=b:2 /y /y\nFROM b AS two\n",
+                &[(1, "a"), (5, "tool:1"), (6, "b:2"), (7, "b")],
+                &[],
+            ),
+            (
+                "FROM a\nRUN --mount=type=bind,from=m:1,target=/m --mount=type=cache,target=/c true\n",
+                &[(1, "a"), (2, "m:1")],
+                &[],
+            ),
+            (
+                "FROM a\nARG T=9\nARG U\nCOPY --from=t:$T /x /x\nCOPY --from=u:$U /x /x\nCOPY --from=scratch /x /x\n",
+                &[(1, "a"), (4, "t:9")],
+                &["depends on an ARG"],
+            ),
+        ];
+        for (dockerfile, images, unreadable) in rows {
+            let found = read_base_images(dockerfile, &args);
+            let got: Vec<(usize, &str)> = found
+                .images
+                .iter()
+                .map(|i| (i.line, i.reference.as_str()))
+                .collect();
+            assert_eq!(&got, images, "{dockerfile}");
+            assert_eq!(
+                found.unreadable.len(),
+                unreadable.len(),
+                "{dockerfile}: {found:?}"
+            );
+            for (u, why) in found.unreadable.iter().zip(unreadable.iter()) {
+                assert!(u.why.contains(why), "{dockerfile}: {}", u.why);
+            }
+        }
     }
 }

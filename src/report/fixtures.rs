@@ -70,6 +70,7 @@ impl Images<'_> {
             status,
             error: (!ok).then(|| self.error.into()),
             warning: None,
+            bases_moved: vec![],
             seconds: self.seconds,
             failed_at: self
                 .failed_at

@@ -270,7 +270,11 @@ pub fn image_finished(r: &ImageResult) -> String {
     let service = one_line(&r.service);
     let image = one_line(r.image.as_deref().unwrap_or("(no image)"));
     match r.status {
-        ImageStatus::Built => format!("{service}: pushed {image} in {:.1}s", r.seconds),
+        ImageStatus::Built => format!(
+            "{service}: pushed {image} in {:.1}s{}",
+            r.seconds,
+            bases_moved(r)
+        ),
         ImageStatus::Reused => format!(
             "{service}: reused {image} (inputs unchanged) in {:.1}s",
             r.seconds
@@ -281,6 +285,22 @@ pub fn image_finished(r: &ImageResult) -> String {
             one_line(first_line(r.error.as_deref()).trim_end_matches(':'))
         ),
     }
+}
+
+/// `; base image X moved (sha256:… -> sha256:…)` for each base that moved, or nothing.
+fn bases_moved(r: &ImageResult) -> String {
+    let short = |d: &str| d.chars().take(19).collect::<String>();
+    r.bases_moved
+        .iter()
+        .map(|m| {
+            format!(
+                "; base image {} moved ({} -> {})",
+                one_line(&m.image),
+                short(&m.was),
+                short(&m.now)
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -484,6 +504,16 @@ unchanged (1): api
             assert_eq!(image_finished(&IMAGES.of("cart", status)), want);
         }
         assert_eq!(image_started("a\nb", 2, 2), "a\\nb: building (2/2)");
+        let mut moved = IMAGES.of("cart", ImageStatus::Built);
+        moved.bases_moved = vec![crate::image::base::MovedBase {
+            image: "ghcr.io/acme/base:1".into(),
+            was: format!("sha256:{}", "a".repeat(64)),
+            now: format!("sha256:{}", "b".repeat(64)),
+        }];
+        assert_eq!(
+            image_finished(&moved),
+            "cart: pushed 127.0.0.1:5000/shop/cart@sha256:abc in 1.2s; base image ghcr.io/acme/base:1 moved (sha256:aaaaaaaaaaaa -> sha256:bbbbbbbbbbbb)"
+        );
     }
 
     #[test]

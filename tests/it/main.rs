@@ -9,6 +9,7 @@ mod support;
 mod action;
 mod architecture;
 mod aws;
+mod base_images;
 mod bigrepo;
 mod bounded;
 mod build;

@@ -188,3 +188,85 @@ async fn retagging_copies_the_manifest_bytes_and_type() {
         .collect::<Vec<_>>();
     assert_eq!(puts[0].body, manifest, "the copy is byte-identical");
 }
+
+/// Base images: one on another registry, asked anonymously through its Bearer token service
+/// (a `HEAD` without a digest, then a `GET`); one on the push registry, asked with its
+/// credentials; one pinned by digest, not asked at all.
+#[tokio::test]
+async fn base_images_resolve_anonymously_elsewhere_with_credentials_at_home_and_pinned_not_at_all()
+{
+    use monoship::image::base::{resolve_all, Resolution};
+    use wiremock::matchers::header_exists;
+    let other = MockServer::start().await;
+    let home = MockServer::start().await;
+    let host = |s: &MockServer| s.uri().trim_start_matches("http://").to_string();
+    let challenge = format!(r#"Bearer realm="{}/token",service="other""#, other.uri());
+    Mock::given(path("/v2/acme/base/manifests/1"))
+        .and(header("authorization", "Bearer anon-token"))
+        .and(method("HEAD"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&other)
+        .await;
+    Mock::given(path("/v2/acme/base/manifests/1"))
+        .and(header("authorization", "Bearer anon-token"))
+        .and(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("Docker-Content-Digest", DIGEST)
+                .insert_header("Content-Type", "application/vnd.oci.image.index.v1+json")
+                .set_body_string(r#"{"schemaVersion":2,"manifests":[]}"#),
+        )
+        .mount(&other)
+        .await;
+    Mock::given(path("/v2/acme/base/manifests/1"))
+        .respond_with(ResponseTemplate::new(401).insert_header("WWW-Authenticate", challenge))
+        .mount(&other)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/token"))
+        .and(query_param("scope", "repository:acme/base:pull"))
+        .respond_with(ResponseTemplate::new(200).set_body_string(r#"{"token":"anon-token"}"#))
+        .mount(&other)
+        .await;
+    let home_digest = DIGEST.replace("0123", "4567");
+    Mock::given(method("HEAD"))
+        .and(path("/v2/team/base/manifests/2"))
+        .and(header("authorization", "Basic Y2k6cHc=")) // ci:pw
+        .respond_with(
+            ResponseTemplate::new(200).insert_header("Docker-Content-Digest", home_digest.as_str()),
+        )
+        .mount(&home)
+        .await;
+    Mock::given(header_exists("host"))
+        .respond_with(
+            ResponseTemplate::new(401).insert_header("WWW-Authenticate", "Basic realm=\"home\""),
+        )
+        .mount(&home)
+        .await;
+    let references = [
+        format!("{}/acme/base:1", host(&other)),
+        format!("{}/team/base:2", host(&home)),
+        format!("{}/pinned@{DIGEST}", host(&other)),
+    ];
+    let resolved = resolve_all(&references, &client(&home, Some(("ci", "pw")))).await;
+    let digest = |d: &str, by_tag| Resolution::Digest {
+        digest: d.to_string(),
+        by_tag,
+    };
+    assert_eq!(resolved[&references[0]], digest(DIGEST, true));
+    assert_eq!(resolved[&references[1]], digest(&home_digest, true));
+    assert_eq!(resolved[&references[2]], digest(DIGEST, false));
+    let asked = other.received_requests().await.unwrap();
+    assert!(
+        asked.iter().all(|r| !r.url.path().contains("pinned")),
+        "{asked:?}"
+    );
+    let token_requests: Vec<_> = asked.iter().filter(|r| r.url.path() == "/token").collect();
+    assert!(!token_requests.is_empty());
+    assert!(
+        token_requests
+            .iter()
+            .all(|r| !r.headers.contains_key("authorization")),
+        "the push registry's credentials never go to another registry"
+    );
+}

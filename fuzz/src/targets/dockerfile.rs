@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use proptest::collection::vec;
 use proptest::prelude::*;
 
-use monoship::plan::dockerfile::{read_build_inputs, BuildInputs};
+use monoship::plan::dockerfile::{read_base_images, read_build_inputs, BuildInputs};
 
 use super::{edits, line_count, mutate, spicy_string};
 use crate::harness::{self, Budget, Outcome};
@@ -336,6 +336,18 @@ pub fn check(input: &Input) -> Result<(), String> {
     };
     let inputs = read_build_inputs(text, build_args);
     let lines = line_count(text);
+    // The base images reader walks the same instructions: it never panics either, and its
+    // lines are the file's.
+    let bases = read_base_images(text, build_args);
+    let base_lines = bases.images.iter().map(|i| i.line);
+    if let Some(line) = base_lines
+        .chain(bases.unreadable.iter().map(|u| u.line))
+        .find(|l| *l == 0 || *l > lines)
+    {
+        return Err(format!(
+            "base image line {line} is outside the {lines}-line file"
+        ));
+    }
     for line in inputs
         .sources
         .iter()
