@@ -774,8 +774,8 @@ fn dry_run_content_tag(repo: &Repo) -> String {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let report = run.json();
     let commands = report["dry_run"]["images"][0]["commands"].to_string();
-    let at = commands.find(":src-").unwrap_or_else(|| panic!("{report}")) + 1;
-    commands[at..at + 44].to_string()
+    let at = commands.find("/manifests/src-").unwrap_or_else(|| panic!("{report}")) + 11;
+    commands[at..at + 69].to_string()
 }
 
 /// A link inside the context that points elsewhere in the repository is sent by Docker as the
