@@ -155,11 +155,7 @@ fn a_failing_dockerfile_fails_its_service_only_with_an_annotation_on_the_line() 
     let env = crate::support::env_map(&env);
     let run = monoship(Path::new("/"), &[], &env);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    let annotation = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::error "))
-        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let annotation = run.error_annotation();
     assert!(annotation.starts_with("::error file=src/frontend/Dockerfile,line=3,title=frontend failed to build::frontend: the build failed"), "{annotation}");
     assert!(
         run.stderr.contains("::group::build frontend"),
@@ -215,11 +211,7 @@ fn annotations_name_files_from_the_workspace_root_when_checked_out_into_a_subfol
     ]);
     let run = monoship(Path::new("/"), &[], &env);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    let annotation = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::error "))
-        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let annotation = run.error_annotation();
     let want =
         format!("::error file={folder}/src/frontend/Dockerfile,line=2,title=frontend failed");
     assert!(annotation.starts_with(&want), "{annotation}");

@@ -285,11 +285,7 @@ fn a_failing_run_step_is_annotated_on_its_dockerfile_line() {
     ]);
     let run = monoship(Path::new("/"), &[], &env);
     assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
-    let annotation = run
-        .stderr
-        .lines()
-        .find(|l| l.starts_with("::error "))
-        .unwrap_or_else(|| panic!("{}", run.stderr));
+    let annotation = run.error_annotation();
     assert!(
         annotation.starts_with("::error file=app/Dockerfile,line=3,title=app failed to build::"),
         "{annotation}"

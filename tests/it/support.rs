@@ -138,6 +138,14 @@ impl Run {
             .map(|v| v.as_str().unwrap().to_string())
             .collect()
     }
+
+    /// The first `::error` workflow command on stderr.
+    pub fn error_annotation(&self) -> &str {
+        self.stderr
+            .lines()
+            .find(|l| l.starts_with("::error "))
+            .unwrap_or_else(|| panic!("no ::error line:\n{}", self.stderr))
+    }
 }
 
 pub fn binary() -> PathBuf {
