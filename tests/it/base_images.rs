@@ -264,3 +264,44 @@ fn a_base_pinned_by_digest_is_taken_as_is_without_a_request() {
     let (_, again) = build_app(repo.path(), &registry.addr);
     assert_eq!(again["status"], "reused", "{again}");
 }
+
+/// A base on another registry, looked up anonymously, whose tag moved there while the daemon
+/// kept its old copy under the same name: the build uses the digest the content tag names
+/// (monoship puts it on the daemon first), not the daemon's copy.
+#[test]
+fn a_base_in_another_registry_is_built_at_the_digest_its_tag_names_now() {
+    let bases = Registry::start(None);
+    let registry = Registry::start(None);
+    let _cleanup = LocalImages(vec![port_of(&bases.addr), port_of(&registry.addr)]);
+    let base = format!("{}/base:1", bases.addr);
+    base_image(&base, "one\n", true);
+    base_image(&format!("{}/base:2", bases.addr), "two\n", true);
+    let repo = app_repo(&format!("FROM {base}\nCOPY app/x.txt /x.txt\n"));
+    let (_, first) = build_app(repo.path(), &registry.addr);
+    assert_eq!(first["status"], "built", "{first}");
+
+    move_tag(&bases.addr, "base", "2", "1");
+    let two = bases.digest("base", "2", None).unwrap();
+    let (_, second) = build_app(repo.path(), &registry.addr);
+    assert_eq!(second["status"], "built", "{second}");
+    assert_eq!(
+        base_label(&registry.addr, &second),
+        serde_json::json!({ &base: two })
+    );
+    let layers = |config: Value| config["rootfs"]["diff_ids"].clone();
+    let built = layers(image_config(
+        &registry.addr,
+        "app",
+        second["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(built[0], layers(image_config(&bases.addr, "base", "2"))[0]);
+    // The daemon's copy of the name is now the digest the registry holds.
+    let local = docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &base,
+    ]);
+    assert!(local.contains(&two), "{local}");
+}
