@@ -81,12 +81,13 @@ pub enum RegistryError {
         repository: String,
         deadline: Duration,
     },
-    #[error("the registry {host} answered HTTP 429 (too many requests) for {what} {attempts} times: {}{message}", rate_limit(.host))]
+    #[error("the registry {host} answered HTTP 429 (too many requests) for {what} {attempts} times: {}", rate_limit(.host, .message))]
     RateLimited {
         host: String,
         what: String,
         attempts: u32,
-        /// The registry's own words (`toomanyrequests: …`), or empty.
+        /// The registry's own words (`toomanyrequests: …`, or its `RateLimit-Limit` header
+        /// for a `HEAD`, which has no body), or empty.
         message: String,
     },
     #[error("the registry {host} sent no Docker-Content-Digest for {what}")]
@@ -678,8 +679,18 @@ impl OciRegistry {
                     return Err(SendFailure::Server(response.status()));
                 }
                 if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    // Hub says which limit in a header; a HEAD's answer has no body.
+                    let header = response
+                        .headers()
+                        .get("ratelimit-limit")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| format!("ratelimit-limit: {v}"));
                     let body = response.bytes().await.unwrap_or_default();
-                    return Err(SendFailure::TooMany(registry_message(&body)));
+                    let message = match registry_message(&body) {
+                        m if m.is_empty() => header.unwrap_or_default(),
+                        m => m,
+                    };
+                    return Err(SendFailure::TooMany(message));
                 }
                 Ok(response)
             }
@@ -826,11 +837,15 @@ impl OciRegistry {
     }
 }
 
-/// Which limit a 429 of `host` is, and what to do about it.
-fn rate_limit(host: &str) -> &'static str {
-    match hub::is_docker_hub(host) {
-        true => "Docker Hub's rate limit on pulls (per IP address without a login, per account with one; see https://docs.docker.com/docker-hub/usage/) is used up; wait for it to reset, or log in with an account of a higher limit (registry-username, MONOSHIP_REGISTRY_PASSWORD). ",
-        false => "the registry limits the rate of requests; wait and run again. ",
+/// Which limit a 429 of `host` is, what to do about it, and the registry's `message`.
+fn rate_limit(host: &str, message: &str) -> String {
+    let limit = match hub::is_docker_hub(host) {
+        true => "Docker Hub's rate limit on pulls (per IP address without a login, per account with one; see https://docs.docker.com/docker-hub/usage/) is used up; wait for it to reset, or log in with an account of a higher limit (registry-username, MONOSHIP_REGISTRY_PASSWORD)",
+        false => "the registry limits the rate of requests; wait and run again",
+    };
+    match message.is_empty() {
+        true => format!("{limit}."),
+        false => format!("{limit}. It said: {message}"),
     }
 }
 
@@ -1051,7 +1066,7 @@ mod tests {
             "{hub}"
         );
         assert!(
-            hub.ends_with("toomanyrequests: You have reached your pull rate limit."),
+            hub.ends_with("(registry-username, MONOSHIP_REGISTRY_PASSWORD). It said: toomanyrequests: You have reached your pull rate limit."),
             "{hub}"
         );
         let other = RegistryError::RateLimited {
@@ -1062,7 +1077,7 @@ mod tests {
         }
         .to_string();
         assert!(
-            other.contains("the registry limits the rate of requests"),
+            other.ends_with("the registry limits the rate of requests; wait and run again."),
             "{other}"
         );
         assert_eq!(
