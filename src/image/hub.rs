@@ -13,6 +13,19 @@ pub const API_HOST: &str = "registry-1.docker.io";
 /// know Docker Hub's credentials by (moby's `IndexServer`).
 pub const AUTH_ADDRESS: &str = "https://index.docker.io/v1/";
 
+/// Docker Hub's rate limit, and what to do when it is used up.
+pub const RATE_LIMIT: &str = "Docker Hub's rate limit on pulls (per IP address without a login, per account with one; see https://docs.docker.com/docker-hub/usage/) is used up; wait for it to reset, or log in with an account of a higher limit (registry-username, MONOSHIP_REGISTRY_PASSWORD)";
+
+/// What to add to a failed build's or push's message when the daemon's `log` shows a
+/// registry's rate limit (the distribution error `toomanyrequests`, as Hub answers a pull or
+/// push over its limit); `None` otherwise.
+pub fn rate_limit_hint(log: &str) -> Option<String> {
+    let limited = log.to_ascii_lowercase().contains("toomanyrequests");
+    limited.then(|| {
+        format!("a registry's rate limit stopped it (HTTP 429); if it is Docker Hub: {RATE_LIMIT}")
+    })
+}
+
 /// Whether `host` is one of Docker Hub's names: `docker.io`, `index.docker.io` (the old index),
 /// `registry-1.docker.io` (the API host), in any case.
 pub fn is_docker_hub(host: &str) -> bool {
@@ -123,6 +136,21 @@ mod tests {
         }
         assert!(same_registry("GHCR.io", "ghcr.io"));
         assert!(!same_registry("127.0.0.1:5000", "127.0.0.1:5001"));
+    }
+
+    #[test]
+    fn daemon_logs_that_hit_a_rate_limit_get_a_hint() {
+        let log =
+            "abc: Preparing\nERROR: toomanyrequests: You have reached your pull rate limit.\n";
+        let hint = rate_limit_hint(log).unwrap();
+        assert!(
+            hint.contains("HTTP 429") && hint.contains(RATE_LIMIT),
+            "{hint}"
+        );
+        assert_eq!(
+            rate_limit_hint("ERROR: denied: requested access to the resource is denied"),
+            None
+        );
     }
 
     #[test]

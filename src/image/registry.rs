@@ -840,7 +840,7 @@ impl OciRegistry {
 /// Which limit a 429 of `host` is, what to do about it, and the registry's `message`.
 fn rate_limit(host: &str, message: &str) -> String {
     let limit = match hub::is_docker_hub(host) {
-        true => "Docker Hub's rate limit on pulls (per IP address without a login, per account with one; see https://docs.docker.com/docker-hub/usage/) is used up; wait for it to reset, or log in with an account of a higher limit (registry-username, MONOSHIP_REGISTRY_PASSWORD)",
+        true => hub::RATE_LIMIT,
         false => "the registry limits the rate of requests; wait and run again",
     };
     match message.is_empty() {
