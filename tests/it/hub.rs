@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use monoship::image::base::{resolve_all, Resolution};
+use monoship::image::lifecycle::{mark_deployed, Marked};
 use monoship::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 use monoship::secret::Secret;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -285,7 +286,7 @@ const CONTENT_TAG: &str = "src-0123456789abcdef0123456789abcdef-fedcba9876543210
 
 /// What `push` does for an image already in the registry, on a `docker.io/acme` target: find
 /// the content tag, read its revision label, copy the manifest to the commit tag, list the
-/// tags; every request through Hub's token flow with the account, pull scope for reads and
+/// tags; and the deploy mark of `ship`; every request through Hub's token flow with the account, pull scope for reads and
 /// push scope for the copy. Image names are written as Docker writes them.
 #[tokio::test]
 async fn a_hub_target_reuses_and_retags_through_the_token_service_with_the_credentials() {
@@ -328,9 +329,18 @@ async fn a_hub_target_reuses_and_retags_through_the_token_service_with_the_crede
         registry.digest("acme/cart", REVISION, None).as_deref(),
         Some(digest.as_str())
     );
+    // A deploy's mark goes the same way.
+    let marked = mark_deployed(&client, &repository, &digest).await.unwrap();
+    let Marked::Added(mark) = marked else {
+        panic!("{marked:?}")
+    };
+    assert_eq!(
+        registry.digest("acme/cart", &mark, None).as_deref(),
+        Some(digest.as_str())
+    );
     let mut tags = client.tags_after(&repository, "", 100).await.unwrap();
     tags.sort();
-    assert_eq!(tags, [REVISION, CONTENT_TAG]);
+    assert_eq!(tags, [REVISION, mark.as_str(), CONTENT_TAG]);
 
     let scopes = hub.scopes();
     assert!(
