@@ -114,6 +114,7 @@ pub(crate) fn build_stage(
     // A daemon address monoship cannot use is bad input, refused before anything is built.
     docker_address(ctx)?;
     let dockerfiles = changed_dockerfiles(ctx, run.plan, stage, &settings.root);
+    check_repositories(ctx, &dockerfiles, &target)?;
     let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
     let bases = service_bases(run, &dockerfiles, &registry);
     let jobs = image_jobs(
@@ -221,7 +222,7 @@ fn registry_target(run: &Run<'_>) -> Result<(Option<Ecr>, RegistryTarget), Error
             url,
             username,
             password,
-        } => RegistryTarget::parse(url, username.clone(), password.clone())
+        } => RegistryTarget::parse_push(url, username.clone(), password.clone())
             .map_err(ImageStageError::from)?,
         RegistryChoice::Missing => return Err(ImageStageError::NoRegistry.into()),
     };
@@ -384,6 +385,40 @@ fn image_jobs(
     Ok(jobs)
 }
 
+/// A repository the registry cannot take is bad input, refused before any lookup or build.
+fn check_repositories(
+    ctx: &RunContext,
+    dockerfiles: &BTreeMap<String, String>,
+    target: &RegistryTarget,
+) -> Result<(), ImageStageError> {
+    for name in dockerfiles.keys() {
+        if let Some(service) = ctx.config.services.get(name) {
+            check_repository(target, name, service)?;
+        }
+    }
+    Ok(())
+}
+
+/// The repository name of service `name` (below the registry's prefix), checked against what
+/// `target` takes. Pure.
+fn check_repository(
+    target: &RegistryTarget,
+    name: &str,
+    service: &ServiceConfig,
+) -> Result<String, ImageStageError> {
+    let repository_name = service
+        .repository
+        .clone()
+        .unwrap_or_else(|| name.to_ascii_lowercase());
+    target
+        .check_repository(&repository_name)
+        .map_err(|source| ImageStageError::Repository {
+            service: name.to_string(),
+            source,
+        })?;
+    Ok(repository_name)
+}
+
 /// The job of one service: its repository, content tag and build. Pure.
 fn image_job(
     name: &str,
@@ -394,16 +429,7 @@ fn image_job(
     bases: Bases,
 ) -> Result<ImageJob, ImageStageError> {
     let target = settings.target;
-    let repository_name = service
-        .repository
-        .clone()
-        .unwrap_or_else(|| name.to_ascii_lowercase());
-    crate::image::registry::validate_repository(&target.path(&repository_name)).map_err(
-        |source| ImageStageError::Repository {
-            service: name.to_string(),
-            source,
-        },
-    )?;
+    let repository_name = check_repository(target, name, service)?;
     let content_tag = content::content_tag(
         selected,
         &BuildSettings {
@@ -493,7 +519,9 @@ async fn buildx_cli(
         return Err(no_buildx().into());
     }
     if let (Some(user), Some(password)) = (&target.username, &target.password) {
-        cli.login(&target.host, user, password).await?;
+        // Docker Hub logs in at the address the CLI stores it by.
+        let server = crate::image::hub::auth_address(&target.host);
+        cli.login(&server, user, password).await?;
     }
     Ok(Some(cli))
 }

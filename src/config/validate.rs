@@ -309,7 +309,7 @@ fn registry_problems(registry: Option<&RegistryConfig>) -> Vec<Finding<'static>>
         return vec![];
     };
     let problem = match (&registry.url, &registry.ecr) {
-        (Some(url), None) => RegistryTarget::parse(url, None, None)
+        (Some(url), None) => RegistryTarget::parse_push(url, None, None)
             .err()
             .map(|e| finding(&["registry", "url"], None, e.to_string())),
         (None, Some(ecr)) => ecr

@@ -2,6 +2,8 @@
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
+use crate::image::hub;
+
 /// A container picked for the new image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Picked {
@@ -26,16 +28,12 @@ pub fn repository_of(image: &str) -> String {
     let (first, rest) = name.split_once('/').unwrap_or(("", name));
     let has_registry =
         !first.is_empty() && (first.contains('.') || first.contains(':') || first == "localhost");
-    let normalized = if has_registry {
-        name.to_string()
-    } else if first.is_empty() {
-        format!("docker.io/library/{rest}")
-    } else {
-        format!("docker.io/{name}")
-    };
-    match normalized.strip_prefix("index.docker.io/") {
-        Some(path) => format!("docker.io/{path}"),
-        None => normalized,
+    match (has_registry, first.is_empty()) {
+        // Every spelling of Docker Hub is one registry (`crate::image::hub`).
+        (true, _) if hub::is_docker_hub(first) => format!("{}/{rest}", hub::NAME),
+        (true, _) => name.to_string(),
+        (false, true) => format!("{}/library/{rest}", hub::NAME),
+        (false, false) => format!("{}/{name}", hub::NAME),
     }
 }
 
@@ -117,6 +115,8 @@ mod tests {
             ("library/nginx", "docker.io/library/nginx"),
             ("docker.io/library/nginx:1", "docker.io/library/nginx"),
             ("index.docker.io/library/nginx", "docker.io/library/nginx"),
+            ("registry-1.docker.io/acme/cart:1", "docker.io/acme/cart"),
+            ("docker.io/acme/cart@sha256:0123", "docker.io/acme/cart"),
             ("org/app:v1", "docker.io/org/app"),
             (
                 "123456789012.dkr.ecr.eu-west-1.amazonaws.com/shop/cart:abc",

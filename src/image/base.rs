@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::image::hub;
 use crate::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 use crate::plan::dockerfile::BaseImages;
 
@@ -20,9 +21,6 @@ pub const BASE_IMAGES_LABEL: &str = "dev.monoship.base-images";
 
 /// The label holding the date of the commit an image was built from.
 const CREATED_LABEL: &str = "org.opencontainers.image.created";
-
-/// Where Docker Hub answers the distribution API.
-const DOCKER_HUB: &str = "registry-1.docker.io";
 
 /// Most earlier images (same files, other bases) read to tell which base moved.
 const MAX_EARLIER: usize = 4;
@@ -68,9 +66,9 @@ impl ImageRef {
             {
                 (host.to_string(), path.to_string())
             }
-            _ => ("docker.io".to_string(), name.to_string()),
+            _ => (hub::NAME.to_string(), name.to_string()),
         };
-        let docker_hub = matches!(registry.as_str(), "docker.io" | "index.docker.io");
+        let docker_hub = hub::is_docker_hub(&registry);
         let repository = match (docker_hub, path.contains('/')) {
             (true, false) => format!("library/{path}"),
             _ => path,
@@ -86,11 +84,7 @@ impl ImageRef {
             return Err(format!("`{tag}` is not a valid tag"));
         }
         Ok(ImageRef {
-            registry: if docker_hub {
-                DOCKER_HUB.into()
-            } else {
-                registry
-            },
+            registry: hub::api_host(&registry),
             repository,
             tag: tag.to_string(),
             digest: digest.map(str::to_string),
@@ -195,7 +189,7 @@ pub async fn resolve_all(references: &[String], push: &OciRegistry) -> HashMap<S
     let mut clients: HashMap<String, Result<OciRegistry, String>> = HashMap::new();
     for (_, image) in &parsed {
         if !clients.contains_key(&image.registry)
-            && !same_registry(&push.target().host, &image.registry)
+            && !hub::same_registry(&push.target().host, &image.registry)
         {
             let client = anonymous_client(&image.registry);
             clients.insert(image.registry.clone(), client);
@@ -216,15 +210,6 @@ pub async fn resolve_all(references: &[String], push: &OciRegistry) -> HashMap<S
     });
     resolved.extend(futures::future::join_all(lookups).await);
     resolved
-}
-
-/// Whether two registry hosts are the same registry (Docker Hub goes by several names).
-fn same_registry(a: &str, b: &str) -> bool {
-    let canonical = |h: &str| match h {
-        "docker.io" | "index.docker.io" => DOCKER_HUB.to_string(),
-        other => other.to_ascii_lowercase(),
-    };
-    canonical(a) == canonical(b)
 }
 
 fn anonymous_client(host: &str) -> Result<OciRegistry, String> {
@@ -346,6 +331,7 @@ mod tests {
     use super::*;
     use crate::plan::dockerfile::{BaseImage, Unreadable};
 
+    const DOCKER_HUB: &str = hub::API_HOST;
     const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
@@ -367,6 +353,11 @@ mod tests {
                 (DOCKER_HUB, "library/alpine", "latest", None),
             ),
             ("index.docker.io/x/y:1", (DOCKER_HUB, "x/y", "1", None)),
+            (
+                "registry-1.docker.io/x/y",
+                (DOCKER_HUB, "x/y", "latest", None),
+            ),
+            ("Docker.io/x/y", (DOCKER_HUB, "x/y", "latest", None)),
             ("bitnami/redis:7", (DOCKER_HUB, "bitnami/redis", "7", None)),
             ("ghcr.io/acme/base:1", ("ghcr.io", "acme/base", "1", None)),
             (
@@ -405,14 +396,6 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn docker_hub_goes_by_several_names() {
-        assert!(same_registry("docker.io", DOCKER_HUB));
-        assert!(same_registry("index.docker.io", "docker.io"));
-        assert!(same_registry("GHCR.io", "ghcr.io"));
-        assert!(!same_registry("127.0.0.1:5000", "127.0.0.1:5001"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
+use crate::image::hub;
 use crate::image::progress::{decode_status, PlainProgress};
 use crate::secret::Secret;
 
@@ -120,6 +121,7 @@ pub struct CommandLog {
 }
 
 /// Registry credentials for the daemon's pushes and pulls.
+#[derive(Clone)]
 struct Login {
     host: String,
     username: String,
@@ -401,7 +403,7 @@ impl Engine {
         let login = self
             .login
             .as_ref()
-            .filter(|l| registry_host(reference) == l.host);
+            .filter(|l| hub::same_registry(registry_host(reference), &l.host));
         if tag.is_none() && login.is_none() {
             return Ok(None);
         }
@@ -513,11 +515,13 @@ fn refused(what: &str, status: u16, body: &[u8]) -> EngineError {
     }
 }
 
+/// The daemon's auth config; Docker Hub's `serveraddress` is `https://index.docker.io/v1/`,
+/// the one `POST /auth` sends to Hub's endpoints and builds look Hub's credentials up by.
 fn auth_json(login: &Login) -> Value {
     serde_json::json!({
         "username": login.username,
         "password": login.password.expose(),
-        "serveraddress": login.host,
+        "serveraddress": hub::auth_address(&login.host),
     })
 }
 
@@ -528,7 +532,7 @@ fn registry_auth(login: &Login) -> String {
 
 /// `X-Registry-Config`: base64url of `{host: {username, password, serveraddress}}`.
 fn registry_config(login: &Login) -> String {
-    let config = serde_json::json!({ login.host.clone(): auth_json(login) });
+    let config = serde_json::json!({ hub::auth_address(&login.host): auth_json(login) });
     base64::engine::general_purpose::URL_SAFE.encode(config.to_string())
 }
 
@@ -765,6 +769,20 @@ mod tests {
             serde_json::json!({"username": "ci", "password": "p?w/+", "serveraddress": "127.0.0.1:5000"})
         );
         assert_eq!(decode(&registry_config(&login))["127.0.0.1:5000"], auth);
+        // Docker Hub, by any of its names, is the server address the daemon keys it by.
+        for host in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
+            let hub = Login {
+                host: host.into(),
+                ..login.clone()
+            };
+            let auth = decode(&registry_auth(&hub));
+            assert_eq!(
+                auth["serveraddress"], "https://index.docker.io/v1/",
+                "{host}"
+            );
+            let config = decode(&registry_config(&hub));
+            assert_eq!(config["https://index.docker.io/v1/"], auth, "{host}");
+        }
     }
 
     #[test]

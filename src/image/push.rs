@@ -379,7 +379,10 @@ fn build_failure(job: &ImageJob, started: Instant, output: String) -> ImageResul
     let mut failed = ImageResult::failed(
         job,
         started,
-        format!("the build failed:\n{}", last_lines(&output, 8)),
+        with_rate_limit_hint(
+            format!("the build failed:\n{}", last_lines(&output, 8)),
+            &output,
+        ),
     );
     failed.failed_at = line.map(|l| (job.dockerfile.clone(), l));
     failed.with_log(output)
@@ -405,14 +408,25 @@ async fn push_tags(
             .map_err(|e| ImageResult::failed(job, started, crate::error::render_chain(&e)))?;
         log.push_str(&pushed.output);
         if !pushed.success {
-            let error = format!(
-                "the push of {reference} failed: {}",
-                last_lines(&pushed.output, 3)
+            let error = with_rate_limit_hint(
+                format!(
+                    "the push of {reference} failed: {}",
+                    last_lines(&pushed.output, 3)
+                ),
+                &pushed.output,
             );
             return Err(ImageResult::failed(job, started, error).with_log(log));
         }
     }
     Ok(log)
+}
+
+/// `error`, and what to do when `log` shows a registry's rate limit. Pure.
+fn with_rate_limit_hint(error: String, log: &str) -> String {
+    match crate::image::hub::rate_limit_hint(log) {
+        Some(hint) => format!("{error}\n{hint}"),
+        None => error,
+    }
 }
 
 /// OCI labels of an image.

@@ -13,6 +13,7 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode};
 
+use crate::image::hub;
 use crate::retry::{retry, RetryPolicy, Retrying, Verdict};
 use crate::secret::Secret;
 
@@ -22,8 +23,11 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, applicati
 /// Where images go: `HOST[:PORT][/PREFIX]`, with optional credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryTarget {
-    /// `host[:port]` as Docker writes it in image names.
+    /// `host[:port]` as Docker writes it in image names (`docker.io` for Docker Hub).
     pub host: String,
+    /// `host[:port]` that answers the distribution API: `registry-1.docker.io` for Docker Hub,
+    /// else `host`.
+    pub api_host: String,
     /// Folder prefix inside the registry (`acme` in `ghcr.io/acme`), without slashes at the ends.
     pub prefix: String,
     /// Plain HTTP: loopback registries (as Docker treats them) or an explicit `http://`.
@@ -37,6 +41,8 @@ pub struct RegistryTarget {
 pub enum RegistryError {
     #[error("registry `{url}` is not `HOST[:PORT][/PREFIX]`: {why}")]
     BadUrl { url: String, why: String },
+    #[error("registry `{url}` cannot be pushed to: {why}")]
+    DockerHub { url: String, why: String },
     #[error("image repository `{name}` is not valid: {why}")]
     BadRepository { name: String, why: String },
     #[error("the registry {host} refused the credentials for {what} (HTTP {status}); check the username and MONOSHIP_REGISTRY_PASSWORD (input `registry-password`)")]
@@ -74,6 +80,15 @@ pub enum RegistryError {
         host: String,
         repository: String,
         deadline: Duration,
+    },
+    #[error("the registry {host} answered HTTP 429 (too many requests) for {what} {attempts} times: {}", rate_limit(.host, .message))]
+    RateLimited {
+        host: String,
+        what: String,
+        attempts: u32,
+        /// The registry's own words (`toomanyrequests: …`, or its `RateLimit-Limit` header
+        /// for a `HEAD`, which has no body), or empty.
+        message: String,
     },
     #[error("the registry {host} sent no Docker-Content-Digest for {what}")]
     NoDigest { host: String, what: String },
@@ -115,11 +130,40 @@ impl RegistryTarget {
             None => loopback,
         };
         Ok(RegistryTarget {
-            host: host.to_string(),
+            host: hub::image_host(host),
+            api_host: hub::api_host(host),
             prefix: prefix.to_string(),
             insecure,
             username,
             password,
+        })
+    }
+
+    /// [`RegistryTarget::parse`] for the registry monoship pushes to: Docker Hub (any of its
+    /// names) takes images only below a user or organisation, `docker.io/<namespace>`.
+    ///
+    /// # Errors
+    /// As [`RegistryTarget::parse`], and a Docker Hub address without a namespace or with
+    /// folders below it.
+    pub fn parse_push(
+        url: &str,
+        username: Option<String>,
+        password: Option<Secret>,
+    ) -> Result<RegistryTarget, RegistryError> {
+        let target = RegistryTarget::parse(url, username, password)?;
+        if !hub::is_docker_hub(&target.host) {
+            return Ok(target);
+        }
+        let why = match target.prefix.split_once('/') {
+            _ if target.prefix.is_empty() => "Docker Hub needs the user or organisation the images belong to: add it, `docker.io/<namespace>` (for example `docker.io/acme`)".to_string(),
+            Some((namespace, _)) => format!(
+                "Docker Hub has one level of repositories below the user or organisation, so the registry is `docker.io/<namespace>`; use `docker.io/{namespace}` and give each service its repository name"
+            ),
+            None => return Ok(target),
+        };
+        Err(RegistryError::DockerHub {
+            url: url.to_string(),
+            why,
         })
     }
 
@@ -128,12 +172,33 @@ impl RegistryTarget {
         format!("{}/{}", self.host, self.path(repository))
     }
 
-    /// The repository path inside the registry: `prefix/repository`.
+    /// The repository path inside the registry: `prefix/repository`. On Docker Hub, which has
+    /// no folders below the namespace, a folder of the prefix (the pull-request prefix) joins
+    /// the name with `-`: `acme/pr` and `cart` make `acme/pr-cart`.
     pub fn path(&self, repository: &str) -> String {
-        if self.prefix.is_empty() {
-            repository.to_string()
-        } else {
-            format!("{}/{repository}", self.prefix)
+        match self.prefix.split_once('/') {
+            _ if self.prefix.is_empty() => repository.to_string(),
+            Some((namespace, folder)) if hub::is_docker_hub(&self.host) => {
+                format!("{namespace}/{}-{repository}", folder.replace('/', "-"))
+            }
+            _ => format!("{}/{repository}", self.prefix),
+        }
+    }
+
+    /// Checks that `repository` (below the prefix) makes a repository this registry takes:
+    /// the distribution spec's rules, and on Docker Hub `<namespace>/<name>`.
+    ///
+    /// # Errors
+    /// [`RegistryError::BadRepository`] with the reason.
+    pub fn check_repository(&self, repository: &str) -> Result<(), RegistryError> {
+        let path = self.path(repository);
+        validate_repository(&path)?;
+        match hub::is_docker_hub(&self.host) {
+            true => match hub::repository_problem(&path) {
+                Some(why) => Err(RegistryError::BadRepository { name: path, why }),
+                None => Ok(()),
+            },
+            false => Ok(()),
         }
     }
 
@@ -141,7 +206,7 @@ impl RegistryTarget {
         format!(
             "{}://{}",
             if self.insecure { "http" } else { "https" },
-            self.host
+            self.api_host
         )
     }
 }
@@ -228,6 +293,9 @@ const RETRIES: RetryPolicy = RetryPolicy {
 enum SendFailure {
     /// A 5xx answer: worth another attempt.
     Server(StatusCode),
+    /// 429, a rate limit (with the registry's words): worth another attempt within the
+    /// deadline, the limit may be per minute.
+    TooMany(String),
     /// No answer: worth another attempt.
     Unreachable(reqwest::Error),
     /// The challenge could not be answered: final.
@@ -237,7 +305,9 @@ enum SendFailure {
 impl SendFailure {
     fn verdict(&self) -> Verdict {
         match self {
-            SendFailure::Server(_) | SendFailure::Unreachable(_) => Verdict::Retry,
+            SendFailure::Server(_) | SendFailure::TooMany(_) | SendFailure::Unreachable(_) => {
+                Verdict::Retry
+            }
             SendFailure::Refused(_) => Verdict::Fatal,
         }
     }
@@ -608,13 +678,33 @@ impl OciRegistry {
                 if response.status().is_server_error() {
                     return Err(SendFailure::Server(response.status()));
                 }
+                if response.status() == StatusCode::TOO_MANY_REQUESTS {
+                    // Hub says which limit in a header; a HEAD's answer has no body.
+                    let header = response
+                        .headers()
+                        .get("ratelimit-limit")
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| format!("ratelimit-limit: {v}"));
+                    let body = response.bytes().await.unwrap_or_default();
+                    let message = match registry_message(&body) {
+                        m if m.is_empty() => header.unwrap_or_default(),
+                        m => m,
+                    };
+                    return Err(SendFailure::TooMany(message));
+                }
                 Ok(response)
             }
         };
         let on_retry = |failure: &SendFailure, r: Retrying| {
-            if let SendFailure::Server(status) = failure {
-                let attempt = r.attempt;
-                tracing::info!(host = %self.target.host, %status, what, attempt, "registry error, retrying");
+            let attempt = r.attempt;
+            match failure {
+                SendFailure::Server(status) => {
+                    tracing::info!(host = %self.target.host, %status, what, attempt, "registry error, retrying");
+                }
+                SendFailure::TooMany(message) => {
+                    tracing::info!(host = %self.target.host, what, attempt, message, "registry rate limit (HTTP 429), retrying");
+                }
+                _ => {}
             }
         };
         let gave_up = match retry(&self.retry, SendFailure::verdict, on_retry, attempt).await {
@@ -628,6 +718,12 @@ impl OciRegistry {
                 what,
                 status: status.as_u16(),
                 attempts,
+            },
+            SendFailure::TooMany(message) => RegistryError::RateLimited {
+                host,
+                what,
+                attempts,
+                message,
             },
             SendFailure::Unreachable(source) => RegistryError::Unreachable {
                 host,
@@ -741,6 +837,37 @@ impl OciRegistry {
     }
 }
 
+/// Which limit a 429 of `host` is, what to do about it, and the registry's `message`.
+fn rate_limit(host: &str, message: &str) -> String {
+    let limit = match hub::is_docker_hub(host) {
+        true => hub::RATE_LIMIT,
+        false => "the registry limits the rate of requests; wait and run again",
+    };
+    match message.is_empty() {
+        true => format!("{limit}."),
+        false => format!("{limit}. It said: {message}"),
+    }
+}
+
+/// The first error of a distribution API error body (`{"errors":[{"code","message"}]}`) as
+/// `code: message` in lowercase code, else the start of the body. Pure.
+fn registry_message(body: &[u8]) -> String {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
+    let first = parsed.as_ref().and_then(|v| v["errors"].get(0));
+    match first {
+        Some(e) => format!(
+            "{}: {}",
+            e["code"].as_str().unwrap_or("error").to_ascii_lowercase(),
+            e["message"].as_str().unwrap_or_default()
+        ),
+        None => String::from_utf8_lossy(body)
+            .trim()
+            .chars()
+            .take(300)
+            .collect(),
+    }
+}
+
 /// The label monoship writes on every image: the commit it was built from.
 pub const REVISION_LABEL: &str = "org.opencontainers.image.revision";
 
@@ -842,6 +969,121 @@ mod tests {
         for bad in ["", "/x", "ftp://h", "host/UPPER", "a b"] {
             assert!(RegistryTarget::parse(bad, None, None).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn docker_hub_targets_write_docker_io_and_ask_registry_1() {
+        for spelling in [
+            "docker.io/acme",
+            "index.docker.io/acme",
+            "registry-1.docker.io/acme",
+            "https://docker.io/acme/",
+            "DOCKER.IO/acme",
+        ] {
+            let t = RegistryTarget::parse_push(spelling, None, None)
+                .unwrap_or_else(|e| panic!("{spelling}: {e}"));
+            assert_eq!(
+                (t.host.as_str(), t.api_host.as_str(), t.prefix.as_str()),
+                ("docker.io", "registry-1.docker.io", "acme"),
+                "{spelling}"
+            );
+            assert!(!t.insecure);
+            assert_eq!(t.image("cart"), "docker.io/acme/cart");
+            assert_eq!(t.base_url(), "https://registry-1.docker.io");
+            assert!(t.check_repository("cart").is_ok());
+        }
+        let other = RegistryTarget::parse_push("ghcr.io/acme/team", None, None).unwrap();
+        assert_eq!(other.api_host, "ghcr.io");
+        assert!(other.check_repository("shop/cart").is_ok());
+    }
+
+    #[test]
+    fn docker_hub_needs_a_namespace_and_one_level_below_it() {
+        for alone in [
+            "docker.io",
+            "index.docker.io/",
+            "https://registry-1.docker.io",
+        ] {
+            let e = RegistryTarget::parse_push(alone, None, None)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(&format!("`{alone}`")), "{e}");
+            assert!(e.contains("`docker.io/<namespace>`"), "{e}");
+        }
+        let e = RegistryTarget::parse_push("docker.io/acme/team", None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("use `docker.io/acme`"), "{e}");
+        // Base image lookups ask Hub without a namespace.
+        assert!(RegistryTarget::parse("registry-1.docker.io", None, None).is_ok());
+        let t = RegistryTarget::parse_push("docker.io/acme", None, None).unwrap();
+        let e = t.check_repository("shop/cart").unwrap_err().to_string();
+        assert!(
+            e.contains("`acme/shop/cart`") && e.contains("one level below"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_folder_below_a_hub_namespace_joins_the_name() {
+        let t = RegistryTarget::parse_push("docker.io/acme", None, None).unwrap();
+        let pr = RegistryTarget {
+            prefix: t.path("pr"),
+            ..t.clone()
+        };
+        assert_eq!(pr.prefix, "acme/pr");
+        assert_eq!(pr.image("cart"), "docker.io/acme/pr-cart");
+        assert!(pr.check_repository("cart").is_ok());
+        assert!(pr.check_repository("shop/cart").is_err());
+        let deeper = RegistryTarget {
+            prefix: t.path("pr/x"),
+            ..t
+        };
+        assert_eq!(deeper.path("cart"), "acme/pr-x-cart");
+        // Elsewhere a folder stays a folder.
+        let g = RegistryTarget::parse_push("ghcr.io/acme/pr", None, None).unwrap();
+        assert_eq!(g.image("cart"), "ghcr.io/acme/pr/cart");
+    }
+
+    #[test]
+    fn rate_limits_name_the_limit_and_the_registrys_words() {
+        let body = br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#;
+        let message = registry_message(body);
+        assert_eq!(
+            message,
+            "toomanyrequests: You have reached your pull rate limit."
+        );
+        assert_eq!(registry_message(b" slow down \n"), "slow down");
+        let hub = RegistryError::RateLimited {
+            host: "docker.io".into(),
+            what: "acme/cart:v1".into(),
+            attempts: 4,
+            message,
+        }
+        .to_string();
+        assert!(
+            hub.starts_with("the registry docker.io answered HTTP 429 (too many requests) for acme/cart:v1 4 times: Docker Hub's rate limit on pulls"),
+            "{hub}"
+        );
+        assert!(
+            hub.ends_with("(registry-username, MONOSHIP_REGISTRY_PASSWORD). It said: toomanyrequests: You have reached your pull rate limit."),
+            "{hub}"
+        );
+        let other = RegistryError::RateLimited {
+            host: "ghcr.io".into(),
+            what: "x".into(),
+            attempts: 4,
+            message: String::new(),
+        }
+        .to_string();
+        assert!(
+            other.ends_with("the registry limits the rate of requests; wait and run again."),
+            "{other}"
+        );
+        assert_eq!(
+            SendFailure::TooMany(String::new()).verdict(),
+            Verdict::Retry
+        );
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod exit_codes;
 mod faults;
 mod github;
 mod hostile;
+mod hub;
 mod lifecycle;
 mod plan_git;
 mod preflight;
