@@ -11,6 +11,7 @@
 pub mod base;
 pub(crate) mod build;
 pub(crate) mod content;
+pub mod docker_config;
 pub mod ecr;
 pub(crate) mod engine;
 pub mod lifecycle;

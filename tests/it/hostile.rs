@@ -774,7 +774,10 @@ fn dry_run_content_tag(repo: &Repo) -> String {
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     let report = run.json();
     let commands = report["dry_run"]["images"][0]["commands"].to_string();
-    let at = commands.find("/manifests/src-").unwrap_or_else(|| panic!("{report}")) + 11;
+    let at = commands
+        .find("/manifests/src-")
+        .unwrap_or_else(|| panic!("{report}"))
+        + 11;
     commands[at..at + 69].to_string()
 }
 
