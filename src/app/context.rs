@@ -465,6 +465,49 @@ mod tests {
     const THREE: &str = "services:\n  b: {paths: [b/**]}\n  a: {paths: [a/**]}\n  c: {paths: [c/**]}\nregistry:\n  url: registry.example/acme\n  username: ci\n";
 
     #[test]
+    fn the_builder_is_the_input_else_the_config_else_buildx_builder() {
+        let with_builder = format!("{THREE}build:\n  builder: from-config\n");
+        let builder = |args: &[&str], vars: &[(&str, &str)], yaml: &str| {
+            resolve(&request(args, vars), config(yaml), None).map(|c| c.build.builder)
+        };
+        let env = [("BUILDX_BUILDER", "from-env")];
+        let flag = ["build", "--services", "a", "--builder", "from-flag"];
+        let plain = ["build", "--services", "a"];
+        assert_eq!(
+            builder(&flag, &env, &with_builder).unwrap().as_deref(),
+            Some("from-flag")
+        );
+        assert_eq!(
+            builder(&plain, &env, &with_builder).unwrap().as_deref(),
+            Some("from-config")
+        );
+        assert_eq!(
+            builder(&plain, &env, THREE).unwrap().as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            builder(&plain, &[("BUILDX_BUILDER", " ")], THREE).unwrap(),
+            None
+        );
+        let action = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_WORKSPACE", "/w"),
+            ("INPUT_COMMAND", "build"),
+            ("INPUT_BUILDER", "from-input"),
+            ("BUILDX_BUILDER", "from-env"),
+        ];
+        assert_eq!(
+            builder(&[], &action, &with_builder).unwrap().as_deref(),
+            Some("from-input")
+        );
+        for bad in ["_rm", "a b", "x;y", "0abc"] {
+            let flag = ["build", "--services", "a", "--builder", bad];
+            let e = builder(&flag, &[], THREE).unwrap_err().to_string();
+            assert!(e.contains("is not a buildx builder name"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn services_are_expanded_sorted_and_checked() {
         let ctx = resolve(
             &request(&["plan", "--services", "c,a,c"], &[]),

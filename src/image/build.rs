@@ -116,7 +116,8 @@ pub struct RegistryCache {
 }
 
 /// Puts the runner's logins (as `config.json`, owner-only) and its buildx builders (a copy of
-/// `buildx/instances`) into the private folder `private`.
+/// `buildx/instances`, and of `contexts/` which their endpoints may name) into the private
+/// folder `private`.
 fn runner_into_private(runner: &RunnerConfig, private: &Path) -> Result<(), DockerError> {
     use std::os::unix::fs::OpenOptionsExt;
     if !runner.logins.is_empty() {
@@ -129,19 +130,42 @@ fn runner_into_private(runner: &RunnerConfig, private: &Path) -> Result<(), Dock
         let text = docker_config::private_config_json(&runner.logins);
         std::io::Write::write_all(&mut file, text.as_bytes()).map_err(DockerError::ConfigDir)?;
     }
-    let instances = runner.dir.join("buildx").join("instances");
-    if runner.has_buildx && instances.is_dir() {
-        let copy = |source| DockerError::CopyBuilders {
-            path: instances.clone(),
-            source,
-        };
-        let target = private.join("buildx").join("instances");
-        std::fs::create_dir_all(&target).map_err(copy)?;
-        for entry in std::fs::read_dir(&instances).map_err(copy)? {
-            let entry = entry.map_err(copy)?;
-            if entry.file_type().map_err(copy)?.is_file() {
-                std::fs::copy(entry.path(), target.join(entry.file_name())).map_err(copy)?;
-            }
+    // The builders, and the docker contexts their nodes may name as endpoints.
+    let trees = [
+        (
+            runner.dir.join("buildx").join("instances"),
+            ["buildx", "instances"],
+        ),
+        (
+            runner.dir.join("contexts").join("meta"),
+            ["contexts", "meta"],
+        ),
+        (runner.dir.join("contexts").join("tls"), ["contexts", "tls"]),
+    ];
+    for (source, [a, b]) in trees {
+        if runner.has_buildx && source.is_dir() {
+            copy_tree(&source, &private.join(a).join(b)).map_err(|e| {
+                DockerError::CopyBuilders {
+                    path: source.clone(),
+                    source: e,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files and folders below `from` into `to` (symbolic links are not followed).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
         }
     }
     Ok(())

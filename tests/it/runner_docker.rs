@@ -367,6 +367,9 @@ fn a_named_builder_builds_every_image_with_the_runner_s_logins_and_builders() {
         r#"{"Name":"ci-builder","Driver":"docker-container"}"#,
     )
     .unwrap();
+    let context = runner.dir.path().join("contexts/meta/0123abcd");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(context.join("meta.json"), r#"{"Name":"builders"}"#).unwrap();
     let repo = app_repo(
         "FROM scratch\nCOPY data.txt /\n",
         "build:\n  builder: from-config\n",
@@ -455,6 +458,10 @@ fn a_named_builder_builds_every_image_with_the_runner_s_logins_and_builders() {
         "every login of the runner is merged in"
     );
     assert!(private.join("buildx/instances/ci-builder").is_file());
+    assert!(
+        private.join("contexts/meta/0123abcd/meta.json").is_file(),
+        "the contexts the builder's nodes may name"
+    );
     assert!(!runner.dir.path().join("buildx/refs").exists());
     assert!(!run.stderr.contains(PASSWORD) && !run.stdout.contains(PASSWORD));
 }
