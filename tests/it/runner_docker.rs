@@ -118,7 +118,11 @@ fn a_push_registry_login_comes_from_the_runner_s_docker_config_and_monoship_s_ow
         &[],
         &[("DOCKER_CONFIG", none.path()), ("HOME", none.home())],
     );
-    assert_ne!(without.code, 0, "{}", without.stderr);
+    assert_eq!(
+        without.code, 1,
+        "the image fails, nothing pushed: {}",
+        without.stderr
+    );
     let all = format!("{}{}", without.stdout, without.stderr);
     assert!(
         all.contains(&format!("the registry {} needs credentials", registry.addr)),
@@ -127,6 +131,27 @@ fn a_push_registry_login_comes_from_the_runner_s_docker_config_and_monoship_s_ow
     assert!(
         all.contains("DOCKER_CONFIG: ${{ runner.temp }}/docker"),
         "{all}"
+    );
+    assert!(registry.catalog().is_empty(), "nothing was pushed");
+    // A login kept in a credential helper cannot be run in the container: said so.
+    let helper = RunnerConfig::new(&serde_json::json!({
+        "auths": {registry.addr.clone(): {}},
+        "credsStore": "desktop"
+    }));
+    let run = build(
+        repo.path(),
+        &registry.addr,
+        &[],
+        &[("DOCKER_CONFIG", helper.path())],
+    );
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stderr.contains(&format!(
+            "keeps the login of {} in a credential helper",
+            registry.addr
+        )),
+        "{}",
+        run.stderr
     );
     assert!(registry.catalog().is_empty(), "nothing was pushed");
 
