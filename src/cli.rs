@@ -105,6 +105,8 @@ pub struct Request {
     pub rebuild: bool,
     /// The Docker daemon and CLI.
     pub docker: DockerSettings,
+    /// The buildx builder to build every image with (`--builder`, input `builder`).
+    pub builder: Option<String>,
     pub deploy: DeployOptions,
     pub action: Option<ActionEnv>,
     /// The variables AWS credentials are loaded from, read once here so that no stage reads
@@ -297,6 +299,11 @@ struct PushArgs {
     /// repository's files, the build settings and the digests of the base images).
     #[arg(long)]
     rebuild: bool,
+    /// Build every image with this buildx builder (`docker buildx build --builder NAME
+    /// --push`), e.g. the one docker/setup-buildx-action made (default: the config's
+    /// `build.builder`, else BUILDX_BUILDER).
+    #[arg(long)]
+    builder: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -424,6 +431,7 @@ fn request(
         registry_username: None,
         max_parallel: None,
         rebuild: false,
+        builder: None,
     });
     Request {
         command,
@@ -446,7 +454,8 @@ fn request(
             .map(crate::secret::Secret::new),
         max_parallel: push.max_parallel,
         rebuild: push.rebuild,
-        docker: docker_settings(env),
+        docker: docker_settings(env, in_action),
+        builder: push.builder,
         deploy: DeployOptions::default(),
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         aws: crate::aws::AwsSettings::default(),
@@ -479,10 +488,22 @@ pub struct DockerSettings {
     pub tls_verify: bool,
     /// `DOCKER_BUILDKIT=0`: the legacy builder, as with the docker CLI.
     pub legacy_builder: bool,
+    /// The runner's Docker config folder (`DOCKER_CONFIG`, else `$HOME/.docker`; see
+    /// [`crate::image::docker_config::config_dir`]): its logins and buildx builders are used.
+    pub config_dir: Option<PathBuf>,
+    /// `BUILDX_BUILDER`: the builder buildx itself would use.
+    pub builder_env: Option<String>,
 }
 
-fn docker_settings(env: &dyn Fn(&str) -> Option<String>) -> DockerSettings {
+fn docker_settings(env: &dyn Fn(&str) -> Option<String>, in_action: bool) -> DockerSettings {
     DockerSettings {
+        config_dir: crate::image::docker_config::config_dir(
+            env("DOCKER_CONFIG").as_deref(),
+            env("HOME").as_deref(),
+            in_action,
+            &|p| p.exists(),
+        ),
+        builder_env: env("BUILDX_BUILDER").filter(|b| !b.trim().is_empty()),
         program: PathBuf::from(
             env("MONOSHIP_DOCKER")
                 .filter(|p| !p.is_empty())
@@ -640,7 +661,8 @@ fn from_action_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Request, Usag
             .map(crate::secret::Secret::new),
         max_parallel: input.positive("max-parallel", "number")?,
         rebuild: input.flag("rebuild")?,
-        docker: docker_settings(env),
+        docker: docker_settings(env, true),
+        builder: input.get("builder"),
         deploy,
         aws_env: EnvSnapshot::capture(&AWS_VARIABLES, env),
         aws: aws_inputs(&input),

@@ -72,6 +72,9 @@ pub struct BuildOptions {
     pub docker: crate::cli::DockerSettings,
     /// Write and read a registry layer cache (`build.registry_cache`).
     pub registry_cache: bool,
+    /// The buildx builder of every image: input `builder` (`--builder`), else `build.builder`,
+    /// else `BUILDX_BUILDER`.
+    pub builder: Option<String>,
 }
 
 /// The cluster `ship` deploys to.
@@ -158,8 +161,19 @@ pub enum ContextError {
     },
     #[error(transparent)]
     Event(#[from] event::EventError),
+    #[error("builder `{name}` is not a buildx builder name (a letter, then letters, digits, `.`, `_` or `-`); set the input `builder` (or `build.builder`, BUILDX_BUILDER) to the `name` output of docker/setup-buildx-action")]
+    BuilderName { name: String },
     #[error("the environment name is {length} characters long; GitHub allows at most {ENVIRONMENT_NAME_LIMIT}: shorten the `environment` input")]
     EnvironmentName { length: usize },
+}
+
+/// Whether `name` is a name buildx accepts for a builder. Pure.
+pub fn builder_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// The event payload, read at most once; `None` outside Actions or without an event name.
@@ -223,7 +237,19 @@ pub fn resolve(
         rebuild: req.rebuild,
         docker: req.docker.clone(),
         registry_cache: config.build.registry_cache,
+        builder: req
+            .builder
+            .clone()
+            .or_else(|| config.build.builder.clone())
+            .or_else(|| req.docker.builder_env.clone())
+            .map(|b| b.trim().to_string())
+            .filter(|b| !b.is_empty()),
     };
+    if let Some(name) = build.builder.as_deref().filter(|b| !builder_name(b)) {
+        return Err(ContextError::BuilderName {
+            name: crate::report::commands::one_line(name),
+        });
+    }
     let action = match &req.action {
         // Only GitHub sees the environment: outside Actions a long context is no problem.
         Some(a) => {
@@ -437,6 +463,49 @@ mod tests {
     }
 
     const THREE: &str = "services:\n  b: {paths: [b/**]}\n  a: {paths: [a/**]}\n  c: {paths: [c/**]}\nregistry:\n  url: registry.example/acme\n  username: ci\n";
+
+    #[test]
+    fn the_builder_is_the_input_else_the_config_else_buildx_builder() {
+        let with_builder = format!("{THREE}build:\n  builder: from-config\n");
+        let builder = |args: &[&str], vars: &[(&str, &str)], yaml: &str| {
+            resolve(&request(args, vars), config(yaml), None).map(|c| c.build.builder)
+        };
+        let env = [("BUILDX_BUILDER", "from-env")];
+        let flag = ["build", "--services", "a", "--builder", "from-flag"];
+        let plain = ["build", "--services", "a"];
+        assert_eq!(
+            builder(&flag, &env, &with_builder).unwrap().as_deref(),
+            Some("from-flag")
+        );
+        assert_eq!(
+            builder(&plain, &env, &with_builder).unwrap().as_deref(),
+            Some("from-config")
+        );
+        assert_eq!(
+            builder(&plain, &env, THREE).unwrap().as_deref(),
+            Some("from-env")
+        );
+        assert_eq!(
+            builder(&plain, &[("BUILDX_BUILDER", " ")], THREE).unwrap(),
+            None
+        );
+        let action = [
+            ("GITHUB_ACTIONS", "true"),
+            ("GITHUB_WORKSPACE", "/w"),
+            ("INPUT_COMMAND", "build"),
+            ("INPUT_BUILDER", "from-input"),
+            ("BUILDX_BUILDER", "from-env"),
+        ];
+        assert_eq!(
+            builder(&[], &action, &with_builder).unwrap().as_deref(),
+            Some("from-input")
+        );
+        for bad in ["_rm", "a b", "x;y", "0abc"] {
+            let flag = ["build", "--services", "a", "--builder", bad];
+            let e = builder(&flag, &[], THREE).unwrap_err().to_string();
+            assert!(e.contains("is not a buildx builder name"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn services_are_expanded_sorted_and_checked() {

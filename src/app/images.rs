@@ -17,6 +17,7 @@ use crate::image::build::{
     RegistryCache,
 };
 use crate::image::content::{self, BuildSettings, InputFile};
+use crate::image::docker_config::{self, DockerConfigError, RunnerConfig};
 use crate::image::ecr::{Ecr, EcrError, EcrSettings};
 use crate::image::engine::{self, DockerAddress, Engine, EngineError};
 use crate::image::push::{self, ImageJob, ImageResult, ImageStatus};
@@ -54,6 +55,8 @@ pub enum ImageStageError {
     DockerLogin(#[from] DockerError),
     #[error(transparent)]
     DockerHost(#[from] EngineError),
+    #[error(transparent)]
+    RunnerConfig(#[from] DockerConfigError),
     #[error("cannot create a temporary folder for the build metadata")]
     TempDir(#[source] std::io::Error),
 }
@@ -74,7 +77,9 @@ pub(crate) fn build_stage(
     log: &mut dyn Write,
 ) -> Result<Option<Built>, Error> {
     let ctx = run.ctx;
-    let (ecr, target) = registry_target(run)?;
+    let runner = runner_config(ctx)?;
+    let (ecr, mut target) = registry_target(run)?;
+    runner_login(ctx, &runner, &mut target, log)?;
     let pull_requests = pull_request_target(ctx, &target)?;
     let (target, twin_target) = match is_pull_request(ctx) {
         true => (pull_requests, target),
@@ -110,13 +115,14 @@ pub(crate) fn build_stage(
             .then_some(matches!(ctx.registry, RegistryChoice::Ecr(_))),
         rebuild: ctx.build.rebuild,
         twin_target: Some(&twin_target),
+        builder: ctx.build.builder.clone(),
     };
     // A daemon address monoship cannot use is bad input, refused before anything is built.
     docker_address(ctx)?;
     let dockerfiles = changed_dockerfiles(ctx, run.plan, stage, &settings.root);
     check_repositories(ctx, &dockerfiles, &target)?;
     let registry = Arc::new(OciRegistry::new(target.clone()).map_err(ImageStageError::from)?);
-    let bases = service_bases(run, &dockerfiles, &registry);
+    let bases = service_bases(run, &dockerfiles, &registry, &runner);
     let jobs = image_jobs(
         ctx,
         run.plan,
@@ -136,14 +142,7 @@ pub(crate) fn build_stage(
         }));
     }
     if let Some(ecr) = &ecr {
-        for job in &jobs {
-            run.session
-                .block_on(ecr.ensure_repository(&job.repository))
-                .map_err(|source| ImageStageError::EcrRepository {
-                    service: job.service.clone(),
-                    source: Box::new(source),
-                })?;
-        }
+        ensure_repositories(run, ecr, &jobs)?;
     }
     let repo = run.git.repo().clone();
     let head = run.plan.head.clone();
@@ -152,7 +151,7 @@ pub(crate) fn build_stage(
         Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
     let results = run
         .session
-        .block_on(push_all(run, jobs, registry, trusted, log))?;
+        .block_on(push_all(run, jobs, registry, trusted, &runner, log))?;
     Ok(Some(Built { results, target }))
 }
 
@@ -161,6 +160,61 @@ pub(crate) fn build_stage(
 pub(crate) struct Built {
     pub results: Vec<ImageResult>,
     pub target: RegistryTarget,
+}
+
+/// The runner's Docker config (logins, buildx builders); empty when there is no folder.
+///
+/// # Errors
+/// Bad input: its `config.json` cannot be read or parsed.
+fn runner_config(ctx: &RunContext) -> Result<RunnerConfig, ImageStageError> {
+    match &ctx.build.docker.config_dir {
+        Some(dir) => Ok(docker_config::load(dir)?),
+        None => Ok(RunnerConfig::default()),
+    }
+}
+
+/// Gives `target` the runner's login for its host when monoship has none of its own (its
+/// own wins), masks every login of the runner's config (in Actions), and warns when the
+/// push registry's login is in a credential helper monoship cannot run.
+fn runner_login(
+    ctx: &RunContext,
+    runner: &RunnerConfig,
+    target: &mut RegistryTarget,
+    log: &mut dyn Write,
+) -> Result<(), Error> {
+    if let (None, None, Some(login)) = (
+        &target.username,
+        &target.password,
+        runner.login(&target.host),
+    ) {
+        target.username = Some(login.username.clone());
+        target.password = Some(login.password.clone());
+    }
+    if ctx.in_action() {
+        // Masked before anything could print them, though nothing does.
+        for login in runner.logins.values() {
+            writeln!(log, "{}", commands::add_mask(login.password.expose()))
+                .map_err(write_err("stderr"))?;
+        }
+    }
+    if let (None, Some(note)) = (&target.password, runner.helper_note(&target.host)) {
+        writeln!(log, "warning: {note}").map_err(write_err("stderr"))?;
+    }
+    Ok(())
+}
+
+/// Checks (and, when allowed, creates) the ECR repository of every job before anything is
+/// built.
+fn ensure_repositories(run: &Run<'_>, ecr: &Ecr, jobs: &[ImageJob]) -> Result<(), Error> {
+    for job in jobs {
+        run.session
+            .block_on(ecr.ensure_repository(&job.repository))
+            .map_err(|source| ImageStageError::EcrRepository {
+                service: job.service.clone(),
+                source: Box::new(source),
+            })?;
+    }
+    Ok(())
 }
 
 /// The Docker daemon's address from `DOCKER_HOST`; one monoship cannot use is bad input.
@@ -298,6 +352,8 @@ struct JobSettings<'a> {
     /// Where the runs of the other side push (branch runs for a pull request, and the
     /// reverse), whose images a deploy replaces too.
     twin_target: Option<&'a RegistryTarget>,
+    /// The named buildx builder that builds every image.
+    builder: Option<String>,
 }
 
 /// The Dockerfile of each changed service that has one, as the work tree holds it (what
@@ -325,6 +381,7 @@ fn service_bases(
     run: &Run<'_>,
     dockerfiles: &BTreeMap<String, String>,
     registry: &OciRegistry,
+    runner: &RunnerConfig,
 ) -> BTreeMap<String, Bases> {
     let no_args = BTreeMap::new();
     let found: BTreeMap<&String, _> = dockerfiles
@@ -344,7 +401,7 @@ fn service_bases(
             tokio::select! {
                 biased;
                 _ = run.session.interrupt.received() => Default::default(),
-                resolved = base::resolve_all(&references, registry) => resolved,
+                resolved = base::resolve_all(&references, registry, runner) => resolved,
             }
         }),
     };
@@ -484,6 +541,7 @@ fn image_job(
                     digest: digest.clone(),
                 })
                 .collect(),
+            builder: settings.builder.clone(),
         },
         dockerfile: build.dockerfile.clone(),
         instructions: vec![],
@@ -493,21 +551,32 @@ fn image_job(
     })
 }
 
-/// The buildx CLI, logged in, for the images that need it (`why`).
+/// The buildx CLI, logged in, for the images that need it (`why`): the runner's logins and
+/// builders in its private config, monoship's own login over them. A named builder it cannot
+/// find is re-created when its docker-container node runs on the daemon (`engine`).
 ///
 /// # Errors
-/// Bad input: buildx is needed and not installed, or the login fails.
+/// Bad input: buildx is needed and not installed, the login fails, or the named builder
+/// cannot be found.
 async fn buildx_cli(
     ctx: &RunContext,
     target: &RegistryTarget,
     why: &str,
+    runner: &RunnerConfig,
+    engine: Option<&Engine>,
 ) -> Result<Option<DockerCli>, ImageStageError> {
     let program = &ctx.build.docker.program;
-    let no_buildx = || DockerError::NoBuildx {
-        program: program.display().to_string(),
-        why: why.to_string(),
+    let no_buildx = || match &ctx.build.builder {
+        Some(name) => DockerError::NoBuildxForBuilder {
+            program: program.display().to_string(),
+            name: name.clone(),
+        },
+        None => DockerError::NoBuildx {
+            program: program.display().to_string(),
+            why: why.to_string(),
+        },
     };
-    let cli = match DockerCli::connect(program).await {
+    let cli = match DockerCli::connect(program, Some(runner)).await {
         Ok(cli) => cli,
         Err(DockerError::Spawn { .. }) => return Err(no_buildx().into()),
         Err(e) => {
@@ -523,6 +592,28 @@ async fn buildx_cli(
         let server = crate::image::hub::auth_address(&target.host);
         cli.login(&server, user, password).await?;
     }
+    if let Some(name) = &ctx.build.builder {
+        if !cli.has_builder(name).await? {
+            let container = format!("buildx_buildkit_{name}0");
+            let running = match engine {
+                Some(engine) => engine.container_exists(&container).await?,
+                None => false,
+            };
+            if !running {
+                let config = match &ctx.build.docker.config_dir {
+                    Some(dir) => dir.display().to_string(),
+                    None => "none: neither DOCKER_CONFIG nor HOME is set".into(),
+                };
+                return Err(DockerError::NoBuilder {
+                    name: name.clone(),
+                    config,
+                }
+                .into());
+            }
+            tracing::info!("the buildx builder `{name}` is not in the runner's Docker config; its record is re-created for the container {container}");
+            cli.recreate_builder(name).await?;
+        }
+    }
     Ok(Some(cli))
 }
 
@@ -534,6 +625,7 @@ async fn buildx_cli(
 async fn engine_client(
     address: DockerAddress,
     target: &RegistryTarget,
+    runner: &RunnerConfig,
     log: &mut dyn Write,
 ) -> Result<Option<Engine>, ImageStageError> {
     let mut engine = match Engine::connect(address).await {
@@ -550,6 +642,10 @@ async fn engine_client(
         engine.login(&target.host, user, password);
         engine.check_login().await?;
     }
+    let push_host = docker_config::normalize_host(&target.host);
+    for (host, login) in runner.logins.iter().filter(|(h, _)| **h != push_host) {
+        engine.add_login(host, &login.username, &login.password);
+    }
     Ok(Some(engine))
 }
 
@@ -559,16 +655,17 @@ async fn push_all(
     jobs: Vec<ImageJob>,
     registry: Arc<OciRegistry>,
     trusted: push::TrustedRevision,
+    runner: &RunnerConfig,
     log: &mut dyn Write,
 ) -> Result<Vec<ImageResult>, Error> {
     let ctx = run.ctx;
     let target = registry.target().clone();
+    let address = docker_address(ctx)?;
+    let engine = engine_client(address, &target, runner, log).await?;
     let buildx = match jobs.iter().find_map(|j| buildx_reason(&j.build)) {
-        Some(why) => buildx_cli(ctx, &target, why).await?,
+        Some(why) => buildx_cli(ctx, &target, why, runner, engine.as_ref()).await?,
         None => None,
     };
-    let address = docker_address(ctx)?;
-    let engine = engine_client(address, &target, log).await?;
     // The daemon is needed only for images that must be built; its absence fails those.
     let docker = match (engine, buildx) {
         (None, None) => None,
@@ -773,6 +870,7 @@ mod tests {
             registry_cache: Some(false),
             rebuild: false,
             twin_target: None,
+            builder: None,
         }
     }
 

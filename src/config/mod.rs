@@ -122,6 +122,10 @@ pub struct BuildConfig {
     /// the legacy builder cannot export a cache and ignores this. Default: false.
     #[serde(default)]
     pub registry_cache: bool,
+    /// The buildx builder that builds every image (`docker buildx build --builder NAME --push`),
+    /// e.g. the one docker/setup-buildx-action made; it must be visible in the runner's Docker
+    /// config. The input `builder` (`--builder`) wins over it, and it over BUILDX_BUILDER.
+    pub builder: Option<String>,
 }
 
 /// One service.

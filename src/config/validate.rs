@@ -644,6 +644,7 @@ mod tests {
             let build = BuildConfig {
                 max_parallel,
                 registry_cache: false,
+                builder: None,
             };
             assert_eq!(build_problem(&build).is_some(), problem, "{max_parallel:?}");
         }

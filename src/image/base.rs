@@ -5,12 +5,14 @@
 //! Docker Hub is asked at `registry-1.docker.io`). A reference pinned by digest
 //! (`name@sha256:…`) is taken as is, without a request. Others are looked up with a `HEAD`
 //! (then a `GET`) on their registry's manifest endpoint: the push registry with its own
-//! credentials, any other registry anonymously (the Bearer token flow included).
+//! credentials, any other registry with the runner's login for it (docker/login-action's, in
+//! the runner's Docker config), else anonymously (the Bearer token flow included).
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
+use crate::image::docker_config::RunnerConfig;
 use crate::image::hub;
 use crate::image::registry::{OciRegistry, RegistryError, RegistryTarget};
 use crate::plan::dockerfile::BaseImages;
@@ -163,9 +165,13 @@ pub enum Resolution {
 }
 
 /// Looks up every reference (each once, all at once): pinned ones without a request, the
-/// push registry's with `push`, others anonymously. Each lookup is bounded by the registry
-/// client's deadline and retries.
-pub async fn resolve_all(references: &[String], push: &OciRegistry) -> HashMap<String, Resolution> {
+/// push registry's with `push`, others with the runner's login for their registry, else
+/// anonymously. Each lookup is bounded by the registry client's deadline and retries.
+pub async fn resolve_all(
+    references: &[String],
+    push: &OciRegistry,
+    runner: &RunnerConfig,
+) -> HashMap<String, Resolution> {
     let mut parsed = Vec::new();
     let mut resolved = HashMap::new();
     for reference in references {
@@ -191,7 +197,7 @@ pub async fn resolve_all(references: &[String], push: &OciRegistry) -> HashMap<S
         if !clients.contains_key(&image.registry)
             && !hub::same_registry(&push.target().host, &image.registry)
         {
-            let client = anonymous_client(&image.registry);
+            let client = client_for(&image.registry, runner);
             clients.insert(image.registry.clone(), client);
         }
     }
@@ -200,9 +206,10 @@ pub async fn resolve_all(references: &[String], push: &OciRegistry) -> HashMap<S
             Some(c) => c.as_ref(),
             None => Ok(push),
         };
+        let note = runner.helper_note(&image.registry);
         async move {
             let resolution = match client {
-                Ok(client) => resolve(client, image).await,
+                Ok(client) => resolve(client, image, note).await,
                 Err(why) => Resolution::Failed(why.clone()),
             };
             (reference.clone(), resolution)
@@ -212,15 +219,20 @@ pub async fn resolve_all(references: &[String], push: &OciRegistry) -> HashMap<S
     resolved
 }
 
-fn anonymous_client(host: &str) -> Result<OciRegistry, String> {
-    RegistryTarget::parse(host, None, None)
+/// A client of `host`: with the runner's login for it, else anonymous.
+fn client_for(host: &str, runner: &RunnerConfig) -> Result<OciRegistry, String> {
+    let (username, password) = match runner.login(host) {
+        Some(login) => (Some(login.username.clone()), Some(login.password.clone())),
+        None => (None, None),
+    };
+    RegistryTarget::parse(host, username, password)
         .and_then(OciRegistry::new)
         .map_err(|e| crate::error::render_chain(&e))
 }
 
 /// The digest `image`'s tag points to: a `HEAD`, then a `GET` when the registry sends no
 /// digest with the `HEAD` or refuses the method.
-async fn resolve(client: &OciRegistry, image: &ImageRef) -> Resolution {
+async fn resolve(client: &OciRegistry, image: &ImageRef, helper: Option<String>) -> Resolution {
     let found = match client.tag_digest(&image.repository, &image.tag).await {
         Err(RegistryError::NoDigest { .. } | RegistryError::Status { .. }) => client
             .manifest(&image.repository, &image.tag)
@@ -239,9 +251,10 @@ async fn resolve(client: &OciRegistry, image: &ImageRef) -> Resolution {
             image.repository,
             image.tag
         )),
-        Err(RegistryError::NeedsCredentials { host, .. }) => Resolution::Failed(format!(
-            "{host} refused a lookup without credentials; monoship sends credentials only to the registry it pushes to"
-        )),
+        Err(RegistryError::NeedsCredentials { host, .. }) => Resolution::Failed(match helper {
+            Some(note) => format!("{host} refused a lookup without credentials; {note}"),
+            None => format!("{host} refused a lookup without credentials: monoship has a login only for the registry it pushes to and the hosts of the runner's Docker config (docker/login-action with `DOCKER_CONFIG: ${{{{ runner.temp }}}}/docker` in the job's env)"),
+        }),
         Err(e) => Resolution::Failed(crate::error::render_chain(&e)),
     }
 }

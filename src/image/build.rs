@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::image::content::InputFile;
+use crate::image::docker_config::{self, RunnerConfig};
 pub use crate::image::engine::CommandLog;
 use crate::image::engine::{build_query, BuildQuery, Engine, EngineError};
 use crate::image::tarball;
@@ -44,9 +45,23 @@ pub enum DockerError {
     Timeout { what: String, limit: Duration },
     #[error("multi-platform builds and the registry cache need the buildx plugin ({why}), and `{program} buildx` is not installed; the action image ships it, locally install docker-buildx (or drop `platforms` to one platform and `build.registry_cache`)")]
     NoBuildx { program: String, why: String },
+    #[error("the builder `{name}` is named (input `builder`, `build.builder` or BUILDX_BUILDER), and `{program} buildx` is not installed; the action image ships it, locally install docker-buildx or name no builder")]
+    NoBuildxForBuilder { program: String, name: String },
+    #[error("the buildx builder `{name}` cannot be found: the runner's Docker config ({config}) does not define it, and no container `buildx_buildkit_{name}0` of a docker-container builder is on the daemon. A container action sees only the runner's temp folder: set `DOCKER_CONFIG: ${{{{ runner.temp }}}}/docker` in the job's env so docker/setup-buildx-action, docker/login-action and monoship share one config, and pass the setup-buildx step's `name` output as input `builder`")]
+    NoBuilder { name: String, config: String },
+    #[error("cannot re-create the record of the buildx builder `{name}` for its container `buildx_buildkit_{name}0`: {message}")]
+    Recreate { name: String, message: String },
+    #[error("cannot copy the runner's buildx builders from {path} into monoship's private Docker config")]
+    CopyBuilders {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
-/// The Docker CLI with a private config folder.
+/// The Docker CLI with a private config folder: the runner's logins merged into its
+/// `config.json` and the runner's buildx builders copied in (never linked: buildx writes below
+/// `buildx/`, and the runner's folder is never written).
 pub struct DockerCli {
     program: PathBuf,
     config: tempfile::TempDir,
@@ -79,6 +94,8 @@ pub struct BuildJob {
     pub inputs: Vec<InputFile>,
     /// The base images to put on the daemon at their digests before an Engine API build.
     pub bases: Vec<BasePull>,
+    /// The named buildx builder (`--builder`), which then builds every image.
+    pub builder: Option<String>,
 }
 
 /// A base image as the Dockerfile names it (arguments substituted) and the digest its
@@ -98,6 +115,62 @@ pub struct RegistryCache {
     pub ecr: bool,
 }
 
+/// Puts the runner's logins (as `config.json`, owner-only) and its buildx builders (a copy of
+/// `buildx/instances`, and of `contexts/` which their endpoints may name) into the private
+/// folder `private`.
+fn runner_into_private(runner: &RunnerConfig, private: &Path) -> Result<(), DockerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !runner.logins.is_empty() {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(private.join("config.json"))
+            .map_err(DockerError::ConfigDir)?;
+        let text = docker_config::private_config_json(&runner.logins);
+        std::io::Write::write_all(&mut file, text.as_bytes()).map_err(DockerError::ConfigDir)?;
+    }
+    // The builders, and the docker contexts their nodes may name as endpoints.
+    let trees = [
+        (
+            runner.dir.join("buildx").join("instances"),
+            ["buildx", "instances"],
+        ),
+        (
+            runner.dir.join("contexts").join("meta"),
+            ["contexts", "meta"],
+        ),
+        (runner.dir.join("contexts").join("tls"), ["contexts", "tls"]),
+    ];
+    for (source, [a, b]) in trees {
+        if runner.has_buildx && source.is_dir() {
+            copy_tree(&source, &private.join(a).join(b)).map_err(|e| {
+                DockerError::CopyBuilders {
+                    path: source.clone(),
+                    source: e,
+                }
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies the files and folders below `from` into `to` (symbolic links are not followed).
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let kind = entry.file_type()?;
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 /// The folder for the CLI's login: owner-only (0700) whatever the umask, since it holds
 /// registry credentials, and removed when dropped.
 fn private_config_dir() -> std::io::Result<tempfile::TempDir> {
@@ -109,12 +182,19 @@ fn private_config_dir() -> std::io::Result<tempfile::TempDir> {
 }
 
 impl DockerCli {
-    /// Checks that the daemon answers and whether buildx is installed.
+    /// Makes the private config (the runner's logins and builders in it), checks that the
+    /// daemon answers and whether buildx is installed.
     ///
     /// # Errors
     /// [`DockerError::Daemon`] when the daemon does not answer, with how to fix it.
-    pub async fn connect(program: &Path) -> Result<DockerCli, DockerError> {
+    pub async fn connect(
+        program: &Path,
+        runner: Option<&RunnerConfig>,
+    ) -> Result<DockerCli, DockerError> {
         let config = private_config_dir().map_err(DockerError::ConfigDir)?;
+        if let Some(runner) = runner {
+            runner_into_private(runner, config.path())?;
+        }
         let cli = DockerCli {
             program: program.to_path_buf(),
             config,
@@ -192,6 +272,45 @@ impl DockerCli {
         }
     }
 
+    /// Whether buildx knows the builder `name` (`docker buildx inspect NAME`).
+    ///
+    /// # Errors
+    /// Only when Docker cannot be started or does not answer in time.
+    pub async fn has_builder(&self, name: &str) -> Result<bool, DockerError> {
+        let log = self
+            .run_captured(&["buildx", "inspect", name], Duration::from_secs(60))
+            .await?;
+        Ok(log.success)
+    }
+
+    /// Re-creates the record of the docker-container builder `name` in the private config,
+    /// its one node named `NAME0` as buildx names it: buildx finds the node's container
+    /// `buildx_buildkit_NAME0` on the daemon and uses it instead of making one.
+    ///
+    /// # Errors
+    /// [`DockerError::Recreate`] with buildx's message.
+    pub async fn recreate_builder(&self, name: &str) -> Result<(), DockerError> {
+        let node = format!("{name}0");
+        let args = [
+            "buildx",
+            "create",
+            "--name",
+            name,
+            "--driver",
+            "docker-container",
+            "--node",
+            &node,
+        ];
+        let log = self.run_captured(&args, Duration::from_secs(60)).await?;
+        match log.success {
+            true => Ok(()),
+            false => Err(DockerError::Recreate {
+                name: name.to_string(),
+                message: last_lines(&log.output, 2).replace('\n', " "),
+            }),
+        }
+    }
+
     /// The arguments of `docker buildx build --push` for a job.
     pub fn describe_build(job: &BuildJob) -> Vec<String> {
         build_command(job)
@@ -210,7 +329,12 @@ impl DockerCli {
 
 /// `docker buildx build --push` arguments for a job.
 fn build_command(job: &BuildJob) -> Vec<String> {
-    let mut args: Vec<String> = vec!["buildx".into(), "build".into(), "--push".into()];
+    let mut args: Vec<String> = vec!["buildx".into(), "build".into()];
+    if let Some(builder) = &job.builder {
+        args.push("--builder".into());
+        args.push(builder.clone());
+    }
+    args.push("--push".into());
     args.push("--file".into());
     args.push(job.dockerfile.display().to_string());
     for (k, v) in &job.build_args {
@@ -271,9 +395,12 @@ pub enum Builder {
     Legacy,
 }
 
-/// Why `job` needs buildx, if it does: more than one platform, or the registry cache. Pure.
+/// Why `job` needs buildx, if it does: a named builder, more than one platform, or the
+/// registry cache. Pure.
 pub fn buildx_reason(job: &BuildJob) -> Option<&'static str> {
-    if job.platforms.len() > 1 {
+    if job.builder.is_some() {
+        Some("a named builder")
+    } else if job.platforms.len() > 1 {
         Some("a service with more than one platform")
     } else if job.cache.is_some() {
         Some("build.registry_cache")
@@ -282,7 +409,7 @@ pub fn buildx_reason(job: &BuildJob) -> Option<&'static str> {
     }
 }
 
-/// The builder of `job`: buildx when it needs it, else the Engine API with BuildKit when the
+/// The builder of `job`: buildx when a builder is named or it needs it, else the Engine API with BuildKit when the
 /// daemon has it, else the legacy builder. Pure.
 pub fn choose_builder(job: &BuildJob, buildkit: bool) -> Builder {
     match (buildx_reason(job), buildkit) {
@@ -639,6 +766,7 @@ mod tests {
             root: "/r".into(),
             inputs: vec![],
             bases: vec![],
+            builder: None,
         }
     }
 

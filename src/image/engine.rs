@@ -134,7 +134,10 @@ pub struct Engine {
     /// The API version every path starts with, `1.41`.
     version: String,
     buildkit: bool,
+    /// The push registry's login.
     login: Option<Login>,
+    /// Logins for other registries (the runner's), for base images.
+    others: Vec<Login>,
 }
 
 /// A `major.minor` API version.
@@ -163,6 +166,7 @@ impl Engine {
             version: format!("{}.{}", API_VERSION.0, API_VERSION.1),
             buildkit: false,
             login: None,
+            others: vec![],
         };
         let what = "GET /version".to_string();
         let version = timed(&what, CONNECT_LIMIT, async {
@@ -198,6 +202,36 @@ impl Engine {
             username: username.to_string(),
             password: password.clone(),
         });
+    }
+
+    /// Credentials for another registry than the push registry's (for base images): pulls
+    /// from `host` and builds send them.
+    pub fn add_login(&mut self, host: &str, username: &str, password: &Secret) {
+        self.others.push(Login {
+            host: host.to_string(),
+            username: username.to_string(),
+            password: password.clone(),
+        });
+    }
+
+    /// Every login, the push registry's first.
+    fn logins(&self) -> impl Iterator<Item = &Login> {
+        self.login.iter().chain(&self.others)
+    }
+
+    /// Whether a container named `name` exists on the daemon (`GET /containers/NAME/json`).
+    ///
+    /// # Errors
+    /// When the daemon cannot be reached or answers other than found or not found.
+    pub async fn container_exists(&self, name: &str) -> Result<bool, EngineError> {
+        let what = format!("the lookup of container {name}");
+        let path = format!("/containers/{}/json", encode(name));
+        let call = self.call("GET", &path, vec![], Bytes::new(), &what);
+        match timed(&what, CONNECT_LIMIT, call).await {
+            Ok(_) => Ok(true),
+            Err(EngineError::Refused { status: 404, .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Has the daemon log in to the registry of [`Engine::login`] (`POST /auth`), so wrong
@@ -372,8 +406,9 @@ impl Engine {
         what: &str,
     ) -> Result<CommandLog, EngineError> {
         let mut headers = vec![("Content-Type", "application/x-tar".to_string())];
-        if let Some(login) = &self.login {
-            headers.push(("X-Registry-Config", registry_config(login)));
+        let logins: Vec<&Login> = self.logins().collect();
+        if !logins.is_empty() {
+            headers.push(("X-Registry-Config", registry_config(&logins)));
         }
         let path = format!("/build?{query}");
         timed(
@@ -385,11 +420,11 @@ impl Engine {
     }
 
     /// Puts the base image `reference` on the daemon at exactly `digest`, the one its content
-    /// tag names: pulled by digest (with the login when it lives in the registry monoship
-    /// pushes to, anonymously otherwise), then tagged as the Dockerfile names it. Both
+    /// tag names: pulled by digest (with the login for its registry: monoship's for the push
+    /// registry, else the runner's; anonymously otherwise), then tagged as the Dockerfile names it. Both
     /// builders take the daemon's copy of a tag when it has one, and BuildKit without a client
     /// session cannot pull with credentials. `None` when nothing was needed: a reference
-    /// pinned by digest in another registry, which BuildKit finds or pulls itself.
+    /// pinned by digest in a registry without a login, which BuildKit finds or pulls itself.
     ///
     /// # Errors
     /// As [`Engine::build`].
@@ -400,10 +435,8 @@ impl Engine {
         limit: Duration,
     ) -> Result<Option<CommandLog>, EngineError> {
         let (name, tag) = split_reference(reference);
-        let login = self
-            .login
-            .as_ref()
-            .filter(|l| hub::same_registry(registry_host(reference), &l.host));
+        let host = registry_host(reference);
+        let login = self.logins().find(|l| hub::same_registry(&l.host, host));
         if tag.is_none() && login.is_none() {
             return Ok(None);
         }
@@ -530,10 +563,16 @@ fn registry_auth(login: &Login) -> String {
     base64::engine::general_purpose::URL_SAFE.encode(auth_json(login).to_string())
 }
 
-/// `X-Registry-Config`: base64url of `{host: {username, password, serveraddress}}`.
-fn registry_config(login: &Login) -> String {
-    let config = serde_json::json!({ hub::auth_address(&login.host): auth_json(login) });
-    base64::engine::general_purpose::URL_SAFE.encode(config.to_string())
+/// `X-Registry-Config`: base64url of `{host: {username, password, serveraddress}}`, Docker
+/// Hub under its historical key; the first login of a host wins.
+fn registry_config(logins: &[&Login]) -> String {
+    let mut config = serde_json::Map::new();
+    for login in logins {
+        config
+            .entry(hub::auth_address(&login.host))
+            .or_insert_with(|| auth_json(login));
+    }
+    base64::engine::general_purpose::URL_SAFE.encode(Value::Object(config).to_string())
 }
 
 /// Percent-encodes a query value (RFC 3986 unreserved characters stay). Pure.
@@ -768,7 +807,17 @@ mod tests {
             auth,
             serde_json::json!({"username": "ci", "password": "p?w/+", "serveraddress": "127.0.0.1:5000"})
         );
-        assert_eq!(decode(&registry_config(&login))["127.0.0.1:5000"], auth);
+        let hub = Login {
+            host: "docker.io".into(),
+            username: "me".into(),
+            password: Secret::new("hub"),
+        };
+        let config = decode(&registry_config(&[&login, &hub]));
+        assert_eq!(config["127.0.0.1:5000"], auth);
+        assert_eq!(
+            config["https://index.docker.io/v1/"]["username"], "me",
+            "Docker Hub under the key the daemon looks up"
+        );
         // Docker Hub, by any of its names, is the server address the daemon keys it by.
         for host in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
             let hub = Login {
@@ -780,7 +829,7 @@ mod tests {
                 auth["serveraddress"], "https://index.docker.io/v1/",
                 "{host}"
             );
-            let config = decode(&registry_config(&hub));
+            let config = decode(&registry_config(&[&hub]));
             assert_eq!(config["https://index.docker.io/v1/"], auth, "{host}");
         }
     }

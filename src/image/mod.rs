@@ -12,6 +12,7 @@
 pub mod base;
 pub(crate) mod build;
 pub(crate) mod content;
+pub mod docker_config;
 pub mod ecr;
 pub(crate) mod engine;
 pub mod hub;

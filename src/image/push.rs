@@ -481,6 +481,7 @@ mod tests {
                 root: "/repo".into(),
                 inputs: vec![],
                 bases: vec![],
+                builder: None,
             },
             dockerfile: "cart/Dockerfile".into(),
             instructions: crate::plan::dockerfile::instructions("FROM a\n\nRUN make\n\nCOPY x y\n"),

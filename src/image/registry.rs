@@ -51,7 +51,7 @@ pub enum RegistryError {
         what: String,
         status: u16,
     },
-    #[error("the registry {host} needs credentials for {what}: set --registry-username and MONOSHIP_REGISTRY_PASSWORD (inputs registry-username, registry-password)")]
+    #[error("the registry {host} needs credentials for {what}: set --registry-username and MONOSHIP_REGISTRY_PASSWORD (inputs registry-username, registry-password), or log in with docker/login-action with `DOCKER_CONFIG: ${{{{ runner.temp }}}}/docker` in the job's env so monoship reads that login")]
     NeedsCredentials { host: String, what: String },
     #[error("the registry {host} answered HTTP {status} for {what} {attempts} times; it may be down, try again later")]
     ServerError {

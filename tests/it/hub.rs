@@ -382,7 +382,7 @@ async fn hub_base_images_are_looked_up_with_the_push_credentials_when_hub_is_the
         "docker.io/acme/base:1".to_string(),
         "index.docker.io/acme/base:1".to_string(),
     ];
-    let resolved = resolve_all(&references, &client).await;
+    let resolved = resolve_all(&references, &client, &Default::default()).await;
     for reference in &references {
         assert_eq!(
             resolved[reference],

@@ -30,6 +30,7 @@ mod provenance;
 mod registry;
 mod release;
 mod report;
+mod runner_docker;
 mod secrets;
 mod ship;
 mod signals;

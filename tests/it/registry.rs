@@ -248,7 +248,12 @@ async fn base_images_resolve_anonymously_elsewhere_with_credentials_at_home_and_
         format!("{}/team/base:2", host(&home)),
         format!("{}/pinned@{DIGEST}", host(&other)),
     ];
-    let resolved = resolve_all(&references, &client(&home, Some(("ci", "pw")))).await;
+    let resolved = resolve_all(
+        &references,
+        &client(&home, Some(("ci", "pw"))),
+        &Default::default(),
+    )
+    .await;
     let digest = |d: &str, by_tag| Resolution::Digest {
         digest: d.to_string(),
         by_tag,
