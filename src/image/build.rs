@@ -499,10 +499,14 @@ async fn engine_build(
         let path = p.strip_prefix(&job.root).unwrap_or(p);
         path.to_string_lossy().into_owned()
     };
+    let platform = match job.platforms.as_slice() {
+        [one] => Some(one.as_str()),
+        _ => None,
+    };
     let mut pulled = String::new();
     for base in &job.bases {
         match engine
-            .pull_base(&base.reference, &base.digest, limit)
+            .pull_base(&base.reference, &base.digest, platform, limit)
             .await?
         {
             Some(log) if !log.success => return Ok(log),

@@ -421,9 +421,10 @@ impl Engine {
 
     /// Puts the base image `reference` on the daemon at exactly `digest`, the one its content
     /// tag names: pulled by digest (with the login for its registry: monoship's for the push
-    /// registry, else the runner's; anonymously otherwise), then tagged as the Dockerfile names it. Both
-    /// builders take the daemon's copy of a tag when it has one, and BuildKit without a client
-    /// session cannot pull with credentials. `None` when nothing was needed: a reference
+    /// registry, else the runner's; anonymously otherwise; for `platform` when the build has
+    /// one), then tagged as the Dockerfile names it. Both builders take the daemon's copy of a
+    /// tag when it has one, and BuildKit without a client session cannot pull with
+    /// credentials. `None` when nothing was needed: a reference
     /// pinned by digest in a registry without a login, which BuildKit finds or pulls itself.
     ///
     /// # Errors
@@ -432,6 +433,7 @@ impl Engine {
         &self,
         reference: &str,
         digest: &str,
+        platform: Option<&str>,
         limit: Duration,
     ) -> Result<Option<CommandLog>, EngineError> {
         let (name, tag) = split_reference(reference);
@@ -444,11 +446,15 @@ impl Engine {
             Some(login) => registry_auth(login),
             None => base64::engine::general_purpose::URL_SAFE.encode("{}"),
         };
-        let path = format!(
+        let mut path = format!(
             "/images/create?fromImage={}&tag={}",
             encode(name),
             encode(digest)
         );
+        if let Some(platform) = platform {
+            // The image of the platform built for, where the digest names an index.
+            path.push_str(&format!("&platform={}", encode(platform)));
+        }
         let what = format!("the pull of {name}@{digest}");
         let headers = vec![("X-Registry-Auth", auth)];
         let mut log = timed(

@@ -101,10 +101,15 @@ fn move_tag(registry: &str, repository: &str, from: &str, to: &str) {
 
 /// A repository with one service, `app`, built from `dockerfile`.
 fn app_repo(dockerfile: &str) -> Repo {
+    app_repo_with(dockerfile, "")
+}
+
+/// [`app_repo`] with more settings for `app` (lines indented by four spaces).
+fn app_repo_with(dockerfile: &str, settings: &str) -> Repo {
     let mut repo = Repo::new();
     repo.write(
         ".github/monoship.yml",
-        "services:\n  app:\n    dockerfile: app/Dockerfile\n    context: .\n",
+        &format!("services:\n  app:\n    dockerfile: app/Dockerfile\n    context: .\n{settings}"),
     )
     .write("app/Dockerfile", dockerfile)
     .write("app/x.txt", "x\n");
@@ -267,7 +272,8 @@ fn a_base_pinned_by_digest_is_taken_as_is_without_a_request() {
 
 /// A base on another registry, looked up anonymously, whose tag moved there while the daemon
 /// kept its old copy under the same name: the build uses the digest the content tag names
-/// (monoship puts it on the daemon first), not the daemon's copy.
+/// (monoship puts it on the daemon first, for the one platform the service names), not the
+/// daemon's copy.
 #[test]
 fn a_base_in_another_registry_is_built_at_the_digest_its_tag_names_now() {
     let bases = Registry::start(None);
@@ -276,7 +282,10 @@ fn a_base_in_another_registry_is_built_at_the_digest_its_tag_names_now() {
     let base = format!("{}/base:1", bases.addr);
     base_image(&base, "one\n", true);
     base_image(&format!("{}/base:2", bases.addr), "two\n", true);
-    let repo = app_repo(&format!("FROM {base}\nCOPY app/x.txt /x.txt\n"));
+    let repo = app_repo_with(
+        &format!("FROM {base}\nCOPY app/x.txt /x.txt\n"),
+        "    platforms: [linux/amd64]\n",
+    );
     let (_, first) = build_app(repo.path(), &registry.addr);
     assert_eq!(first["status"], "built", "{first}");
 
