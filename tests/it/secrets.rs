@@ -1,6 +1,7 @@
 //! Secrets: a whole `ship` in action mode, with every kind of credential the tool handles
 //! (static AWS keys and session token, the Actions OIDC request token and ID token, the
-//! assumed role's session, the ECR password, EKS tokens, the GitHub token), trace logging on,
+//! assumed role's session, the ECR password, EKS tokens, the GitHub token, a login in the
+//! runner's Docker config), trace logging on,
 //! and every byte it writes scanned, including the argv of each docker and git it starts
 //! (builds without buildx start no docker at all).
 
@@ -25,6 +26,8 @@ const STATIC_SESSION: &str = "planted-static-session-9b27e5";
 const REQUEST_TOKEN: &str = "planted-id-token-request-61ac";
 const GITHUB_TOKEN: &str = "ghs_plantedGitHubToken00000000000000";
 const TOKEN_PATH: &str = "/id-token";
+/// A docker/login-action login in the runner's Docker config, for a registry of base images.
+const RUNNER_PASSWORD: &str = "planted-runner-login-5c0e72";
 
 fn id_token() -> String {
     let claims = json!({"sub": "repo:octo/shop:ref:refs/heads/main", "aud": "sts.amazonaws.com",
@@ -136,6 +139,14 @@ fn no_credential_reaches_argv_logs_outputs_or_the_summary() {
     );
     let shims = files.path().join("bin");
     std::fs::create_dir(&shims).unwrap();
+    let runner_docker = files.path().join("docker");
+    std::fs::create_dir(&runner_docker).unwrap();
+    let login = base64::engine::general_purpose::STANDARD.encode(format!("bot:{RUNNER_PASSWORD}"));
+    std::fs::write(
+        runner_docker.join("config.json"),
+        json!({"auths": {"bases.example:5000": {"auth": login}}}).to_string(),
+    )
+    .unwrap();
     recording_shims(&shims, &argv);
     let path = format!(
         "{}:{}",
@@ -167,6 +178,7 @@ fn no_credential_reaches_argv_logs_outputs_or_the_summary() {
         ("AWS_SECRET_ACCESS_KEY", STATIC_SECRET),
         ("AWS_SESSION_TOKEN", STATIC_SESSION),
         ("AWS_REGION", "us-east-1"),
+        ("DOCKER_CONFIG", runner_docker.to_str().unwrap()),
     ]
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -190,6 +202,7 @@ fn no_credential_reaches_argv_logs_outputs_or_the_summary() {
         REQUEST_TOKEN,
         GITHUB_TOKEN,
         ECR_PASSWORD,
+        RUNNER_PASSWORD,
     ]
     .iter()
     .map(|s| s.to_string())
