@@ -10,6 +10,7 @@ use crate::cli::{ActionEnv, Command, DeployOptions, EnvSnapshot, Format, Request
 use crate::config::{Config, EcrConfig, EksClusterConfig};
 use crate::detect::event;
 use crate::detect::range::Range;
+use crate::image::docker_config::builder_name;
 use crate::report::publish::{self, ENVIRONMENT_NAME_LIMIT};
 use crate::secret::Secret;
 
@@ -165,15 +166,6 @@ pub enum ContextError {
     BuilderName { name: String },
     #[error("the environment name is {length} characters long; GitHub allows at most {ENVIRONMENT_NAME_LIMIT}: shorten the `environment` input")]
     EnvironmentName { length: usize },
-}
-
-/// Whether `name` is a name buildx accepts for a builder. Pure.
-pub fn builder_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_alphabetic())
-        && name.len() <= 128
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 /// The event payload, read at most once; `None` outside Actions or without an event name.

@@ -115,7 +115,7 @@ pub(crate) fn build_stage(
             .then_some(matches!(ctx.registry, RegistryChoice::Ecr(_))),
         rebuild: ctx.build.rebuild,
         twin_target: Some(&twin_target),
-        builder: ctx.build.builder.clone(),
+        builder: named_builder(ctx, &runner, log),
     };
     // A daemon address monoship cannot use is bad input, refused before anything is built.
     docker_address(ctx)?;
@@ -171,6 +171,27 @@ fn runner_config(ctx: &RunContext) -> Result<RunnerConfig, ImageStageError> {
         Some(dir) => Ok(docker_config::load(dir)?),
         None => Ok(RunnerConfig::default()),
     }
+}
+
+/// The buildx builder of every image: the one named (input `builder`, `build.builder`,
+/// `BUILDX_BUILDER`), else buildx's current builder in the runner's Docker config (what
+/// `docker buildx use` and setup-buildx-action chose), said on `log`; `None`: buildx's
+/// default, the daemon itself, which the Engine API reaches directly.
+fn named_builder(ctx: &RunContext, runner: &RunnerConfig, log: &mut dyn Write) -> Option<String> {
+    if let Some(name) = &ctx.build.builder {
+        return Some(name.clone());
+    }
+    let endpoint = match ctx.build.docker.host.as_deref() {
+        Some(host) => host.to_string(),
+        None => format!("unix://{}", engine::DEFAULT_SOCKET),
+    };
+    let name = runner.current_builder(&endpoint)?;
+    let _ = writeln!(
+        log,
+        "images are built with buildx's current builder `{name}` ({}/buildx/current); name another with the input `builder`",
+        runner.dir.display()
+    );
+    Some(name.to_string())
 }
 
 /// Gives `target` the runner's login for its host when monoship has none of its own (its
@@ -561,15 +582,15 @@ fn image_job(
 async fn buildx_cli(
     ctx: &RunContext,
     target: &RegistryTarget,
-    why: &str,
+    (why, builder): (&str, Option<&str>),
     runner: &RunnerConfig,
     engine: Option<&Engine>,
 ) -> Result<Option<DockerCli>, ImageStageError> {
     let program = &ctx.build.docker.program;
-    let no_buildx = || match &ctx.build.builder {
+    let no_buildx = || match builder {
         Some(name) => DockerError::NoBuildxForBuilder {
             program: program.display().to_string(),
-            name: name.clone(),
+            name: name.to_string(),
         },
         None => DockerError::NoBuildx {
             program: program.display().to_string(),
@@ -592,7 +613,7 @@ async fn buildx_cli(
         let server = crate::image::hub::auth_address(&target.host);
         cli.login(&server, user, password).await?;
     }
-    if let Some(name) = &ctx.build.builder {
+    if let Some(name) = builder {
         if !cli.has_builder(name).await? {
             let container = format!("buildx_buildkit_{name}0");
             let running = match engine {
@@ -605,7 +626,7 @@ async fn buildx_cli(
                     None => "none: neither DOCKER_CONFIG nor HOME is set".into(),
                 };
                 return Err(DockerError::NoBuilder {
-                    name: name.clone(),
+                    name: name.to_string(),
                     config,
                 }
                 .into());
@@ -663,7 +684,10 @@ async fn push_all(
     let address = docker_address(ctx)?;
     let engine = engine_client(address, &target, runner, log).await?;
     let buildx = match jobs.iter().find_map(|j| buildx_reason(&j.build)) {
-        Some(why) => buildx_cli(ctx, &target, why, runner, engine.as_ref()).await?,
+        Some(why) => {
+            let builder = jobs.iter().find_map(|j| j.build.builder.as_deref());
+            buildx_cli(ctx, &target, (why, builder), runner, engine.as_ref()).await?
+        }
         None => None,
     };
     // The daemon is needed only for images that must be built; its absence fails those.

@@ -45,7 +45,7 @@ pub enum DockerError {
     Timeout { what: String, limit: Duration },
     #[error("multi-platform builds and the registry cache need the buildx plugin ({why}), and `{program} buildx` is not installed; the action image ships it, locally install docker-buildx (or drop `platforms` to one platform and `build.registry_cache`)")]
     NoBuildx { program: String, why: String },
-    #[error("the builder `{name}` is named (input `builder`, `build.builder` or BUILDX_BUILDER), and `{program} buildx` is not installed; the action image ships it, locally install docker-buildx or name no builder")]
+    #[error("the builder `{name}` is named (input `builder`, `build.builder`, BUILDX_BUILDER or buildx's current builder in the runner's Docker config), and `{program} buildx` is not installed; the action image ships it, locally install docker-buildx or name no builder")]
     NoBuildxForBuilder { program: String, name: String },
     #[error("the buildx builder `{name}` cannot be found: the runner's Docker config ({config}) does not define it, and no container `buildx_buildkit_{name}0` of a docker-container builder is on the daemon. A container action sees only the runner's temp folder: set `DOCKER_CONFIG: ${{{{ runner.temp }}}}/docker` in the job's env so docker/setup-buildx-action, docker/login-action and monoship share one config, and pass the setup-buildx step's `name` output as input `builder`")]
     NoBuilder { name: String, config: String },

@@ -58,9 +58,31 @@ pub struct RunnerConfig {
     pub skipped: BTreeMap<String, String>,
     /// Whether the folder has `buildx/` (the builders setup-buildx-action made).
     pub has_buildx: bool,
+    /// buildx's current builder (`buildx/current`, what `docker buildx use` and
+    /// setup-buildx-action's `use: true` write), when its record is in `buildx/instances`.
+    pub current_builder: Option<CurrentBuilder>,
+}
+
+/// The builder `buildx/current` names, for one Docker endpoint or for all (`Global`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CurrentBuilder {
+    #[serde(rename = "Key", default)]
+    pub key: String,
+    #[serde(rename = "Name", default)]
+    pub name: String,
+    #[serde(rename = "Global", default)]
+    pub global: bool,
 }
 
 impl RunnerConfig {
+    /// The builder buildx would use for the daemon at `endpoint` (`unix:///var/run/docker.sock`
+    /// or the `DOCKER_HOST`), as buildx reads `buildx/current`: a global choice, or one made
+    /// for that endpoint. `None` for buildx's default builder (the daemon itself).
+    pub fn current_builder(&self, endpoint: &str) -> Option<&str> {
+        let current = self.current_builder.as_ref()?;
+        (current.global || current.key == endpoint).then_some(current.name.as_str())
+    }
+
     /// The runner's login for `host` (any of Docker Hub's names, with or without scheme).
     pub fn login(&self, host: &str) -> Option<&RunnerLogin> {
         self.logins.get(&normalize_host(host))
@@ -233,6 +255,7 @@ pub fn load(dir: &Path) -> Result<RunnerConfig, DockerConfigError> {
     let mut config = parse(&text, &path)?;
     config.dir = dir.to_path_buf();
     config.has_buildx = dir.join("buildx").is_dir();
+    config.current_builder = read_current_builder(&dir.join("buildx"));
     for (host, why) in &config.skipped {
         tracing::warn!(
             "the runner's Docker config has a login for {host} that monoship cannot use: {why}"
@@ -242,6 +265,34 @@ pub fn load(dir: &Path) -> Result<RunnerConfig, DockerConfigError> {
         tracing::debug!("the runner's Docker config keeps the login of {host} in a credential helper, which monoship cannot run in a container");
     }
     Ok(config)
+}
+
+/// Whether `name` is a name buildx accepts for a builder. Pure.
+pub fn builder_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_alphabetic())
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// `current` of the buildx folder `buildx`, when it names a builder whose record is there.
+/// Anything else (no file, not JSON, the default builder) is no current builder.
+fn read_current_builder(buildx: &Path) -> Option<CurrentBuilder> {
+    let text = std::fs::read_to_string(buildx.join("current")).ok()?;
+    let current: CurrentBuilder = match serde_json::from_str(&text) {
+        Ok(c) => c,
+        Err(_) => {
+            tracing::debug!(
+                "{} is not buildx's JSON; no current builder",
+                buildx.join("current").display()
+            );
+            return None;
+        }
+    };
+    let known =
+        builder_name(&current.name) && buildx.join("instances").join(&current.name).is_file();
+    known.then_some(current)
 }
 
 /// The `config.json` of monoship's private Docker config: every login, each as `auth`. Pure.

@@ -20,6 +20,9 @@ use crate::image::hub;
 use crate::image::progress::{decode_status, PlainProgress};
 use crate::secret::Secret;
 
+/// The daemon's socket when `DOCKER_HOST` is unset.
+pub const DEFAULT_SOCKET: &str = "/var/run/docker.sock";
+
 /// The newest API version this client speaks; an older daemon's own version is used instead.
 const API_VERSION: (u32, u32) = (1, 41);
 /// The first API version whose `/build` accepts `version=2` (BuildKit).
@@ -88,7 +91,7 @@ pub fn docker_address(host: Option<&str>, tls_verify: bool) -> Result<DockerAddr
         host: host.unwrap_or_default().to_string(),
     };
     let address = match host {
-        None => DockerAddress::Unix("/var/run/docker.sock".into()),
+        None => DockerAddress::Unix(DEFAULT_SOCKET.into()),
         Some(h) => match h.split_once("://") {
             Some(("unix", path)) if path.starts_with('/') => DockerAddress::Unix(path.into()),
             Some(("tcp", rest)) => {

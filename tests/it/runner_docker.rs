@@ -577,3 +577,60 @@ impl Drop for Container {
             .output();
     }
 }
+
+/// docker/setup-buildx-action (`use: true`) and `docker buildx use` record the builder they
+/// chose in `buildx/current`, for one daemon endpoint or for all. With no builder named,
+/// monoship builds every image with that builder when its record is there, as the docker CLI
+/// would; a choice made for another endpoint, a record that is missing, or buildx's default
+/// leave the images to the daemon's BuildKit through the Engine API.
+#[test]
+fn buildx_s_current_builder_in_the_runner_s_config_builds_when_none_is_named() {
+    let registry = Registry::start(None);
+    let runner = RunnerConfig::new(&serde_json::json!({}));
+    let buildx = runner.dir.path().join("buildx");
+    std::fs::create_dir_all(buildx.join("instances")).unwrap();
+    std::fs::write(
+        buildx.join("instances/ci-builder"),
+        r#"{"Name":"ci-builder","Driver":"docker-container"}"#,
+    )
+    .unwrap();
+    let repo = app_repo("FROM scratch\nCOPY data.txt /\n", "");
+    let dry_run = |current: &str, env: &[(&str, &str)]| {
+        std::fs::write(buildx.join("current"), current).unwrap();
+        let mut vars = vec![("DOCKER_CONFIG", runner.path())];
+        vars.extend_from_slice(env);
+        let run = build(repo.path(), &registry.addr, &["--dry-run"], &vars);
+        assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+        let commands = run.json()["dry_run"]["images"][0]["commands"].to_string();
+        (commands, run.stderr)
+    };
+    let on_socket = r#"{"Key":"unix:///var/run/docker.sock","Name":"ci-builder","Global":false}"#;
+    let (commands, stderr) = dry_run(on_socket, &[]);
+    assert!(
+        commands.contains("docker buildx build --builder ci-builder --push"),
+        "{commands}"
+    );
+    assert!(
+        stderr.contains("buildx's current builder `ci-builder`"),
+        "{stderr}"
+    );
+    // A builder named wins over buildx's choice.
+    let (commands, _) = dry_run(on_socket, &[("BUILDX_BUILDER", "other")]);
+    assert!(commands.contains("--builder other --push"), "{commands}");
+    let global = r#"{"Key":"tcp://elsewhere:2375","Name":"ci-builder","Global":true}"#;
+    let (commands, _) = dry_run(global, &[]);
+    assert!(commands.contains("--builder ci-builder"), "{commands}");
+    for current in [
+        r#"{"Key":"tcp://elsewhere:2375","Name":"ci-builder","Global":false}"#,
+        r#"{"Key":"unix:///var/run/docker.sock","Name":"gone","Global":false}"#,
+        r#"{"Key":"unix:///var/run/docker.sock","Name":"","Global":false}"#,
+        "not json",
+    ] {
+        let (commands, stderr) = dry_run(current, &[]);
+        assert!(
+            commands.contains("engine: POST /build?") && !commands.contains("buildx"),
+            "{current}: {commands}"
+        );
+        assert!(!stderr.contains("current builder"), "{current}: {stderr}");
+    }
+}
