@@ -141,17 +141,19 @@ pub(crate) fn build_stage(
             target,
         }));
     }
-    if let Some(ecr) = &ecr {
-        ensure_repositories(run, ecr, &jobs)?;
-    }
     let repo = run.git.repo().clone();
     let head = run.plan.head.clone();
     // Only an image built from this commit's own history may stand in for a build.
     let trusted: push::TrustedRevision =
         Arc::new(move |revision| repo.is_ancestor(revision, &head) == Some(true));
-    let results = run
-        .session
-        .block_on(push_all(run, jobs, registry, trusted, &runner, log))?;
+    let results = run.session.block_on(push_all(
+        run,
+        jobs,
+        (registry, ecr.as_ref()),
+        trusted,
+        &runner,
+        log,
+    ))?;
     Ok(Some(Built { results, target }))
 }
 
@@ -224,12 +226,12 @@ fn runner_login(
     Ok(())
 }
 
-/// Checks (and, when allowed, creates) the ECR repository of every job before anything is
-/// built.
-fn ensure_repositories(run: &Run<'_>, ecr: &Ecr, jobs: &[ImageJob]) -> Result<(), Error> {
+/// Checks (and, when allowed, creates) the ECR repository of every job, once the builders
+/// are ready and before anything is built.
+async fn ensure_repositories(ecr: &Ecr, jobs: &[ImageJob]) -> Result<(), ImageStageError> {
     for job in jobs {
-        run.session
-            .block_on(ecr.ensure_repository(&job.repository))
+        ecr.ensure_repository(&job.repository)
+            .await
             .map_err(|source| ImageStageError::EcrRepository {
                 service: job.service.clone(),
                 source: Box::new(source),
@@ -674,7 +676,7 @@ async fn engine_client(
 async fn push_all(
     run: &Run<'_>,
     jobs: Vec<ImageJob>,
-    registry: Arc<OciRegistry>,
+    (registry, ecr): (Arc<OciRegistry>, Option<&Ecr>),
     trusted: push::TrustedRevision,
     runner: &RunnerConfig,
     log: &mut dyn Write,
@@ -690,6 +692,10 @@ async fn push_all(
         }
         None => None,
     };
+    // Repositories are made only once nothing else can refuse the run before a build.
+    if let Some(ecr) = ecr {
+        ensure_repositories(ecr, &jobs).await?;
+    }
     // The daemon is needed only for images that must be built; its absence fails those.
     let docker = match (engine, buildx) {
         (None, None) => None,

@@ -835,3 +835,66 @@ async fn aws_inputs_choose_the_role_and_audience_of_an_action_run() {
     })
     .await;
 }
+
+/// The ECR repositories moto holds.
+fn ecr_repositories(endpoint: &str) -> Vec<String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(bounded(async {
+        let config = config_for(endpoint).await;
+        let listed = aws_sdk_ecr::Client::new(&config)
+            .describe_repositories()
+            .send()
+            .await
+            .expect("DescribeRepositories");
+        listed
+            .repositories()
+            .iter()
+            .filter_map(|r| r.repository_name().map(str::to_string))
+            .collect()
+    }))
+}
+
+/// A run that stops with exit 2 before building leaves no ECR repository behind, even with
+/// `create_repositories`: repositories are made only once the builders are ready (here
+/// buildx, which this machine lacks, for two platforms). The same run for one platform
+/// creates the repository and pushes to it.
+#[test]
+fn a_run_refused_before_building_creates_no_ecr_repository() {
+    use crate::support::{env_map, monoship, Registry, Repo};
+    let moto = Moto::start();
+    // The ECR host: moto's fixed token is the password of user AWS.
+    let registry = Registry::start(Some(("AWS", "123456789012-auth-token")));
+    let mut repo = Repo::new();
+    let config = |platforms: &str| {
+        format!(
+            "services:\n  app:\n    dockerfile: app/Dockerfile\n    platforms: [{platforms}]\nregistry:\n  ecr:\n    region: us-east-1\n    create_repositories: true\n    endpoint: {}\n",
+            registry.addr
+        )
+    };
+    repo.write("app/Dockerfile", "FROM scratch\nCOPY data.txt /\n")
+        .write("app/data.txt", "1\n")
+        .write(".github/monoship.yml", &config("linux/amd64, linux/arm64"));
+    repo.commit("two platforms");
+    let vars: Vec<(String, String)> = aws_env(&moto.endpoint).into_iter().collect();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = ["build", "--format", "json", "--services", "app"];
+    let run = monoship(repo.path(), &args, &env_map(&vars));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("need the buildx plugin"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(ecr_repositories(&moto.endpoint), Vec::<String>::new());
+    assert!(registry.catalog().is_empty());
+
+    repo.write(".github/monoship.yml", &config("linux/amd64"));
+    repo.commit("one platform");
+    let run = monoship(repo.path(), &args, &env_map(&vars));
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(ecr_repositories(&moto.endpoint), ["app"]);
+    assert_eq!(registry.catalog(), ["app"]);
+}

@@ -209,6 +209,8 @@ pub fn plan_json(dir: &Path, extra: &[&str]) -> Run {
 /// plain or with htpasswd auth; stopped when dropped.
 pub struct Registry {
     pub addr: String,
+    /// The htpasswd account, which [`Registry::catalog`] reads with.
+    auth: Option<(String, String)>,
     child: std::process::Child,
     _dir: tempfile::TempDir,
 }
@@ -244,6 +246,7 @@ impl Registry {
             .expect("docker-registry is installed by .ci/run (apt-get install docker-registry)");
         let registry = Registry {
             addr,
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
             child,
             _dir: dir,
         };
@@ -290,16 +293,18 @@ impl Registry {
 
     /// Repositories in the registry.
     pub fn catalog(&self) -> Vec<String> {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "10",
-                &format!("http://{}/v2/_catalog", self.addr),
-            ])
+        let mut curl = Command::new("curl");
+        curl.args(["-sf", "--max-time", "10"]);
+        if let Some((user, password)) = &self.auth {
+            curl.arg("-u").arg(format!("{user}:{password}"));
+        }
+        let out = curl
+            .arg(format!("http://{}/v2/_catalog", self.addr))
             .output()
             .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        // A refused or broken answer must fail the test, not read as an empty registry.
+        assert!(out.status.success(), "GET /v2/_catalog of {}", self.addr);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         v["repositories"]
             .as_array()
             .map(|a| {
