@@ -7,39 +7,13 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::support::{checked_stdout, free_port, monoship, Registry, Repo, Run};
+use crate::support::{checked_stdout, free_port, monoship, LocalImages, Registry, Repo, Run};
 
 /// `/usr/bin/docker` with a time bound.
 fn docker(args: &[&str]) -> String {
     let mut command = Command::new("timeout");
     command.arg("180").arg("/usr/bin/docker").args(args);
     checked_stdout(&mut command)
-}
-
-/// Removes the local images of the registries at `ports` when dropped, so the shared
-/// daemon keeps nothing of a test.
-struct LocalImages(Vec<u16>);
-
-impl Drop for LocalImages {
-    fn drop(&mut self) {
-        for port in &self.0 {
-            let filter = format!("reference=127.0.0.1:{port}/*");
-            let listed = Command::new("/usr/bin/docker")
-                .args(["image", "ls", "--filter", &filter, "--format"])
-                .arg("{{.Repository}}:{{.Tag}}")
-                .output();
-            let Ok(listed) = listed else { continue };
-            for image in String::from_utf8_lossy(&listed.stdout).lines() {
-                let _ = Command::new("/usr/bin/docker")
-                    .args(["rmi", "-f", image.trim()])
-                    .output();
-            }
-        }
-    }
-}
-
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit_once(':').unwrap().1.parse().unwrap()
 }
 
 /// Builds an image `FROM scratch` holding one file with `content`, tagged `reference`;
@@ -140,7 +114,7 @@ fn base_label(registry: &str, image: &Value) -> Value {
 fn a_base_that_moved_under_its_tag_rebuilds_naming_the_base_and_then_is_reused() {
     let registry = Registry::start(None);
     let addr = registry.addr.clone();
-    let _cleanup = LocalImages(vec![port_of(&addr)]);
+    let _cleanup = LocalImages(vec![addr.clone()]);
     let base = format!("{addr}/base:1");
     base_image(&base, "one\n", true);
     base_image(&format!("{addr}/base:2"), "two\n", true);
@@ -218,7 +192,7 @@ fn a_base_that_moved_under_its_tag_rebuilds_naming_the_base_and_then_is_reused()
 fn a_base_that_cannot_be_resolved_is_always_built_with_a_warning_naming_it() {
     let registry = Registry::start(None);
     let closed = free_port();
-    let _cleanup = LocalImages(vec![port_of(&registry.addr), closed]);
+    let _cleanup = LocalImages(vec![registry.addr.clone(), format!("127.0.0.1:{closed}")]);
     // Both exist in the daemon only: one registry has no such tag, the other is not there.
     let missing = format!("{}/local-only:1", registry.addr);
     let unreachable = format!("127.0.0.1:{closed}/gone:1");
@@ -252,7 +226,7 @@ fn a_base_that_cannot_be_resolved_is_always_built_with_a_warning_naming_it() {
 fn a_base_pinned_by_digest_is_taken_as_is_without_a_request() {
     let bases = Registry::start(None);
     let registry = Registry::start(None);
-    let _cleanup = LocalImages(vec![port_of(&bases.addr), port_of(&registry.addr)]);
+    let _cleanup = LocalImages(vec![bases.addr.clone(), registry.addr.clone()]);
     base_image(&format!("{}/base:1", bases.addr), "pinned\n", true);
     let digest = bases.digest("base", "1", None).unwrap();
     let pinned = format!("{}/base@{digest}", bases.addr);
@@ -278,7 +252,7 @@ fn a_base_pinned_by_digest_is_taken_as_is_without_a_request() {
 fn a_base_in_another_registry_is_built_at_the_digest_its_tag_names_now() {
     let bases = Registry::start(None);
     let registry = Registry::start(None);
-    let _cleanup = LocalImages(vec![port_of(&bases.addr), port_of(&registry.addr)]);
+    let _cleanup = LocalImages(vec![bases.addr.clone(), registry.addr.clone()]);
     let base = format!("{}/base:1", bases.addr);
     base_image(&base, "one\n", true);
     base_image(&format!("{}/base:2", bases.addr), "two\n", true);

@@ -7,8 +7,8 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::support::{
-    busybox_base, busybox_base_with, docker_ok, env_map, image_files, monoship, saved_image,
-    Registry, Repo, Run,
+    busybox_base, busybox_base_with, content_tag, docker_ok, env_map, image_files, monoship,
+    only_image, saved_image, Registry, Repo, Run,
 };
 
 const TOKEN: &str = "tok-Build-Arg-Value-5521";
@@ -17,28 +17,6 @@ fn build(repo: &Path, registry: &Registry, extra: &[&str], env: &[(&str, &str)])
     let mut args = vec!["build", "--format", "json", "--registry", &registry.addr];
     args.extend_from_slice(extra);
     monoship(repo, &args, &env_map(env))
-}
-
-fn only_image(run: &Run) -> Value {
-    let images = run.json()["images"].clone();
-    assert_eq!(
-        images.as_array().map(Vec::len),
-        Some(1),
-        "{images}\n{}",
-        run.stderr
-    );
-    images[0].clone()
-}
-
-fn content_tag(image: &Value) -> String {
-    image["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|t| t.starts_with("src-"))
-        .expect("a content tag")
-        .to_string()
 }
 
 /// A repository with one service `app` in `app/`, built by the given Dockerfile; `target`

@@ -11,7 +11,10 @@ use std::process::Command;
 use base64::Engine as _;
 use serde_json::Value;
 
-use crate::support::{busybox_base_with, docker_ok, env_map, monoship, Registry, Repo, Run};
+use crate::support::{
+    busybox_base_with, content_tag, docker_ok, env_map, monoship, only_image, LocalImages,
+    Registry, Repo, Run,
+};
 
 const PASSWORD: &str = "Runner-Login-Password-6114";
 
@@ -44,27 +47,6 @@ fn auth(user: &str, password: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
 }
 
-/// Removes the daemon's images of the registries at `addrs` when dropped.
-struct LocalImages(Vec<String>);
-
-impl Drop for LocalImages {
-    fn drop(&mut self) {
-        for addr in &self.0 {
-            let filter = format!("reference={addr}/*");
-            let listed = Command::new("/usr/bin/docker")
-                .args(["image", "ls", "--filter", &filter, "--format"])
-                .arg("{{.Repository}}:{{.Tag}}")
-                .output();
-            let Ok(listed) = listed else { continue };
-            for image in String::from_utf8_lossy(&listed.stdout).lines() {
-                let _ = Command::new("/usr/bin/docker")
-                    .args(["rmi", "-f", image.trim()])
-                    .output();
-            }
-        }
-    }
-}
-
 fn app_repo(dockerfile: &str, config_extra: &str) -> Repo {
     let mut repo = Repo::new();
     repo.write(
@@ -82,28 +64,6 @@ fn build(repo: &Path, registry: &str, extra: &[&str], env: &[(&str, &str)]) -> R
     args.extend_from_slice(&["--registry", registry]);
     args.extend_from_slice(extra);
     monoship(repo, &args, &env_map(env))
-}
-
-fn only_image(run: &Run) -> Value {
-    let images = run.json()["images"].clone();
-    assert_eq!(
-        images.as_array().map(Vec::len),
-        Some(1),
-        "{images}\n{}",
-        run.stderr
-    );
-    images[0].clone()
-}
-
-fn content_tag(image: &Value) -> String {
-    image["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .find(|t| t.starts_with("src-"))
-        .expect("a content tag")
-        .to_string()
 }
 
 #[test]

@@ -619,3 +619,49 @@ pub fn image_files(reference: &str) -> tempfile::TempDir {
     std::fs::remove_file(tar).unwrap();
     dir
 }
+
+/// The one image of a `build --format json` run.
+pub fn only_image(run: &Run) -> Value {
+    let images = run.json()["images"].clone();
+    assert_eq!(
+        images.as_array().map(Vec::len),
+        Some(1),
+        "{images}\n{}",
+        run.stderr
+    );
+    images[0].clone()
+}
+
+/// The `src-…` tag of an image of a JSON report.
+pub fn content_tag(image: &Value) -> String {
+    image["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find(|t| t.starts_with("src-"))
+        .expect("a content tag")
+        .to_string()
+}
+
+/// Removes the daemon's images of the registries at `addrs` (`host:port`) when dropped, so
+/// the shared daemon keeps nothing of a test.
+pub struct LocalImages(pub Vec<String>);
+
+impl Drop for LocalImages {
+    fn drop(&mut self) {
+        for addr in &self.0 {
+            let filter = format!("reference={addr}/*");
+            let listed = Command::new("/usr/bin/docker")
+                .args(["image", "ls", "--filter", &filter, "--format"])
+                .arg("{{.Repository}}:{{.Tag}}")
+                .output();
+            let Ok(listed) = listed else { continue };
+            for image in String::from_utf8_lossy(&listed.stdout).lines() {
+                let _ = Command::new("/usr/bin/docker")
+                    .args(["rmi", "-f", image.trim()])
+                    .output();
+            }
+        }
+    }
+}
