@@ -20,7 +20,9 @@ use tokio::process::Command;
 use crate::image::content::InputFile;
 use crate::image::docker_config::{self, RunnerConfig};
 pub use crate::image::engine::CommandLog;
-use crate::image::engine::{build_query, BuildQuery, Engine, EngineError};
+use crate::image::engine::{
+    body_dropped, build_query, streamed_body, BuildQuery, Engine, EngineError,
+};
 use crate::image::tarball;
 use crate::secret::Secret;
 
@@ -519,12 +521,30 @@ async fn engine_build(
     let listing = tarball::listing(&inputs, &context, &dockerfile, !buildkit);
     let query = engine_query(job, &listing.dockerfile, buildkit);
     let root = job.root.clone();
-    let tar = tokio::task::spawn_blocking(move || tarball::write(&listing, &root))
-        .await
-        .map_err(|e| EngineError::Context(std::io::Error::other(e.to_string())))?
-        .map_err(EngineError::Context)?;
+    // The context is written while it is sent, a few chunks ahead: never whole in memory.
+    let (body, mut writer) = streamed_body();
+    let producer = tokio::task::spawn_blocking(move || {
+        let written = tarball::write_to(&listing, &root, &mut writer)
+            .and_then(|()| std::io::Write::flush(&mut writer));
+        if let Err(e) = &written {
+            writer.fail(e);
+        }
+        written
+    });
     let what = format!("the build of {}", job.service);
-    let mut built = engine.build(&query, tar, limit, &what).await?;
+    let built = engine.build(&query, body, limit, &what).await;
+    let produced = producer
+        .await
+        .map_err(|e| EngineError::Context(std::io::Error::other(e.to_string())))?;
+    // A file that could not be read explains a failed build better than the cut request.
+    let unread = produced.as_ref().err();
+    if let Some(e) = unread.filter(|e| !body_dropped(e)) {
+        return Err(EngineError::Context(std::io::Error::new(
+            e.kind(),
+            e.to_string(),
+        )));
+    }
+    let mut built = built?;
     if !built.success && built.output.contains("no active sessions") {
         built.output.push_str(NO_SESSION_HINT);
     }

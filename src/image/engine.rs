@@ -150,6 +150,82 @@ fn api_version(text: &str) -> Option<(u32, u32)> {
 }
 
 /// Aborts the task that drives a connection when the call using it is dropped or done.
+/// A request body: whole ([`whole`]) or written as it goes ([`streamed_body`]).
+pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, std::io::Error>;
+
+fn whole(bytes: Bytes) -> Body {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// How much a [`BodyWriter`] gathers before it sends a chunk.
+const CHUNK: usize = 256 * 1024;
+
+/// Why a [`BodyWriter`] stopped: the request no longer reads its body (it failed, timed out
+/// or was cancelled), which the request's own error explains.
+const BODY_DROPPED: &str = "the request stopped reading its body";
+
+/// A request body written by blocking code ([`std::io::Write`]) while the request is sent,
+/// a few chunks ahead at most, so the body is never whole in memory.
+pub fn streamed_body() -> (Body, BodyWriter) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+    let frames = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let body = http_body_util::StreamBody::new(frames).boxed_unsync();
+    let writer = BodyWriter {
+        buffer: Vec::with_capacity(CHUNK),
+        tx,
+    };
+    (body, writer)
+}
+
+/// The writing end of [`streamed_body`]; call only from blocking code (`spawn_blocking`).
+pub struct BodyWriter {
+    buffer: Vec<u8>,
+    tx: tokio::sync::mpsc::Sender<Result<hyper::body::Frame<Bytes>, std::io::Error>>,
+}
+
+impl BodyWriter {
+    fn send(&mut self) -> std::io::Result<()> {
+        let chunk = Bytes::from(std::mem::replace(
+            &mut self.buffer,
+            Vec::with_capacity(CHUNK),
+        ));
+        self.tx
+            .blocking_send(Ok(hyper::body::Frame::data(chunk)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, BODY_DROPPED))
+    }
+
+    /// Ends the body with an error, so the request is cut off instead of ending as if the
+    /// body were complete (a tar cut at an entry would read as a smaller context).
+    pub fn fail(self, error: &std::io::Error) {
+        let error = std::io::Error::new(error.kind(), error.to_string());
+        let _ = self.tx.blocking_send(Err(error));
+    }
+}
+
+impl std::io::Write for BodyWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(data);
+        if self.buffer.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.buffer.is_empty() {
+            true => Ok(()),
+            false => self.send(),
+        }
+    }
+}
+
+/// Whether `error` only says that the request stopped reading a [`BodyWriter`].
+pub fn body_dropped(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::BrokenPipe && error.to_string() == BODY_DROPPED
+}
+
 struct Connection(tokio::task::JoinHandle<()>);
 
 impl Drop for Connection {
@@ -259,7 +335,7 @@ impl Engine {
         method: &str,
         path: &str,
         headers: Vec<(&'static str, String)>,
-        body: Bytes,
+        body: Body,
     ) -> Result<(http::Response<Incoming>, Connection), EngineError> {
         let (mut sender, connection) = self.handshake().await?;
         let mut request = http::Request::builder()
@@ -273,9 +349,7 @@ impl Engine {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let request = request
-            .body(Full::new(body))
-            .expect("a request of known-good parts");
+        let request = request.body(body).expect("a request of known-good parts");
         let response = sender
             .send_request(request)
             .await
@@ -285,13 +359,7 @@ impl Engine {
 
     async fn handshake(
         &self,
-    ) -> Result<
-        (
-            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-            Connection,
-        ),
-        EngineError,
-    > {
+    ) -> Result<(hyper::client::conn::http1::SendRequest<Body>, Connection), EngineError> {
         let connect_error = |source| EngineError::Connect {
             address: self.address.to_string(),
             source,
@@ -315,13 +383,7 @@ impl Engine {
     async fn start<S>(
         &self,
         stream: S,
-    ) -> Result<
-        (
-            hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-            Connection,
-        ),
-        EngineError,
-    >
+    ) -> Result<(hyper::client::conn::http1::SendRequest<Body>, Connection), EngineError>
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -353,7 +415,7 @@ impl Engine {
         body: Bytes,
         what: &str,
     ) -> Result<Bytes, EngineError> {
-        let (response, _connection) = self.send(method, path, headers, body).await?;
+        let (response, _connection) = self.send(method, path, headers, whole(body)).await?;
         let status = response.status();
         let body = response
             .into_body()
@@ -372,7 +434,7 @@ impl Engine {
         &self,
         path: &str,
         headers: Vec<(&'static str, String)>,
-        body: Bytes,
+        body: Body,
         what: &str,
     ) -> Result<CommandLog, EngineError> {
         let (response, _connection) = self.send("POST", path, headers, body).await?;
@@ -404,7 +466,7 @@ impl Engine {
     pub async fn build(
         &self,
         query: &str,
-        context: Vec<u8>,
+        context: Body,
         limit: Duration,
         what: &str,
     ) -> Result<CommandLog, EngineError> {
@@ -414,12 +476,7 @@ impl Engine {
             headers.push(("X-Registry-Config", registry_config(&logins)));
         }
         let path = format!("/build?{query}");
-        timed(
-            what,
-            limit,
-            self.stream(&path, headers, Bytes::from(context), what),
-        )
-        .await
+        timed(what, limit, self.stream(&path, headers, context, what)).await
     }
 
     /// Puts the base image `reference` on the daemon at exactly `digest`, the one its content
@@ -463,7 +520,7 @@ impl Engine {
         let mut log = timed(
             &what,
             limit,
-            self.stream(&path, headers, Bytes::new(), &what),
+            self.stream(&path, headers, whole(Bytes::new()), &what),
         )
         .await?;
         if let (true, Some(tag)) = (log.success, tag) {
@@ -505,7 +562,7 @@ impl Engine {
         timed(
             &what,
             limit,
-            self.stream(&path, headers, Bytes::new(), &what),
+            self.stream(&path, headers, whole(Bytes::new()), &what),
         )
         .await
     }

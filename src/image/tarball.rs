@@ -7,6 +7,8 @@
 //! records for long names, owner 0 and a fixed modification time, so equal inputs give equal
 //! bytes.
 
+use std::fs::File;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::image::content::InputFile;
@@ -118,39 +120,60 @@ pub fn listing(files: &[&InputFile], context: &str, dockerfile: &str, legacy: bo
 /// The modification time of every entry (2000-01-01), so an archive depends only on its files.
 const MTIME: u64 = 946_684_800;
 
-/// Writes the archive of `listing`, reading files below `root`.
+/// The archive of `listing` in memory, reading files below `root` (see [`write_to`]).
 ///
 /// # Errors
-/// When a file cannot be read: it changed after the plan read it.
+/// As [`write_to`].
+#[cfg(test)]
 pub fn write(listing: &Listing, root: &Path) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
+    write_to(listing, root, &mut out)?;
+    Ok(out)
+}
+
+/// Writes the archive of `listing` to `out`, reading files below `root` one at a time, so a
+/// context of any size takes a buffer's worth of memory.
+///
+/// # Errors
+/// When a file cannot be read, or its size changed while it was copied (it changed after
+/// the plan read it), or `out` fails.
+pub fn write_to(listing: &Listing, root: &Path, out: &mut dyn Write) -> std::io::Result<()> {
     for entry in &listing.entries {
         let path = root.join(&entry.source);
         match entry.kind {
             EntryKind::File { executable } => {
-                let bytes = std::fs::read(&path).map_err(|e| annotate(e, &entry.source))?;
+                let mut file = File::open(&path).map_err(|e| annotate(e, &entry.source))?;
+                let size = file
+                    .metadata()
+                    .map_err(|e| annotate(e, &entry.source))?
+                    .len();
                 let mode = if executable { 0o755 } else { 0o644 };
-                append(&mut out, &entry.name, b'0', mode, "", &bytes);
+                put_header(out, &entry.name, b'0', mode, "", size)?;
+                let copied = std::io::copy(&mut (&mut file).take(size), out)
+                    .map_err(|e| annotate(e, &entry.source))?;
+                if copied != size {
+                    let why = format!(
+                        "{} changed while the build context was written",
+                        entry.source
+                    );
+                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, why));
+                }
+                pad(out, size)?;
             }
             EntryKind::Symlink => {
                 let target = std::fs::read_link(&path).map_err(|e| annotate(e, &entry.source))?;
                 let target = target.to_string_lossy();
-                append(&mut out, &entry.name, b'2', 0o777, &target, &[]);
+                put_header(out, &entry.name, b'2', 0o777, &target, 0)?;
             }
             EntryKind::Generated => {
-                append(
-                    &mut out,
-                    &entry.name,
-                    b'0',
-                    0o644,
-                    "",
-                    entry.source.as_bytes(),
-                );
+                let data = entry.source.as_bytes();
+                put_header(out, &entry.name, b'0', 0o644, "", data.len() as u64)?;
+                out.write_all(data)?;
+                pad(out, data.len() as u64)?;
             }
         }
     }
-    out.resize(out.len() + 1024, 0); // two zero blocks end the archive
-    Ok(out)
+    out.write_all(&[0u8; 1024]) // two zero blocks end the archive
 }
 
 fn annotate(e: std::io::Error, path: &str) -> std::io::Error {
@@ -170,7 +193,16 @@ fn pax_record(key: &str, value: &str) -> String {
     format!("{len}{body}")
 }
 
-fn append(out: &mut Vec<u8>, name: &str, kind: u8, mode: u32, link: &str, data: &[u8]) {
+/// The header of one entry of `size` bytes, after a PAX header when the name or the link is
+/// longer than its ustar field.
+fn put_header(
+    out: &mut dyn Write,
+    name: &str,
+    kind: u8,
+    mode: u32,
+    link: &str,
+    size: u64,
+) -> std::io::Result<()> {
     let mut pax = String::new();
     if name.len() > 100 {
         pax.push_str(&pax_record("path", name));
@@ -179,17 +211,20 @@ fn append(out: &mut Vec<u8>, name: &str, kind: u8, mode: u32, link: &str, data: 
         pax.push_str(&pax_record("linkpath", link));
     }
     if !pax.is_empty() {
-        out.extend(header("pax", b'x', 0o644, "", pax.len() as u64));
-        out.extend_from_slice(pax.as_bytes());
-        pad(out);
+        out.write_all(&header("pax", b'x', 0o644, "", pax.len() as u64))?;
+        out.write_all(pax.as_bytes())?;
+        pad(out, pax.len() as u64)?;
     }
-    out.extend(header(name, kind, mode, link, data.len() as u64));
-    out.extend_from_slice(data);
-    pad(out);
+    out.write_all(&header(name, kind, mode, link, size))
 }
 
-fn pad(out: &mut Vec<u8>) {
-    out.resize(out.len().div_ceil(512) * 512, 0);
+/// Zeros up to the next 512-byte block after `size` bytes of content.
+fn pad(out: &mut dyn Write, size: u64) -> std::io::Result<()> {
+    let rest = (size % 512) as usize;
+    match rest {
+        0 => Ok(()),
+        _ => out.write_all(&[0u8; 512][..512 - rest]),
+    }
 }
 
 /// A ustar header; names and links longer than their fields are cut (a PAX record before it
