@@ -771,6 +771,39 @@ impl Messages {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_streamed_body_carries_every_byte_and_a_failure_cuts_it_off() {
+        use std::io::Write as _;
+        let (body, mut writer) = streamed_body();
+        let producer = tokio::task::spawn_blocking(move || {
+            writer.write_all(&[7u8; CHUNK + 10]).unwrap();
+            writer.write_all(b"end").unwrap();
+            writer.flush().unwrap();
+        });
+        let bytes = body.collect().await.unwrap().to_bytes();
+        producer.await.unwrap();
+        assert_eq!(bytes.len(), CHUNK + 13);
+        assert!(bytes.ends_with(b"\x07end"));
+
+        // A writer that fails ends the body with an error, never as a shorter whole body.
+        let (body, mut writer) = streamed_body();
+        let producer = tokio::task::spawn_blocking(move || {
+            writer.write_all(&[1u8; CHUNK]).unwrap();
+            writer.fail(&std::io::Error::other("cannot read a.txt"));
+        });
+        let error = body.collect().await.expect_err("the body fails");
+        assert!(error.to_string().contains("cannot read a.txt"), "{error}");
+        producer.await.unwrap();
+
+        // A body nobody reads any more stops its writer with an error of its own kind.
+        let (body, mut writer) = streamed_body();
+        drop(body);
+        let written = tokio::task::spawn_blocking(move || writer.write_all(&[0u8; CHUNK]))
+            .await
+            .unwrap();
+        assert!(body_dropped(&written.unwrap_err()));
+    }
+
     #[test]
     fn docker_host_takes_unix_sockets_and_plain_tcp_only() {
         let ok = |h: Option<&str>| docker_address(h, false).unwrap();
