@@ -124,7 +124,8 @@ pub struct BuildConfig {
     pub registry_cache: bool,
     /// The buildx builder that builds every image (`docker buildx build --builder NAME --push`),
     /// e.g. the one docker/setup-buildx-action made; it must be visible in the runner's Docker
-    /// config. The input `builder` (`--builder`) wins over it, and it over BUILDX_BUILDER.
+    /// config. The input `builder` (`--builder`) wins over it, and it over BUILDX_BUILDER, then
+    /// buildx's current builder in that config.
     pub builder: Option<String>,
 }
 
