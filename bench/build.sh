@@ -15,17 +15,8 @@ cargo build --quiet --release --manifest-path "$root/Cargo.toml" --bin monoship
 bin="$root/target/release/monoship"
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/data}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-registry_pid=$!
-trap 'kill $registry_pid 2>/dev/null; rm -rf "$work"' EXIT
-until curl -s "http://127.0.0.1:$port/v2/" >/dev/null; do sleep 0.1; done
+trap 'kill ${registry_pid:-} 2>/dev/null; rm -rf "$work"' EXIT
+. "$here/registry.sh"
 
 repo="$work/shop"
 cp -r "$root/examples/shop" "$repo"

@@ -16,24 +16,14 @@ if [ -z "${BIN:-}" ]; then
 fi
 
 work=$(mktemp -d)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/registry.yml" <<YML
-version: 0.1
-log: {level: error}
-storage: {filesystem: {rootdirectory: $work/data}}
-http: {addr: 127.0.0.1:$port}
-YML
-docker-registry serve "$work/registry.yml" >/dev/null 2>&1 &
-registry_pid=$!
-image="127.0.0.1:$port/big"
 cleanup() {
-  kill "$registry_pid" 2>/dev/null || true
-  /usr/bin/docker image ls --filter "reference=$image" --format '{{.Repository}}:{{.Tag}}' \
+  kill "${registry_pid:-}" 2>/dev/null || true
+  /usr/bin/docker image ls --filter "reference=127.0.0.1:${port:-0}/big" --format '{{.Repository}}:{{.Tag}}' \
     | xargs -r /usr/bin/docker rmi -f >/dev/null 2>&1 || true
   rm -rf "$work"
 }
 trap cleanup EXIT
-until curl -s "http://127.0.0.1:$port/v2/" >/dev/null; do sleep 0.1; done
+. "$here/registry.sh"
 
 repo="$work/repo"
 mkdir -p "$repo/big" "$repo/.github"
