@@ -45,6 +45,12 @@ pub enum ImageStageError {
     Aws(#[from] crate::aws::AwsError),
     #[error(transparent)]
     EcrLogin(Box<EcrError>),
+    #[error("service `{service}` pushes to {repository}, where pull-request runs push the images of service `{other}`; give one of them another `repository:`, or set `registry.pull_request_prefix`")]
+    SharedRepository {
+        service: String,
+        other: String,
+        repository: String,
+    },
     #[error("service `{service}`: no ECR repository to push to")]
     EcrRepository {
         service: String,
@@ -81,6 +87,7 @@ pub(crate) fn build_stage(
     let (ecr, mut target) = registry_target(run)?;
     runner_login(ctx, &runner, &mut target, log)?;
     let pull_requests = pull_request_target(ctx, &target)?;
+    check_pull_request_repositories(&ctx.config.services, &target, &pull_requests)?;
     let (target, twin_target) = match is_pull_request(ctx) {
         true => (pull_requests, target),
         false => (target, pull_requests),
@@ -486,10 +493,7 @@ fn check_repository(
     name: &str,
     service: &ServiceConfig,
 ) -> Result<String, ImageStageError> {
-    let repository_name = service
-        .repository
-        .clone()
-        .unwrap_or_else(|| name.to_ascii_lowercase());
+    let repository_name = repository_name(name, service);
     target
         .check_repository(&repository_name)
         .map_err(|source| ImageStageError::Repository {
@@ -497,6 +501,46 @@ fn check_repository(
             source,
         })?;
     Ok(repository_name)
+}
+
+/// The repository of service `name` below the registry's prefix: `repository`, else the name
+/// in lower case.
+fn repository_name(name: &str, service: &ServiceConfig) -> String {
+    service
+        .repository
+        .clone()
+        .unwrap_or_else(|| name.to_ascii_lowercase())
+}
+
+/// Refuses two services of which one's branch images and the other's pull-request images
+/// would share a repository (`repository: pr/cart` beside `cart`, or `pr-cart` beside `cart`
+/// on Docker Hub, where the pull-request folder joins the name): a pull request would push
+/// into the other service's repository. Pure.
+fn check_pull_request_repositories(
+    services: &BTreeMap<String, ServiceConfig>,
+    branch: &RegistryTarget,
+    pull_requests: &RegistryTarget,
+) -> Result<(), ImageStageError> {
+    let paths = |target: &RegistryTarget| -> BTreeMap<String, String> {
+        services
+            .iter()
+            .map(|(name, service)| {
+                let path = target.path(&repository_name(name, service));
+                (path.to_ascii_lowercase(), name.clone())
+            })
+            .collect()
+    };
+    let pull_request_paths = paths(pull_requests);
+    for (path, service) in paths(branch) {
+        if let Some(other) = pull_request_paths.get(&path) {
+            return Err(ImageStageError::SharedRepository {
+                service,
+                other: other.clone(),
+                repository: format!("{}/{path}", branch.host),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The job of one service: its repository, content tag and build. Pure.
@@ -1002,5 +1046,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("service `cart`"), "{err}");
+    }
+
+    #[test]
+    fn a_service_in_another_s_pull_request_repository_is_refused() {
+        let services = |pairs: &[(&str, Option<&str>)]| -> BTreeMap<String, ServiceConfig> {
+            pairs
+                .iter()
+                .map(|(name, repository)| {
+                    let service = ServiceConfig {
+                        repository: repository.map(str::to_string),
+                        ..Default::default()
+                    };
+                    (name.to_string(), service)
+                })
+                .collect()
+        };
+        let check = |registry: &str, pairs: &[(&str, Option<&str>)]| {
+            let target = RegistryTarget::parse(registry, None, None).unwrap();
+            let mut pull_requests = target.clone();
+            pull_requests.prefix = target.path(PULL_REQUEST_PREFIX);
+            check_pull_request_repositories(&services(pairs), &target, &pull_requests)
+                .map_err(|e| e.to_string())
+        };
+        let err = check("ghcr.io/acme", &[("cart", None), ("x", Some("pr/cart"))]).unwrap_err();
+        assert_eq!(err, "service `x` pushes to ghcr.io/acme/pr/cart, where pull-request runs push the images of service `cart`; give one of them another `repository:`, or set `registry.pull_request_prefix`");
+        let err = check("docker.io/acme", &[("cart", None), ("pr-cart", None)]).unwrap_err();
+        assert!(
+            err.starts_with("service `pr-cart` pushes to docker.io/acme/pr-cart,"),
+            "{err}"
+        );
+        assert!(check("docker.io/acme", &[("cart", None), ("pr", None)]).is_ok());
+        assert!(check("ghcr.io/acme", &[("cart", None), ("pr-cart", None)]).is_ok());
+        assert!(check("localhost:5000", &[("cart", None), ("email", None)]).is_ok());
     }
 }

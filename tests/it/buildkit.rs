@@ -378,3 +378,25 @@ fn a_base_image_in_the_private_push_registry_is_pulled_with_its_login() {
     assert_eq!(read(&files, "ran"), "ran\n");
     assert!(!run.stderr.contains(password));
 }
+
+/// A service whose images would land where pull-request runs push another service's images
+/// (`repository: pr/app` beside `app`) is refused before anything is built or pushed.
+#[test]
+fn a_service_in_another_s_pull_request_repository_is_exit_2_with_nothing_pushed() {
+    let registry = Registry::start(None);
+    let (mut repo, _) = app_repo("FROM scratch\nCOPY data.txt /\n");
+    let config = std::fs::read_to_string(repo.path().join(".github/monoship.yml")).unwrap();
+    repo.write(
+        ".github/monoship.yml",
+        &format!("{config}  shadow:\n    dockerfile: app/Dockerfile\n    repository: pr/app\n"),
+    );
+    repo.commit("a service in the pull-request folder");
+    let run = build(repo.path(), &registry, &["--services", "all"], &[]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    let says = format!(
+        "service `shadow` pushes to {}/pr/app, where pull-request runs push the images of service `app`",
+        registry.addr
+    );
+    assert!(run.stderr.contains(&says), "{}", run.stderr);
+    assert!(registry.catalog().is_empty(), "nothing was pushed");
+}
